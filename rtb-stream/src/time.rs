@@ -1,0 +1,212 @@
+//! Event time and watermarks.
+//!
+//! Time is `i64` milliseconds since the Unix epoch (UTC). A watermark `w` asserts that no record with a
+//! timestamp `<= w` is expected any more; records at or below the current watermark are *late*.
+//!
+//! [`WatermarkTracker`] keeps one bounded-out-of-orderness watermark per input partition:
+//! `partition watermark = max timestamp seen − allowed out-of-orderness`. The operator's watermark is the
+//! minimum over its partitions. A partition that has received nothing for `idle_timeout` of processing time
+//! is *idle* and stops holding the minimum back until it receives a record again. The combined watermark
+//! never goes backwards.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Timestamp = i64;
+
+/// One minute in milliseconds.
+pub const MINUTE: i64 = 60_000;
+/// One hour in milliseconds.
+pub const HOUR: i64 = 60 * MINUTE;
+/// One day in milliseconds.
+pub const DAY: i64 = 24 * HOUR;
+
+/// How watermarks are generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkConfig {
+    /// Allowed out-of-orderness in ms: the watermark trails the max timestamp seen by this much.
+    pub max_out_of_orderness: i64,
+    /// Processing-time ms after which a silent partition no longer holds the watermark back.
+    /// `None` disables idleness (a silent partition holds the watermark forever, as in Flink's default).
+    pub idle_timeout: Option<i64>,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        Self { max_out_of_orderness: 5_000, idle_timeout: Some(10_000) }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionClock {
+    max_ts: Option<Timestamp>,
+    last_activity: i64,
+    idle: bool,
+}
+
+/// Per-partition watermark generation and the minimum over partitions. See the module docs.
+#[derive(Debug, Clone)]
+pub struct WatermarkTracker {
+    config: WatermarkConfig,
+    parts: Vec<PartitionClock>,
+    current: Option<Timestamp>,
+}
+
+impl WatermarkTracker {
+    /// A tracker over `partitions` input partitions; `now` is the current processing time in ms.
+    pub fn new(partitions: usize, config: WatermarkConfig, now: i64) -> Self {
+        let clock = PartitionClock { max_ts: None, last_activity: now, idle: false };
+        Self { config, parts: vec![clock; partitions.max(1)], current: None }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WatermarkConfig {
+        &self.config
+    }
+
+    /// Number of tracked partitions.
+    pub fn partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Records that `partition` delivered a record with event time `ts` at processing time `now`.
+    /// Returns the new combined watermark if it advanced.
+    pub fn observe(&mut self, partition: usize, ts: Timestamp, now: i64) -> Option<Timestamp> {
+        let p = &mut self.parts[partition];
+        p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
+        p.last_activity = now;
+        p.idle = false;
+        self.recompute()
+    }
+
+    /// Records that `partition` was polled at `now` and had nothing new (it is caught up).
+    /// Idleness is judged from the last record, so this only matters through [`Self::tick`].
+    pub fn tick(&mut self, now: i64) -> Option<Timestamp> {
+        if let Some(timeout) = self.config.idle_timeout {
+            for p in &mut self.parts {
+                if !p.idle && now - p.last_activity >= timeout {
+                    p.idle = true;
+                }
+            }
+        }
+        self.recompute()
+    }
+
+    /// Whether `partition` is currently idle.
+    pub fn is_idle(&self, partition: usize) -> bool {
+        self.parts[partition].idle
+    }
+
+    /// The current combined watermark, `None` before any partition has produced one.
+    pub fn current(&self) -> Option<Timestamp> {
+        self.current
+    }
+
+    /// End of input: every partition is finished, the watermark jumps to `Timestamp::MAX` so every window
+    /// and join buffer closes.
+    pub fn finish(&mut self) -> Timestamp {
+        self.current = Some(Timestamp::MAX);
+        Timestamp::MAX
+    }
+
+    /// Restores a previously committed watermark (after a restart) so it never goes backwards.
+    pub fn restore(&mut self, wm: Option<Timestamp>) {
+        if wm > self.current {
+            self.current = wm;
+        }
+    }
+
+    fn recompute(&mut self) -> Option<Timestamp> {
+        let mut min: Option<Timestamp> = None;
+        let mut any_active = false;
+        for p in &self.parts {
+            if p.idle {
+                continue;
+            }
+            any_active = true;
+            match p.max_ts {
+                // An active partition that has never produced holds the watermark back entirely.
+                None => return None,
+                Some(m) => {
+                    let w = m.saturating_sub(self.config.max_out_of_orderness);
+                    min = Some(min.map_or(w, |x: Timestamp| x.min(w)));
+                }
+            }
+        }
+        if !any_active {
+            // All idle: the watermark may advance to the max over partitions (Flink's behaviour when every
+            // input is idle is to hold; we advance to what has been seen so that windows close).
+            min = self
+                .parts
+                .iter()
+                .filter_map(|p| p.max_ts)
+                .max()
+                .map(|m| m.saturating_sub(self.config.max_out_of_orderness));
+        }
+        match min {
+            Some(w) if Some(w) > self.current => {
+                self.current = Some(w);
+                Some(w)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ooo: i64, idle: Option<i64>) -> WatermarkConfig {
+        WatermarkConfig { max_out_of_orderness: ooo, idle_timeout: idle }
+    }
+
+    #[test]
+    fn minimum_over_partitions_with_out_of_orderness() {
+        let mut t = WatermarkTracker::new(2, cfg(100, None), 0);
+        assert_eq!(t.observe(0, 1_000, 0), None, "partition 1 has produced nothing yet");
+        assert_eq!(t.observe(1, 500, 0), Some(400));
+        assert_eq!(t.observe(1, 2_000, 0), Some(900));
+        assert_eq!(t.current(), Some(900));
+    }
+
+    #[test]
+    fn never_goes_backwards() {
+        let mut t = WatermarkTracker::new(1, cfg(0, None), 0);
+        t.observe(0, 1_000, 0);
+        assert_eq!(t.observe(0, 10, 0), None);
+        assert_eq!(t.current(), Some(1_000));
+    }
+
+    #[test]
+    fn idle_partition_stops_holding_back_and_rejoins() {
+        let mut t = WatermarkTracker::new(2, cfg(0, Some(1_000)), 0);
+        t.observe(0, 5_000, 0);
+        assert_eq!(t.current(), None, "partition 1 silent but not yet idle");
+        t.observe(0, 6_000, 999);
+        assert_eq!(t.tick(999), None, "999 ms < timeout");
+        assert_eq!(t.tick(1_000), Some(6_000));
+        assert!(t.is_idle(1));
+        // Partition 1 wakes up behind the watermark: it is active again but cannot pull the watermark back.
+        assert_eq!(t.observe(1, 100, 1_500), None);
+        assert!(!t.is_idle(1));
+        assert_eq!(t.current(), Some(6_000));
+        assert_eq!(t.observe(1, 7_000, 1_600), None, "partition 0 (6 000) is now the minimum");
+        assert_eq!(t.observe(0, 8_000, 1_600), Some(7_000));
+    }
+
+    #[test]
+    fn finish_closes_everything() {
+        let mut t = WatermarkTracker::new(3, cfg(10, None), 0);
+        assert_eq!(t.finish(), Timestamp::MAX);
+        assert_eq!(t.current(), Some(Timestamp::MAX));
+    }
+
+    #[test]
+    fn restore_keeps_committed_watermark() {
+        let mut t = WatermarkTracker::new(1, cfg(0, None), 0);
+        t.restore(Some(5_000));
+        assert_eq!(t.observe(0, 1_000, 0), None);
+        assert_eq!(t.current(), Some(5_000));
+    }
+}

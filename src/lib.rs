@@ -1,0 +1,1 @@
+//! rtb workspace root package: see the member crates.
