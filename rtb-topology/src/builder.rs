@@ -15,14 +15,13 @@ pub const CPC_TOPOLOGY_TOML: &str = include_str!("../../topologies/cpc.toml");
 /// use rtb_topology::{EventSchema, OperatorKind, OperatorSpec, SinkKind, SinkSpec, TopicSpec, Topology, Millis};
 ///
 /// let topology = Topology::builder()
-///     .topic(TopicSpec::new("campaign-events", EventSchema::CampaignEvents, 4)
+///     .topic(TopicSpec::new("ad-events", EventSchema::AdEvents, 8)
 ///         .retention(Millis::days(7))
-///         .key(["placement", "category"]))
-///     .operator(OperatorSpec::new("ranking", OperatorKind::Ranking, "rtb-processor")
-///         .input("campaign-events")
-///         .key(["placement", "category"])
-///         .sink("cache"))
-///     .sink(SinkSpec::new("cache", SinkKind::Cache))
+///         .key("device_id"))
+///     .operator(OperatorSpec::new("balance", OperatorKind::Balance, "balance-processor")
+///         .input("ad-events")
+///         .sink("database"))
+///     .sink(SinkSpec::new("database", SinkKind::Database))
 ///     .build()?;
 /// assert_eq!(topology.plan()?.stages.len(), 1);
 /// # Ok::<(), rtb_topology::Error>(())

@@ -110,7 +110,9 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
 }
 
 fn seconds(s: &str) -> std::result::Result<Duration, String> {
-    let v: u64 = s.parse().map_err(|_| format!("`{s}` is not a whole number of seconds"))?;
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of seconds"))?;
     Ok(Duration::from_secs(v))
 }
 
@@ -135,14 +137,22 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<()> {
 /// `rtb describe`.
 pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
     let plan = load_topology(args.topology.as_deref())?.plan()?;
-    out.write_all(plan.describe(args.format).as_bytes()).map_err(Error::Output)
+    out.write_all(plan.describe(args.format).as_bytes())
+        .map_err(Error::Output)
 }
 
 /// `rtb validate`.
 pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
     let plan = load_topology(args.topology.as_deref())?.plan()?;
-    let name = args.topology.as_ref().map_or_else(|| "built-in CPC topology".to_owned(), |p| p.display().to_string());
-    let operators = plan.stages.iter().filter(|s| s.repartition.is_none()).count();
+    let name = args.topology.as_ref().map_or_else(
+        || "built-in CPC topology".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let operators = plan
+        .stages
+        .iter()
+        .filter(|s| s.repartition.is_none())
+        .count();
     writeln!(
         out,
         "{name}: valid ({} topics, {operators} operators in {} stages, {} sinks)",
@@ -187,11 +197,26 @@ mod tests {
     #[test]
     fn run_options_parse_into_typed_fields() {
         let cli = parse(&[
-            "run", "--data-dir", "d", "--rate", "2500", "--duration", "30", "--seed", "7", "--scale", "0.5",
-            "--events", "1000", "--report-json", "r.json",
+            "run",
+            "--data-dir",
+            "d",
+            "--rate",
+            "2500",
+            "--duration",
+            "30",
+            "--seed",
+            "7",
+            "--scale",
+            "0.5",
+            "--events",
+            "1000",
+            "--report-json",
+            "r.json",
         ])
         .expect("valid");
-        let Command::Run(a) = cli.command else { panic!("expected run") };
+        let Command::Run(a) = cli.command else {
+            panic!("expected run")
+        };
         assert_eq!(a.data_dir, Some(PathBuf::from("d")));
         assert_eq!(a.rate, 2500.0);
         assert_eq!(a.duration, Some(Duration::from_secs(30)));
@@ -202,8 +227,13 @@ mod tests {
 
     #[test]
     fn run_defaults_when_options_are_absent() {
-        let Command::Run(a) = parse(&["run"]).expect("valid").command else { panic!("expected run") };
-        assert_eq!((a.rate, a.seed, a.scale, a.events, a.duration), (1000.0, 42, 1.0, None, None));
+        let Command::Run(a) = parse(&["run"]).expect("valid").command else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            (a.rate, a.seed, a.scale, a.events, a.duration),
+            (1000.0, 42, 1.0, None, None)
+        );
     }
 
     #[test]
@@ -217,16 +247,24 @@ mod tests {
     #[test]
     fn replay_requires_input_and_output() {
         assert!(parse(&["replay", "--input", "in"]).is_err());
-        let Command::Replay(a) = parse(&["replay", "--input", "in", "--output", "out"]).expect("valid").command
+        let Command::Replay(a) = parse(&["replay", "--input", "in", "--output", "out"])
+            .expect("valid")
+            .command
         else {
             panic!("expected replay")
         };
-        assert_eq!((a.input, a.output), (PathBuf::from("in"), PathBuf::from("out")));
+        assert_eq!(
+            (a.input, a.output),
+            (PathBuf::from("in"), PathBuf::from("out"))
+        );
     }
 
     #[test]
     fn describe_format_is_text_or_mermaid_only() {
-        let Command::Describe(a) = parse(&["describe", "--format", "mermaid"]).expect("valid").command else {
+        let Command::Describe(a) = parse(&["describe", "--format", "mermaid"])
+            .expect("valid")
+            .command
+        else {
             panic!("expected describe")
         };
         assert_eq!(a.format, DescribeFormat::Mermaid);
@@ -236,15 +274,27 @@ mod tests {
     #[test]
     fn run_and_replay_are_not_wired_yet_and_exit_1() {
         let r = execute(parse(&["run"]).expect("valid"), &mut Vec::new());
-        assert!(matches!(r, Err(Error::NotWired { command: "run" })), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::NotWired { command: "run" })),
+            "{r:?}"
+        );
         assert_eq!(exit_status(&r), 1);
-        let r = execute(parse(&["replay", "--input", "a", "--output", "b"]).expect("valid"), &mut Vec::new());
-        assert!(matches!(r, Err(Error::NotWired { command: "replay" })), "{r:?}");
+        let r = execute(
+            parse(&["replay", "--input", "a", "--output", "b"]).expect("valid"),
+            &mut Vec::new(),
+        );
+        assert!(
+            matches!(r, Err(Error::NotWired { command: "replay" })),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn validate_missing_file_exits_2() {
-        let r = execute(parse(&["validate", "--topology", "/nonexistent/t.toml"]).expect("valid"), &mut Vec::new());
+        let r = execute(
+            parse(&["validate", "--topology", "/nonexistent/t.toml"]).expect("valid"),
+            &mut Vec::new(),
+        );
         assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
         assert_eq!(exit_status(&r), 2);
     }
@@ -255,6 +305,9 @@ mod tests {
         let r = execute(parse(&["validate"]).expect("valid"), &mut out);
         assert_eq!(exit_status(&r), 0, "{r:?}");
         let text = String::from_utf8(out).expect("utf8");
-        assert!(text.contains("valid (6 topics, 7 operators in 9 stages, 2 sinks)"), "{text}");
+        assert!(
+            text.contains("valid (6 topics, 7 operators in 9 stages, 2 sinks)"),
+            "{text}"
+        );
     }
 }

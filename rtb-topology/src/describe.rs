@@ -32,7 +32,11 @@ impl ExecutionPlan {
     pub fn describe_text(&self) -> String {
         let mut s = String::new();
         let internal = self.topics.iter().filter(|t| t.internal).count();
-        let operators = self.stages.iter().filter(|st| st.repartition.is_none()).count();
+        let operators = self
+            .stages
+            .iter()
+            .filter(|st| st.repartition.is_none())
+            .count();
         let _ = writeln!(
             s,
             "Topology: {} topics (+{internal} internal), {operators} operators in {} stages, {} sinks",
@@ -58,14 +62,30 @@ impl ExecutionPlan {
                 [
                     t.name.clone(),
                     t.partitions.to_string(),
-                    t.retention.map_or_else(|| "forever".to_owned(), |r| r.to_string()),
-                    t.key.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string),
+                    t.retention
+                        .map_or_else(|| "forever".to_owned(), |r| r.to_string()),
+                    t.key
+                        .as_ref()
+                        .map_or_else(|| "none".to_owned(), ToString::to_string),
                     if t.internal { "internal" } else { "declared" }.to_owned(),
-                    groups.get(t.name.as_str()).map_or_else(|| "-".to_owned(), |g| g.join(", ")),
+                    groups
+                        .get(t.name.as_str())
+                        .map_or_else(|| "-".to_owned(), |g| g.join(", ")),
                 ]
             })
             .collect();
-        table(&mut s, ["TOPIC", "PARTITIONS", "RETENTION", "KEY", "ORIGIN", "CONSUMER GROUPS"], &rows);
+        table(
+            &mut s,
+            [
+                "TOPIC",
+                "PARTITIONS",
+                "RETENTION",
+                "KEY",
+                "ORIGIN",
+                "CONSUMER GROUPS",
+            ],
+            &rows,
+        );
 
         s.push_str("\nStages\n");
         for (n, st) in self.stages.iter().enumerate() {
@@ -78,7 +98,9 @@ impl ExecutionPlan {
             .iter()
             .map(|k| {
                 let place = match k.backend {
-                    Backend::Embedded => format!("embedded ({})", k.embedded_dir(&rt.data_dir).display()),
+                    Backend::Embedded => {
+                        format!("embedded ({})", k.embedded_dir(&rt.data_dir).display())
+                    }
                     other => format!("{} {}", other.name(), k.url.as_deref().unwrap_or("")),
                 };
                 [k.name.clone(), k.kind.name().to_owned(), place]
@@ -94,8 +116,15 @@ impl ExecutionPlan {
             k if k.is_statement() => format!("statement {k}"),
             k => format!("worker {k}"),
         };
-        let key = st.key.as_ref().map_or_else(String::new, |k| format!(", keyed by {k}"));
-        let _ = writeln!(s, "  {n}. {} [group {}, {role}{key}, {} tasks]", st.name, st.group, st.partitions);
+        let key = st
+            .key
+            .as_ref()
+            .map_or_else(String::new, |k| format!(", keyed by {k}"));
+        let _ = writeln!(
+            s,
+            "  {n}. {} [group {}, {role}{key}, {} tasks]",
+            st.name, st.group, st.partitions
+        );
         if let Some(rp) = &st.repartition {
             let from = self.topic(&rp.source).map_or(0, |t| t.partitions);
             let _ = writeln!(
@@ -108,8 +137,17 @@ impl ExecutionPlan {
         }
         let mut targets: Vec<String> = st.outputs.clone();
         targets.extend(st.sinks.iter().map(|k| format!("{k} (sink)")));
-        let targets = if targets.is_empty() { "nothing".to_owned() } else { targets.join(", ") };
-        let _ = writeln!(s, "       {} → {} → {targets}", st.inputs.join(" + "), st.name);
+        let targets = if targets.is_empty() {
+            "nothing".to_owned()
+        } else {
+            targets.join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "       {} → {} → {targets}",
+            st.inputs.join(" + "),
+            st.name
+        );
         let set = &st.settings;
         let mut parts = Vec::new();
         if let Some(w) = set.window {
@@ -121,7 +159,10 @@ impl ExecutionPlan {
                 LatePolicy::Correct { max_lateness } => format!("late: correct for {max_lateness}"),
             });
         }
-        parts.push(format!("watermark −{}, idle after {}", set.max_out_of_orderness, set.idle_timeout));
+        parts.push(format!(
+            "watermark −{}, idle after {}",
+            set.max_out_of_orderness, set.idle_timeout
+        ));
         let _ = writeln!(s, "       {}", parts.join(", "));
     }
 
@@ -137,8 +178,15 @@ impl ExecutionPlan {
         s.push_str("    subgraph topics [Topics]\n");
         for t in &self.topics {
             let id = ids.node("t", &t.name);
-            let key = t.key.as_ref().map_or_else(|| "no key".to_owned(), |k| format!("key {k}"));
-            let _ = writeln!(s, "        {id}[[\"{}<br/>{} partitions, {key}\"]]", t.name, t.partitions);
+            let key = t
+                .key
+                .as_ref()
+                .map_or_else(|| "no key".to_owned(), |k| format!("key {k}"));
+            let _ = writeln!(
+                s,
+                "        {id}[[\"{}<br/>{} partitions, {key}\"]]",
+                t.name, t.partitions
+            );
         }
         s.push_str("    end\n");
 
@@ -155,10 +203,18 @@ impl ExecutionPlan {
                 let id = ids.node("s", &st.name);
                 match &st.repartition {
                     Some(rp) => {
-                        let _ = writeln!(s, "        {id}{{{{\"repartition {} by {}\"}}}}", rp.source, rp.by);
+                        let _ = writeln!(
+                            s,
+                            "        {id}{{{{\"repartition {} by {}\"}}}}",
+                            rp.source, rp.by
+                        );
                     }
                     None => {
-                        let _ = writeln!(s, "        {id}[\"{}<br/>{} · group {}\"]", st.name, st.kind, st.group);
+                        let _ = writeln!(
+                            s,
+                            "        {id}[\"{}<br/>{} · group {}\"]",
+                            st.name, st.kind, st.group
+                        );
                     }
                 }
             }
@@ -168,11 +224,21 @@ impl ExecutionPlan {
         s.push_str("    subgraph stores [Stores]\n");
         for k in &self.sinks {
             let id = ids.node("k", &k.name);
-            let _ = writeln!(s, "        {id}[(\"{}<br/>{} · {}\")]", k.name, k.kind.name(), k.backend.name());
+            let _ = writeln!(
+                s,
+                "        {id}[(\"{}<br/>{} · {}\")]",
+                k.name,
+                k.kind.name(),
+                k.backend.name()
+            );
         }
         s.push_str("    end\n");
 
-        for t in self.topics.iter().filter(|t| !t.internal && t.schema.is_external()) {
+        for t in self
+            .topics
+            .iter()
+            .filter(|t| !t.internal && t.schema.is_external())
+        {
             let _ = writeln!(s, "    api --> {}", ids.get("t", &t.name));
         }
         for st in &self.stages {
@@ -187,7 +253,10 @@ impl ExecutionPlan {
                 let _ = writeln!(s, "    {me} --> {}", ids.get("k", sink));
             }
             for (kind, what) in st.kind.reads() {
-                let read = st.sinks.iter().find(|k| self.sink(k).is_some_and(|spec| spec.kind == *kind));
+                let read = st
+                    .sinks
+                    .iter()
+                    .find(|k| self.sink(k).is_some_and(|spec| spec.kind == *kind));
                 if let Some(sink) = read {
                     let _ = writeln!(s, "    {} -. {what} .-> {me}", ids.get("k", sink));
                 }

@@ -1,7 +1,10 @@
 //! The one error type of `rtb-topology`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::model::{OperatorKind, SinkKind};
 
 /// Where in a topology file something was written.
 ///
@@ -10,17 +13,23 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     /// The file, when the topology was read from one (not for [`Topology::from_toml_str`](crate::Topology)).
-    pub path: Option<PathBuf>,
+    pub path: Option<Arc<Path>>,
     /// 1-based line.
-    pub line: usize,
+    pub line: u32,
     /// 1-based column (in characters).
-    pub column: usize,
+    pub column: u32,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.path {
-            Some(p) => write!(f, "{}, line {}, column {}", p.display(), self.line, self.column),
+            Some(p) => write!(
+                f,
+                "{}, line {}, column {}",
+                p.display(),
+                self.line,
+                self.column
+            ),
             None => write!(f, "line {}, column {}", self.line, self.column),
         }
     }
@@ -136,12 +145,15 @@ pub enum Error {
         at: Option<Location>,
     },
     /// An operator's inputs do not fit its kind (count or event schema).
-    #[error("operator `{operator}` (kind {kind}) expects inputs {expected}, found {found}{}", At(at))]
+    #[error(
+        "operator `{operator}` (kind {kind}) expects inputs {expected}, found {found}{}",
+        At(at)
+    )]
     WrongInputs {
         /// The operator.
         operator: String,
         /// Its kind.
-        kind: String,
+        kind: OperatorKind,
         /// What the kind takes.
         expected: String,
         /// What was declared.
@@ -150,12 +162,15 @@ pub enum Error {
         at: Option<Location>,
     },
     /// An operator's outputs do not fit its kind (count or event schema).
-    #[error("operator `{operator}` (kind {kind}) produces {expected}, declared outputs {found}{}", At(at))]
+    #[error(
+        "operator `{operator}` (kind {kind}) produces {expected}, declared outputs {found}{}",
+        At(at)
+    )]
     WrongOutputs {
         /// The operator.
         operator: String,
         /// Its kind.
-        kind: String,
+        kind: OperatorKind,
         /// What the kind produces.
         expected: String,
         /// What was declared.
@@ -164,12 +179,15 @@ pub enum Error {
         at: Option<Location>,
     },
     /// An operator's key does not fit its kind (missing, or a field the kind is not keyed by).
-    #[error("operator `{operator}` (kind {kind}) cannot be keyed by {key}: {expected}{}", At(at))]
+    #[error(
+        "operator `{operator}` (kind {kind}) cannot be keyed by {key}: {expected}{}",
+        At(at)
+    )]
     WrongKey {
         /// The operator.
         operator: String,
         /// Its kind.
-        kind: String,
+        kind: OperatorKind,
         /// The key as declared (`none` when absent).
         key: String,
         /// What the kind accepts.
@@ -188,12 +206,15 @@ pub enum Error {
         at: Option<Location>,
     },
     /// An operator's sinks do not fit its kind (it needs a cache, a database, both or none).
-    #[error("operator `{operator}` (kind {kind}) writes {expected}, declared sinks {found}{}", At(at))]
+    #[error(
+        "operator `{operator}` (kind {kind}) writes {expected}, declared sinks {found}{}",
+        At(at)
+    )]
     WrongSinks {
         /// The operator.
         operator: String,
         /// Its kind.
-        kind: String,
+        kind: OperatorKind,
         /// What the kind writes.
         expected: String,
         /// What was declared.
@@ -210,7 +231,10 @@ pub enum Error {
         at: Option<Location>,
     },
     /// A sink names a backend that is a valid name but not built into this binary.
-    #[error("sink `{sink}`: backend `{backend}` is not available in this build (use `embedded`){}", At(at))]
+    #[error(
+        "sink `{sink}`: backend `{backend}` is not available in this build (use `embedded`){}",
+        At(at)
+    )]
     BackendUnavailable {
         /// The sink.
         sink: String,
@@ -221,12 +245,12 @@ pub enum Error {
     },
     /// A sink's backend cannot serve its kind (Redis as a database, PostgreSQL as a cache), or its settings
     /// do not fit the backend.
-    #[error("sink `{sink}` (kind {kind}): {reason}{}", At(at))]
+    #[error("sink `{sink}` (kind {}): {reason}{}", kind.name(), At(at))]
     InvalidSink {
         /// The sink.
         sink: String,
         /// Its kind.
-        kind: String,
+        kind: SinkKind,
         /// What is wrong.
         reason: String,
         /// Where it was written.
@@ -243,7 +267,10 @@ pub enum Error {
         at: Option<Location>,
     },
     /// A declared repartition cannot be applied.
-    #[error("operator `{operator}`: invalid repartition of `{input}`: {reason}{}", At(at))]
+    #[error(
+        "operator `{operator}`: invalid repartition of `{input}`: {reason}{}",
+        At(at)
+    )]
     InvalidRepartition {
         /// The operator.
         operator: String,
@@ -294,7 +321,10 @@ impl Error {
     /// True for errors that mean the topology (or the way it was given) is invalid, as opposed to a failure
     /// while running. The `rtb` binary exits with status 2 for these and 1 for the others.
     pub fn is_invalid_topology(&self) -> bool {
-        !matches!(self, Error::NotWired { .. } | Error::Output(_) | Error::Stream(_))
+        !matches!(
+            self,
+            Error::NotWired { .. } | Error::Output(_) | Error::Stream(_)
+        )
     }
 
     /// The location in the topology file, when the error has one.

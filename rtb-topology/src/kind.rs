@@ -90,7 +90,9 @@ impl OperatorKind {
     /// dedup (duplicate detection); `None` for kinds without windows.
     pub fn default_window(self) -> Option<Millis> {
         match self {
-            OperatorKind::Performance | OperatorKind::DuplicateDetection => Some(Millis::minutes(5)),
+            OperatorKind::Performance | OperatorKind::DuplicateDetection => {
+                Some(Millis::minutes(5))
+            }
             OperatorKind::ConversionMatching => Some(Millis::hours(24)),
             _ => None,
         }
@@ -117,18 +119,32 @@ impl OperatorKind {
     /// the kind are ignored here (validation rejects them).
     pub fn resolve(self, settings: &OperatorSettings) -> ResolvedSettings {
         let windowed = self.is_windowed();
-        let late = match settings.late_policy.filter(|_| windowed).unwrap_or(self.default_late_policy()) {
+        let late = match settings
+            .late_policy
+            .filter(|_| windowed)
+            .unwrap_or(self.default_late_policy())
+        {
             LatePolicyKind::Drop => LatePolicy::Drop,
             LatePolicyKind::SideOutput => LatePolicy::SideOutput,
-            LatePolicyKind::Correct => {
-                LatePolicy::Correct { max_lateness: settings.max_lateness.unwrap_or(DEFAULT_MAX_LATENESS) }
-            }
+            LatePolicyKind::Correct => LatePolicy::Correct {
+                max_lateness: settings.max_lateness.unwrap_or(DEFAULT_MAX_LATENESS),
+            },
         };
         ResolvedSettings {
-            window: if windowed { settings.window.or(self.default_window()) } else { None },
-            grace: if windowed { settings.grace.unwrap_or(self.default_grace()) } else { Millis::ZERO },
+            window: if windowed {
+                settings.window.or(self.default_window())
+            } else {
+                None
+            },
+            grace: if windowed {
+                settings.grace.unwrap_or(self.default_grace())
+            } else {
+                Millis::ZERO
+            },
             late_policy: late,
-            max_out_of_orderness: settings.max_out_of_orderness.unwrap_or(DEFAULT_MAX_OUT_OF_ORDERNESS),
+            max_out_of_orderness: settings
+                .max_out_of_orderness
+                .unwrap_or(DEFAULT_MAX_OUT_OF_ORDERNESS),
             idle_timeout: settings.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         }
     }
@@ -182,8 +198,19 @@ mod tests {
         let r = OperatorKind::Performance.resolve(&OperatorSettings::default());
         assert_eq!(r.window, Some(Millis::minutes(5)));
         assert_eq!(r.grace, Millis::minutes(1));
-        assert_eq!(r.late_policy, LatePolicy::Correct { max_lateness: Millis::hours(1) });
-        assert_eq!(r.watermark_config(), WatermarkConfig { max_out_of_orderness: 5_000, idle_timeout: Some(10_000) });
+        assert_eq!(
+            r.late_policy,
+            LatePolicy::Correct {
+                max_lateness: Millis::hours(1)
+            }
+        );
+        assert_eq!(
+            r.watermark_config(),
+            WatermarkConfig {
+                max_out_of_orderness: 5_000,
+                idle_timeout: Some(10_000)
+            }
+        );
     }
 
     #[test]
@@ -197,14 +224,22 @@ mod tests {
         };
         let r = OperatorKind::DuplicateDetection.resolve(&s);
         assert_eq!(r.window, Some(Millis::minutes(10)));
-        assert_eq!(r.late_policy, LatePolicy::Correct { max_lateness: Millis::minutes(30) });
+        assert_eq!(
+            r.late_policy,
+            LatePolicy::Correct {
+                max_lateness: Millis::minutes(30)
+            }
+        );
         assert_eq!(r.idle_timeout, Millis::secs(2));
         assert_eq!(r.grace, Millis::ZERO);
     }
 
     #[test]
     fn workers_have_no_window_even_if_one_is_written() {
-        let s = OperatorSettings { window: Some(Millis::minutes(1)), ..OperatorSettings::default() };
+        let s = OperatorSettings {
+            window: Some(Millis::minutes(1)),
+            ..OperatorSettings::default()
+        };
         assert_eq!(OperatorKind::Balance.resolve(&s).window, None);
         assert!(!OperatorKind::Balance.is_windowed());
         assert!(OperatorKind::ConversionMatching.is_windowed());

@@ -48,8 +48,8 @@ pub use describe::DescribeFormat;
 pub use error::{Error, Location, Result};
 pub use kind::{LatePolicy, ResolvedSettings};
 pub use model::{
-    Backend, EventSchema, LatePolicyKind, OperatorKind, OperatorSettings, OperatorSpec, RepartitionSpec,
-    RuntimeSettings, SinkKind, SinkSpec, TopicSpec, Topology,
+    Backend, EventSchema, LatePolicyKind, OperatorKind, OperatorSettings, OperatorSpec,
+    RepartitionSpec, RuntimeSettings, SinkKind, SinkSpec, TopicSpec, Topology,
 };
 pub use plan::{ExecutionPlan, PlannedTopic, RepartitionInfo, Stage};
 pub use units::{KeySpec, Millis};

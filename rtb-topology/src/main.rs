@@ -10,7 +10,10 @@ fn main() -> ExitCode {
     // Usage errors exit with status 2 here (clap); --help and --version with 0.
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let mut stdout = std::io::stdout().lock();
     let result = execute(cli, &mut stdout);

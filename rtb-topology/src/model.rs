@@ -80,7 +80,13 @@ pub struct TopicSpec {
 impl TopicSpec {
     /// A topic with no retention limit and no key.
     pub fn new(name: impl Into<String>, schema: EventSchema, partitions: u32) -> Self {
-        Self { name: name.into(), schema, partitions, retention: None, key: None }
+        Self {
+            name: name.into(),
+            schema,
+            partitions,
+            retention: None,
+            key: None,
+        }
     }
     /// Sets the retention.
     pub fn retention(mut self, retention: Millis) -> Self {
@@ -295,7 +301,11 @@ pub struct RepartitionSpec {
 impl RepartitionSpec {
     /// Repartition `input` by the operator's key into the co-partitioned partition count.
     pub fn of(input: impl Into<String>) -> Self {
-        Self { input: input.into(), by: None, partitions: None }
+        Self {
+            input: input.into(),
+            by: None,
+            partitions: None,
+        }
     }
     /// Sets the new key.
     pub fn by(mut self, key: impl Into<KeySpec>) -> Self {
@@ -418,7 +428,13 @@ pub struct SinkSpec {
 impl SinkSpec {
     /// An embedded sink.
     pub fn new(name: impl Into<String>, kind: SinkKind) -> Self {
-        Self { name: name.into(), kind, backend: Backend::Embedded, path: None, url: None }
+        Self {
+            name: name.into(),
+            kind,
+            backend: Backend::Embedded,
+            path: None,
+            url: None,
+        }
     }
     /// Sets the backend.
     pub fn backend(mut self, backend: Backend) -> Self {
@@ -437,7 +453,11 @@ impl SinkSpec {
     }
     /// Embedded backend: the sink's directory, given the data directory.
     pub fn embedded_dir(&self, data_dir: &std::path::Path) -> PathBuf {
-        data_dir.join(self.path.clone().unwrap_or_else(|| PathBuf::from(&self.name)))
+        data_dir.join(
+            self.path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&self.name)),
+        )
     }
 }
 
@@ -455,6 +475,10 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("rtb-data"), commit_interval: Millis::ms(200), max_poll_records: 1024 }
+        Self {
+            data_dir: PathBuf::from("rtb-data"),
+            commit_interval: Millis::ms(200),
+            max_poll_records: 1024,
+        }
     }
 }

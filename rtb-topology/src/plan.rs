@@ -29,7 +29,10 @@ pub struct PlannedTopic {
 impl PlannedTopic {
     /// The embedded log's configuration for this topic.
     pub fn topic_config(&self) -> rtb_stream::log::TopicConfig {
-        rtb_stream::log::TopicConfig { partitions: self.partitions, retention_ms: self.retention.map(Millis::as_ms) }
+        rtb_stream::log::TopicConfig {
+            partitions: self.partitions,
+            retention_ms: self.retention.map(Millis::as_ms),
+        }
     }
 }
 
@@ -112,7 +115,9 @@ impl Topology {
             let op = a.op;
             let settings = op.kind.resolve(&op.settings);
             for rp in &a.repartitions {
-                let Some(source) = self.topics.iter().find(|t| t.name == rp.source) else { continue };
+                let Some(source) = self.topics.iter().find(|t| t.name == rp.source) else {
+                    continue;
+                };
                 topics.push(PlannedTopic {
                     name: rp.topic.clone(),
                     schema: source.schema,
@@ -155,7 +160,12 @@ impl Topology {
                 repartition: None,
             });
         }
-        Ok(ExecutionPlan { topics, stages, sinks: self.sinks.clone(), runtime: self.runtime.clone() })
+        Ok(ExecutionPlan {
+            topics,
+            stages,
+            sinks: self.sinks.clone(),
+            runtime: self.runtime.clone(),
+        })
     }
 }
 
@@ -196,6 +206,8 @@ impl ExecutionPlan {
 
     /// Stages that produce to `topic`.
     pub fn producers_of<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Stage> + 'a {
-        self.stages.iter().filter(move |s| s.outputs.iter().any(|o| o == topic))
+        self.stages
+            .iter()
+            .filter(move |s| s.outputs.iter().any(|o| o == topic))
     }
 }

@@ -5,7 +5,8 @@
 //! say where an offending item was written.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
@@ -53,14 +54,20 @@ impl<'de> Deserialize<'de> for Node {
             fn visit_str<E>(self, _: &str) -> std::result::Result<Node, E> {
                 Ok(Node::Scalar)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Node, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Node, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
                 Ok(Node::Array(items))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Node, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Node, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     entries.push((key, map.next_value()?));
@@ -77,7 +84,7 @@ impl<'de> Deserialize<'de> for Node {
 /// Made by [`parse_toml`]; a topology built in Rust has none, and its errors carry no location.
 #[derive(Debug)]
 pub struct SourceMap {
-    path: Option<PathBuf>,
+    path: Option<Arc<Path>>,
     text: String,
     root: Option<Spanned<Node>>,
 }
@@ -90,7 +97,15 @@ impl SourceMap {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-        Location { path: self.path.clone(), line, column }
+        let (line, column) = (
+            u32::try_from(line).unwrap_or(u32::MAX),
+            u32::try_from(column).unwrap_or(u32::MAX),
+        );
+        Location {
+            path: self.path.clone(),
+            line,
+            column,
+        }
     }
 
     /// Where the item at `path` was written; when the path does not exist in the file (a field left out
@@ -100,7 +115,9 @@ impl SourceMap {
         let mut best: Option<usize> = None;
         for seg in path {
             let next = match (seg, node.get_ref()) {
-                (Seg::Key(k), Node::Table(entries)) => entries.iter().find(|(name, _)| name == k).map(|(_, n)| n),
+                (Seg::Key(k), Node::Table(entries)) => {
+                    entries.iter().find(|(name, _)| name == k).map(|(_, n)| n)
+                }
                 (Seg::Index(i), Node::Array(items)) => items.get(*i),
                 _ => None,
             };
@@ -119,7 +136,11 @@ impl SourceMap {
 /// Parses a topology file without validating it. Use [`Topology::from_toml_str`] or
 /// [`Topology::from_file`] to parse and validate.
 pub fn parse_toml(text: &str, path: Option<&Path>) -> Result<(Topology, SourceMap)> {
-    let mut map = SourceMap { path: path.map(Path::to_path_buf), text: text.to_owned(), root: None };
+    let mut map = SourceMap {
+        path: path.map(Arc::from),
+        text: text.to_owned(),
+        root: None,
+    };
     let topology: Topology = toml::from_str(text).map_err(|e| Error::Parse {
         message: e.message().trim().to_owned(),
         at: e.span().map(|s| map.location_of(s.start)),
@@ -141,7 +162,10 @@ impl Topology {
     /// Reads, parses and validates a topology file. Errors name the file and line.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Topology> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (topology, map) = parse_toml(&text, Some(path))?;
         topology.validate_with(Some(&map))?;
         Ok(topology)
@@ -149,7 +173,10 @@ impl Topology {
 
     /// Writes the topology in the file format ([`Topology::from_toml_str`] reads it back equal).
     pub fn to_toml_string(&self) -> Result<String> {
-        toml::to_string(self).map_err(|e| Error::Parse { message: format!("cannot write topology: {e}"), at: None })
+        toml::to_string(self).map_err(|e| Error::Parse {
+            message: format!("cannot write topology: {e}"),
+            at: None,
+        })
     }
 }
 
@@ -170,7 +197,12 @@ mod tests {
     #[test]
     fn locates_values_inside_arrays_of_tables() {
         let m = map();
-        let at = m.locate(&[Seg::Key("operator"), Seg::Index(0), Seg::Key("inputs"), Seg::Index(1)]);
+        let at = m.locate(&[
+            Seg::Key("operator"),
+            Seg::Index(0),
+            Seg::Key("inputs"),
+            Seg::Index(1),
+        ]);
         assert_eq!(at.map(|l| (l.line, l.column)), Some((6, 17)));
         let at = m.locate(&[Seg::Key("operator"), Seg::Index(1), Seg::Key("id")]);
         assert_eq!(at.map(|l| (l.line, l.column)), Some((9, 6)));
@@ -185,7 +217,8 @@ mod tests {
 
     #[test]
     fn syntax_error_carries_its_line() {
-        let err = parse_toml("[[topic]]\nname = \"a\"\npartitions = = 3\n", None).unwrap_err();
+        let err = parse_toml("[[topic]]\nname = \"a\"\npartitions = = 3\n", None)
+            .expect_err("syntax error");
         match err {
             Error::Parse { at: Some(loc), .. } => assert_eq!(loc.line, 3),
             other => panic!("expected Parse with a location, got {other:?}"),

@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Millis(i64);
 
-const UNITS: [(&str, i64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+const UNITS: [(&str, i64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
 
 impl Millis {
     /// Zero.
@@ -56,14 +62,20 @@ impl Millis {
         if digits.is_empty() {
             return Err(format!("invalid duration `{text}`: expected a number and a unit (ms, s, m, h, d), e.g. \"5m\""));
         }
-        let n: i64 = digits.parse().map_err(|_| format!("invalid duration `{text}`: number too large"))?;
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
         let factor = match unit {
             "" | "ms" => 1,
             _ => UNITS
                 .iter()
                 .find(|(u, _)| *u == unit)
                 .map(|(_, f)| *f)
-                .ok_or_else(|| format!("invalid duration `{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"))?,
+                .ok_or_else(|| {
+                    format!(
+                        "invalid duration `{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+                    )
+                })?,
         };
         n.checked_mul(factor)
             .map(Millis)
@@ -97,7 +109,9 @@ impl<'de> Deserialize<'de> for Millis {
         impl Visitor<'_> for V {
             type Value = Millis;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"5m\", \"30s\", \"24h\" or an integer of milliseconds")
+                f.write_str(
+                    "a duration such as \"5m\", \"30s\", \"24h\" or an integer of milliseconds",
+                )
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Millis, E> {
                 if v < 0 {
@@ -106,7 +120,9 @@ impl<'de> Deserialize<'de> for Millis {
                 Ok(Millis(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Millis, E> {
-                i64::try_from(v).map(Millis).map_err(|_| E::custom("duration too large"))
+                i64::try_from(v)
+                    .map(Millis)
+                    .map_err(|_| E::custom("duration too large"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
                 Millis::parse(v).map_err(E::custom)
@@ -215,7 +231,9 @@ impl<'de> Deserialize<'de> for KeySpec {
                     fields.push(f);
                 }
                 if fields.is_empty() {
-                    return Err(de::Error::custom("empty key: leave `key` out for an unkeyed topic or operator"));
+                    return Err(de::Error::custom(
+                        "empty key: leave `key` out for an unkeyed topic or operator",
+                    ));
                 }
                 Ok(KeySpec(fields))
             }
@@ -226,7 +244,9 @@ impl<'de> Deserialize<'de> for KeySpec {
 
 fn check_field<E: de::Error>(f: &str) -> Result<(), E> {
     if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(E::custom(format!("invalid key field `{f}`: use letters, digits and `_`")));
+        return Err(E::custom(format!(
+            "invalid key field `{f}`: use letters, digits and `_`"
+        )));
     }
     Ok(())
 }
@@ -247,7 +267,9 @@ mod tests {
 
     #[test]
     fn millis_rejects_unknown_unit_missing_number_and_overflow() {
-        assert!(Millis::parse("5w").unwrap_err().contains("unknown unit `w`"));
+        assert!(Millis::parse("5w")
+            .expect_err("unknown unit")
+            .contains("unknown unit `w`"));
         assert!(Millis::parse("m").is_err());
         assert!(Millis::parse("-5m").is_err());
         assert!(Millis::parse("99999999999999999d").is_err());

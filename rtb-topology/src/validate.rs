@@ -9,8 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Location, Result};
-use crate::model::{EventSchema, LatePolicyKind, OperatorKind, OperatorSpec, SinkKind, SinkSpec, Topology, TopicSpec};
 use crate::model::Backend;
+use crate::model::{
+    EventSchema, LatePolicyKind, OperatorKind, OperatorSpec, SinkKind, SinkSpec, TopicSpec,
+    Topology,
+};
 use crate::source::{Seg, SourceMap};
 use crate::units::{KeySpec, Millis};
 
@@ -54,7 +57,10 @@ impl Topology {
 }
 
 /// Validates and returns per-operator analyses for the planner.
-pub(crate) fn analyze<'a>(t: &'a Topology, src: Option<&SourceMap>) -> Result<Vec<OperatorAnalysis<'a>>> {
+pub(crate) fn analyze<'a>(
+    t: &'a Topology,
+    src: Option<&SourceMap>,
+) -> Result<Vec<OperatorAnalysis<'a>>> {
     let c = Checker { src };
     c.runtime(t)?;
     let topics = c.topics(t)?;
@@ -72,8 +78,16 @@ pub(crate) fn analyze<'a>(t: &'a Topology, src: Option<&SourceMap>) -> Result<Ve
                 return Err(Error::InvalidRepartition {
                     operator: a.op.id.clone(),
                     input: rp.source.clone(),
-                    reason: format!("its internal topic name `{}` is also an operator id", rp.topic),
-                    at: c.at(&[Seg::Key("operator"), Seg::Index(i), Seg::Key("repartition"), Seg::Index(r)]),
+                    reason: format!(
+                        "its internal topic name `{}` is also an operator id",
+                        rp.topic
+                    ),
+                    at: c.at(&[
+                        Seg::Key("operator"),
+                        Seg::Index(i),
+                        Seg::Key("repartition"),
+                        Seg::Index(r),
+                    ]),
                 });
             }
         }
@@ -89,7 +103,10 @@ fn name_problem(name: &str) -> Option<&'static str> {
         Some("it is longer than 249 characters")
     } else if name == "." || name == ".." {
         Some("`.` and `..` are reserved")
-    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
         Some("only letters, digits, `.`, `_` and `-` are allowed")
     } else {
         None
@@ -124,7 +141,11 @@ fn topics_with_schemas(names: &[String], topics: &HashMap<&str, &TopicSpec>) -> 
 fn sink_kinds(kinds: &[SinkKind]) -> String {
     match kinds {
         [] => "no sink".to_owned(),
-        _ => kinds.iter().map(|k| format!("one {} sink", k.name())).collect::<Vec<_>>().join(" and "),
+        _ => kinds
+            .iter()
+            .map(|k| format!("one {} sink", k.name()))
+            .collect::<Vec<_>>()
+            .join(" and "),
     }
 }
 
@@ -141,11 +162,19 @@ impl Checker<'_> {
         let at = |f| self.at(&[Seg::Key("runtime"), Seg::Key(f)]);
         if t.runtime.commit_interval == Millis::ZERO {
             let reason = "must be greater than 0".to_owned();
-            return Err(Error::InvalidRuntime { setting: "commit_interval", reason, at: at("commit_interval") });
+            return Err(Error::InvalidRuntime {
+                setting: "commit_interval",
+                reason,
+                at: at("commit_interval"),
+            });
         }
         if t.runtime.max_poll_records == 0 {
             let reason = "must be at least 1".to_owned();
-            return Err(Error::InvalidRuntime { setting: "max_poll_records", reason, at: at("max_poll_records") });
+            return Err(Error::InvalidRuntime {
+                setting: "max_poll_records",
+                reason,
+                at: at("max_poll_records"),
+            });
         }
         Ok(())
     }
@@ -155,17 +184,33 @@ impl Checker<'_> {
         for (i, topic) in t.topics.iter().enumerate() {
             let at = |f| self.at(&[Seg::Key("topic"), Seg::Index(i), Seg::Key(f)]);
             if let Some(reason) = name_problem(&topic.name) {
-                return Err(Error::InvalidName { what: "topic", name: topic.name.clone(), reason, at: at("name") });
+                return Err(Error::InvalidName {
+                    what: "topic",
+                    name: topic.name.clone(),
+                    reason,
+                    at: at("name"),
+                });
             }
             if topic.partitions == 0 {
-                return Err(Error::ZeroPartitions { topic: topic.name.clone(), at: at("partitions") });
+                return Err(Error::ZeroPartitions {
+                    topic: topic.name.clone(),
+                    at: at("partitions"),
+                });
             }
             if topic.key.as_ref().is_some_and(KeySpec::is_empty) {
                 let reason = "a topic key needs at least one field";
-                return Err(Error::InvalidName { what: "key of topic", name: topic.name.clone(), reason, at: at("key") });
+                return Err(Error::InvalidName {
+                    what: "key of topic",
+                    name: topic.name.clone(),
+                    reason,
+                    at: at("key"),
+                });
             }
             if topics.insert(topic.name.as_str(), topic).is_some() {
-                return Err(Error::DuplicateTopic { topic: topic.name.clone(), at: at("name") });
+                return Err(Error::DuplicateTopic {
+                    topic: topic.name.clone(),
+                    at: at("name"),
+                });
             }
         }
         Ok(topics)
@@ -176,28 +221,50 @@ impl Checker<'_> {
         for (i, sink) in t.sinks.iter().enumerate() {
             let at = |f| self.at(&[Seg::Key("sink"), Seg::Index(i), Seg::Key(f)]);
             if let Some(reason) = name_problem(&sink.name) {
-                return Err(Error::InvalidName { what: "sink", name: sink.name.clone(), reason, at: at("name") });
+                return Err(Error::InvalidName {
+                    what: "sink",
+                    name: sink.name.clone(),
+                    reason,
+                    at: at("name"),
+                });
             }
             if sinks.insert(sink.name.as_str(), sink).is_some() {
-                return Err(Error::DuplicateSink { sink: sink.name.clone(), at: at("name") });
+                return Err(Error::DuplicateSink {
+                    sink: sink.name.clone(),
+                    at: at("name"),
+                });
             }
             let invalid = |reason: String, field| Error::InvalidSink {
                 sink: sink.name.clone(),
-                kind: sink.kind.name().to_owned(),
+                kind: sink.kind,
                 reason,
                 at: at(field),
             };
             match (sink.kind, sink.backend) {
                 (SinkKind::Cache, Backend::Postgres) | (SinkKind::Database, Backend::Redis) => {
-                    let other = if sink.kind == SinkKind::Cache { "redis" } else { "postgres" };
-                    let reason = format!("backend `{}` cannot serve a {} sink (use `embedded` or `{other}`)", sink.backend.name(), sink.kind.name());
+                    let other = if sink.kind == SinkKind::Cache {
+                        "redis"
+                    } else {
+                        "postgres"
+                    };
+                    let reason = format!(
+                        "backend `{}` cannot serve a {} sink (use `embedded` or `{other}`)",
+                        sink.backend.name(),
+                        sink.kind.name()
+                    );
                     return Err(invalid(reason, "backend"));
                 }
                 (_, Backend::Embedded) if sink.url.is_some() => {
-                    return Err(invalid("`url` applies to the redis and postgres backends only".to_owned(), "url"));
+                    return Err(invalid(
+                        "`url` applies to the redis and postgres backends only".to_owned(),
+                        "url",
+                    ));
                 }
                 (_, Backend::Redis | Backend::Postgres) if sink.path.is_some() => {
-                    return Err(invalid("`path` applies to the embedded backend only".to_owned(), "path"));
+                    return Err(invalid(
+                        "`path` applies to the embedded backend only".to_owned(),
+                        "path",
+                    ));
                 }
                 (_, Backend::Redis | Backend::Postgres) => {
                     return Err(Error::BackendUnavailable {
@@ -232,19 +299,40 @@ impl Checker<'_> {
         let id = || op.id.clone();
 
         if let Some(reason) = name_problem(&op.id) {
-            return Err(Error::InvalidName { what: "operator id", name: id(), reason, at: field("id") });
+            return Err(Error::InvalidName {
+                what: "operator id",
+                name: id(),
+                reason,
+                at: field("id"),
+            });
         }
         if ids.insert(op.id.as_str(), i).is_some() {
-            return Err(Error::DuplicateOperatorId { id: id(), at: field("id") });
+            return Err(Error::DuplicateOperatorId {
+                id: id(),
+                at: field("id"),
+            });
         }
         if let Some(reason) = name_problem(&op.group) {
-            return Err(Error::InvalidName { what: "consumer group", name: op.group.clone(), reason, at: field("group") });
+            return Err(Error::InvalidName {
+                what: "consumer group",
+                name: op.group.clone(),
+                reason,
+                at: field("group"),
+            });
         }
         if let Some(first) = groups.insert(op.group.as_str(), op.id.as_str()) {
-            return Err(Error::DuplicateGroup { group: op.group.clone(), first: first.to_owned(), second: id(), at: field("group") });
+            return Err(Error::DuplicateGroup {
+                group: op.group.clone(),
+                first: first.to_owned(),
+                second: id(),
+                at: field("group"),
+            });
         }
         if kind == OperatorKind::Repartition {
-            return Err(Error::InternalKind { operator: id(), at: field("kind") });
+            return Err(Error::InternalKind {
+                operator: id(),
+                at: field("kind"),
+            });
         }
 
         // Every named topic and sink exists.
@@ -254,7 +342,12 @@ impl Checker<'_> {
                 Some(t) => input_topics.push(*t),
                 None => {
                     let at = at(&[Seg::Key("inputs"), Seg::Index(j)]);
-                    return Err(Error::UnknownTopic { topic: name.clone(), operator: id(), role: "input", at });
+                    return Err(Error::UnknownTopic {
+                        topic: name.clone(),
+                        operator: id(),
+                        role: "input",
+                        at,
+                    });
                 }
             }
         }
@@ -264,7 +357,12 @@ impl Checker<'_> {
                 Some(t) => output_schemas.push(t.schema),
                 None => {
                     let at = at(&[Seg::Key("outputs"), Seg::Index(j)]);
-                    return Err(Error::UnknownTopic { topic: name.clone(), operator: id(), role: "output", at });
+                    return Err(Error::UnknownTopic {
+                        topic: name.clone(),
+                        operator: id(),
+                        role: "output",
+                        at,
+                    });
                 }
             }
         }
@@ -274,7 +372,11 @@ impl Checker<'_> {
                 Some(s) => kinds_written.push(s.kind),
                 None => {
                     let at = at(&[Seg::Key("sinks"), Seg::Index(j)]);
-                    return Err(Error::UnknownSink { sink: name.clone(), operator: id(), at });
+                    return Err(Error::UnknownSink {
+                        sink: name.clone(),
+                        operator: id(),
+                        at,
+                    });
                 }
             }
         }
@@ -284,7 +386,7 @@ impl Checker<'_> {
         if input_schemas != kind.input_schemas() {
             return Err(Error::WrongInputs {
                 operator: id(),
-                kind: kind.name().to_owned(),
+                kind,
                 expected: schemas(kind.input_schemas()),
                 found: topics_with_schemas(&op.inputs, topics),
                 at: field("inputs"),
@@ -293,9 +395,13 @@ impl Checker<'_> {
         if output_schemas != kind.output_schemas() {
             return Err(Error::WrongOutputs {
                 operator: id(),
-                kind: kind.name().to_owned(),
+                kind,
                 expected: schemas(kind.output_schemas()),
-                found: if op.outputs.is_empty() { "none".to_owned() } else { topics_with_schemas(&op.outputs, topics) },
+                found: if op.outputs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    topics_with_schemas(&op.outputs, topics)
+                },
                 at: field("outputs"),
             });
         }
@@ -304,13 +410,21 @@ impl Checker<'_> {
         let mut needed = kind.sink_kinds().to_vec();
         needed.sort_by_key(|k| k.name());
         if written != needed {
-            let found: Vec<String> =
-                op.sinks.iter().zip(&kinds_written).map(|(n, k)| format!("{n} ({})", k.name())).collect();
+            let found: Vec<String> = op
+                .sinks
+                .iter()
+                .zip(&kinds_written)
+                .map(|(n, k)| format!("{n} ({})", k.name()))
+                .collect();
             return Err(Error::WrongSinks {
                 operator: id(),
-                kind: kind.name().to_owned(),
+                kind,
                 expected: sink_kinds(kind.sink_kinds()),
-                found: if found.is_empty() { "none".to_owned() } else { list(&found) },
+                found: if found.is_empty() {
+                    "none".to_owned()
+                } else {
+                    list(&found)
+                },
                 at: field("sinks"),
             });
         }
@@ -321,34 +435,57 @@ impl Checker<'_> {
         let partitions = inputs.iter().map(|e| e.partitions).max().unwrap_or(1);
         if let Some(key) = &op.key {
             if let Some(detail) = co_partition_problem(key, &inputs) {
-                return Err(Error::NotCoPartitioned { operator: id(), detail, at: field("inputs") });
+                return Err(Error::NotCoPartitioned {
+                    operator: id(),
+                    detail,
+                    at: field("inputs"),
+                });
             }
         }
-        Ok(OperatorAnalysis { op, inputs, partitions, repartitions })
+        Ok(OperatorAnalysis {
+            op,
+            inputs,
+            partitions,
+            repartitions,
+        })
     }
 
-    fn key(&self, op: &OperatorSpec, field: &dyn Fn(&'static str) -> Option<Location>) -> Result<()> {
+    fn key(
+        &self,
+        op: &OperatorSpec,
+        field: &dyn Fn(&'static str) -> Option<Location>,
+    ) -> Result<()> {
         let allowed = op.kind.key_fields();
         let wrong = |key: String, expected: String| Error::WrongKey {
             operator: op.id.clone(),
-            kind: op.kind.name().to_owned(),
+            kind: op.kind,
             key,
             expected,
             at: field("key"),
         };
         match &op.key {
-            None if op.kind.requires_key() => {
-                Err(wrong("none".to_owned(), format!("a key is required, made of {}", list(allowed))))
-            }
+            None if op.kind.requires_key() => Err(wrong(
+                "none".to_owned(),
+                format!("a key is required, made of {}", list(allowed)),
+            )),
             None => Ok(()),
-            Some(k) if k.is_empty() || !k.fields().iter().all(|f| allowed.contains(&f.as_str())) => {
-                Err(wrong(k.to_string(), format!("the key must be made of {}", list(allowed))))
+            Some(k)
+                if k.is_empty() || !k.fields().iter().all(|f| allowed.contains(&f.as_str())) =>
+            {
+                Err(wrong(
+                    k.to_string(),
+                    format!("the key must be made of {}", list(allowed)),
+                ))
             }
             Some(_) => Ok(()),
         }
     }
 
-    fn settings(&self, op: &OperatorSpec, at: &dyn Fn(&[Seg<'_>]) -> Option<Location>) -> Result<()> {
+    fn settings(
+        &self,
+        op: &OperatorSpec,
+        at: &dyn Fn(&[Seg<'_>]) -> Option<Location>,
+    ) -> Result<()> {
         let s = &op.settings;
         let invalid = |setting: &'static str, reason: String| Error::InvalidSetting {
             operator: op.id.clone(),
@@ -364,7 +501,10 @@ impl Checker<'_> {
                 ("max_lateness", s.max_lateness.is_some()),
             ];
             if let Some((name, _)) = windowed.iter().find(|(_, set)| *set) {
-                return Err(invalid(name, format!("does not apply to kind {} (it has no window)", op.kind)));
+                return Err(invalid(
+                    name,
+                    format!("does not apply to kind {} (it has no window)", op.kind),
+                ));
             }
         }
         if s.window == Some(Millis::ZERO) {
@@ -375,7 +515,10 @@ impl Checker<'_> {
         }
         let policy = s.late_policy.unwrap_or(op.kind.default_late_policy());
         if s.max_lateness.is_some() && policy != LatePolicyKind::Correct {
-            return Err(invalid("max_lateness", "only applies with late_policy = \"correct\"".to_owned()));
+            return Err(invalid(
+                "max_lateness",
+                "only applies with late_policy = \"correct\"".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -390,14 +533,22 @@ impl Checker<'_> {
     ) -> Result<(Vec<EffectiveInput>, Vec<PlannedRepartition>)> {
         let mut inputs: Vec<EffectiveInput> = input_topics
             .iter()
-            .map(|t| EffectiveInput { topic: t.name.clone(), partitions: t.partitions, key: t.key.clone() })
+            .map(|t| EffectiveInput {
+                topic: t.name.clone(),
+                partitions: t.partitions,
+                key: t.key.clone(),
+            })
             .collect();
         if op.repartition.is_empty() {
             return Ok((inputs, Vec::new()));
         }
-        let repartitioned: HashSet<&str> = op.repartition.iter().map(|r| r.input.as_str()).collect();
+        let repartitioned: HashSet<&str> =
+            op.repartition.iter().map(|r| r.input.as_str()).collect();
         // Inputs left as they are set the partition count the repartitioned ones must match.
-        let kept: Vec<&&TopicSpec> = input_topics.iter().filter(|t| !repartitioned.contains(t.name.as_str())).collect();
+        let kept: Vec<&&TopicSpec> = input_topics
+            .iter()
+            .filter(|t| !repartitioned.contains(t.name.as_str()))
+            .collect();
         let mut planned = Vec::with_capacity(op.repartition.len());
         let mut seen = HashSet::new();
         for (r, rp) in op.repartition.iter().enumerate() {
@@ -408,59 +559,104 @@ impl Checker<'_> {
                 at: at(&[Seg::Key("repartition"), Seg::Index(r)]),
             };
             let Some(key) = &op.key else {
-                return Err(invalid("the operator has no `key` to repartition by".to_owned()));
+                return Err(invalid(
+                    "the operator has no `key` to repartition by".to_owned(),
+                ));
             };
             let Some(j) = op.inputs.iter().position(|n| *n == rp.input) else {
                 if !topics.contains_key(rp.input.as_str()) {
                     let at = at(&[Seg::Key("repartition"), Seg::Index(r), Seg::Key("input")]);
                     let (topic, operator) = (rp.input.clone(), op.id.clone());
-                    return Err(Error::UnknownTopic { topic, operator, role: "repartition input", at });
+                    return Err(Error::UnknownTopic {
+                        topic,
+                        operator,
+                        role: "repartition input",
+                        at,
+                    });
                 }
-                return Err(invalid(format!("`{}` is not an input of this operator", rp.input)));
+                return Err(invalid(format!(
+                    "`{}` is not an input of this operator",
+                    rp.input
+                )));
             };
             if !seen.insert(rp.input.as_str()) {
                 return Err(invalid("it is declared twice".to_owned()));
             }
             let by = rp.by.clone().unwrap_or_else(|| key.clone());
             if by.is_empty() || !by.is_subset_of(key) {
-                return Err(invalid(format!("`by = {by}` must be made of the operator's key fields ({key})")));
+                return Err(invalid(format!(
+                    "`by = {by}` must be made of the operator's key fields ({key})"
+                )));
             }
             if rp.partitions == Some(0) {
                 return Err(invalid("`partitions` must be at least 1".to_owned()));
             }
             let source = input_topics[j];
-            let partitions = rp.partitions.or(kept.first().map(|t| t.partitions)).unwrap_or(source.partitions);
+            let partitions = rp
+                .partitions
+                .or(kept.first().map(|t| t.partitions))
+                .unwrap_or(source.partitions);
             let topic = format!("{}-{}-repartition", op.group, rp.input);
             if let Some(reason) = name_problem(&topic) {
-                return Err(invalid(format!("its internal topic name `{topic}` is invalid: {reason}")));
+                return Err(invalid(format!(
+                    "its internal topic name `{topic}` is invalid: {reason}"
+                )));
             }
             if topics.contains_key(topic.as_str()) {
-                return Err(Error::DuplicateTopic { topic, at: at(&[Seg::Key("repartition"), Seg::Index(r)]) });
+                return Err(Error::DuplicateTopic {
+                    topic,
+                    at: at(&[Seg::Key("repartition"), Seg::Index(r)]),
+                });
             }
-            let reason = repartition_reason(source, &by, partitions, kept.first().copied().copied());
-            inputs[j] = EffectiveInput { topic: topic.clone(), partitions, key: Some(by.clone()) };
-            planned.push(PlannedRepartition { source: source.name.clone(), by, topic, partitions, reason });
+            let reason =
+                repartition_reason(source, &by, partitions, kept.first().copied().copied());
+            inputs[j] = EffectiveInput {
+                topic: topic.clone(),
+                partitions,
+                key: Some(by.clone()),
+            };
+            planned.push(PlannedRepartition {
+                source: source.name.clone(),
+                by,
+                topic,
+                partitions,
+                reason,
+            });
         }
         Ok((inputs, planned))
     }
 }
 
 /// Why a declared repartition is needed, in words for `describe`.
-fn repartition_reason(source: &TopicSpec, by: &KeySpec, partitions: u32, other: Option<&TopicSpec>) -> String {
+fn repartition_reason(
+    source: &TopicSpec,
+    by: &KeySpec,
+    partitions: u32,
+    other: Option<&TopicSpec>,
+) -> String {
     match other {
         Some(o) if source.partitions != o.partitions => format!(
             "not co-partitioned: {} has {} partitions, {} {}",
             source.name, source.partitions, o.name, o.partitions
         ),
         _ if source.partitions != partitions => {
-            format!("{} has {} partitions, the operator reads {partitions}", source.name, source.partitions)
+            format!(
+                "{} has {} partitions, the operator reads {partitions}",
+                source.name, source.partitions
+            )
         }
         _ => match &source.key {
             Some(k) if k.is_subset_of(by) && !k.is_empty() => {
                 "declared; the inputs were already co-partitioned".to_owned()
             }
-            Some(k) => format!("not co-partitioned: {} is keyed by {k}, not by {by}", source.name),
-            None => format!("not co-partitioned: {} is not keyed (round-robin), needs {by}", source.name),
+            Some(k) => format!(
+                "not co-partitioned: {} is keyed by {k}, not by {by}",
+                source.name
+            ),
+            None => format!(
+                "not co-partitioned: {} is not keyed (round-robin), needs {by}",
+                source.name
+            ),
         },
     }
 }
@@ -471,9 +667,17 @@ fn repartition_reason(source: &TopicSpec, by: &KeySpec, partitions: u32, other: 
 fn co_partition_problem(key: &KeySpec, inputs: &[EffectiveInput]) -> Option<String> {
     for e in inputs {
         match &e.key {
-            None => return Some(format!("{} is not keyed (round-robin), the operator is keyed by {key}", e.topic)),
+            None => {
+                return Some(format!(
+                    "{} is not keyed (round-robin), the operator is keyed by {key}",
+                    e.topic
+                ))
+            }
             Some(k) if !k.is_subset_of(key) => {
-                return Some(format!("{} is keyed by {k}, the operator by {key}", e.topic));
+                return Some(format!(
+                    "{} is keyed by {k}, the operator by {key}",
+                    e.topic
+                ));
             }
             Some(_) => {}
         }
@@ -481,11 +685,17 @@ fn co_partition_problem(key: &KeySpec, inputs: &[EffectiveInput]) -> Option<Stri
     let first = inputs.first()?;
     for e in &inputs[1..] {
         if e.partitions != first.partitions {
-            return Some(format!("{} has {} partitions, {} {}", first.topic, first.partitions, e.topic, e.partitions));
+            return Some(format!(
+                "{} has {} partitions, {} {}",
+                first.topic, first.partitions, e.topic, e.partitions
+            ));
         }
         if let (Some(a), Some(b)) = (&first.key, &e.key) {
             if !a.same_fields(b) {
-                return Some(format!("{} is keyed by {a}, {} by {b}", first.topic, e.topic));
+                return Some(format!(
+                    "{} is keyed by {a}, {} by {b}",
+                    first.topic, e.topic
+                ));
             }
         }
     }
