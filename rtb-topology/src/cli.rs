@@ -16,7 +16,11 @@ use crate::model::Topology;
 
 /// `rtb`: the CPC ad system on the embedded stream runtime.
 #[derive(Debug, Parser)]
-#[command(name = "rtb", version, about, long_about = None)]
+#[command(
+    name = "rtb",
+    version,
+    about = "The CPC sponsored-product ad system on an embedded stream runtime: describe, validate, run, replay"
+)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]

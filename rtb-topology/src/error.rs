@@ -309,6 +309,12 @@ pub enum Error {
         /// The command.
         command: &'static str,
     },
+    /// The topology could not be written as TOML.
+    #[error("cannot write topology as TOML: {message}")]
+    Serialize {
+        /// The serialiser's message.
+        message: String,
+    },
     /// Writing the command's output failed.
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
@@ -350,7 +356,11 @@ impl Error {
             | Error::InvalidRepartition { at, .. }
             | Error::InvalidSetting { at, .. }
             | Error::InvalidRuntime { at, .. } => at.as_ref(),
-            Error::Io { .. } | Error::NotWired { .. } | Error::Output(_) | Error::Stream(_) => None,
+            Error::Io { .. }
+            | Error::NotWired { .. }
+            | Error::Serialize { .. }
+            | Error::Output(_)
+            | Error::Stream(_) => None,
         }
     }
 }

@@ -3,6 +3,41 @@
 //! The TOML file format is this model deserialised with `deny_unknown_fields`; the Rust builder
 //! ([`Topology::builder`](crate::Topology::builder)) produces the same values. Per-kind rules (which inputs,
 //! outputs, sinks and keys a kind takes, and its default settings) live in [`crate::kind`].
+//!
+//! ## File format
+//! Durations are written `"500ms"`, `"30s"`, `"5m"`, `"24h"`, `"7d"`; keys as one field or a list.
+//! ```toml
+//! [runtime]                        # optional; these are the defaults
+//! data_dir = "rtb-data"
+//! commit_interval = "200ms"
+//! max_poll_records = 1024
+//!
+//! [[topic]]
+//! name = "ad-events"
+//! schema = "ad-events"             # campaign-events | ad-events | conversion-events | compensation-events
+//! partitions = 8
+//! retention = "7d"                 # optional: forever
+//! key = "device_id"                # optional: round-robin
+//!
+//! [[operator]]
+//! id = "performance"               # stable, unique
+//! kind = "performance"             # ranking | performance | conversion-matching | duplicate-detection
+//!                                  # | balance | budget-monitor | compensation
+//! group = "performance-aggregator" # consumer group, unique
+//! inputs = ["ad-events"]
+//! key = "campaign_id"              # required for the four statements
+//! outputs = []                     # topics it produces to
+//! sinks = ["cache"]
+//! repartition = [{ input = "ad-events", by = "campaign_id" }]   # `by`, `partitions` optional
+//! settings = { window = "5m", grace = "1m", late_policy = "correct", max_lateness = "1h",
+//!              max_out_of_orderness = "5s", idle_timeout = "10s" }  # all optional
+//!
+//! [[sink]]
+//! name = "cache"
+//! kind = "cache"                   # cache | database
+//! backend = "embedded"             # embedded (default) | redis | postgres (reserved, not in this build)
+//! path = "cache"                   # embedded: directory under data_dir (default: the name)
+//! ```
 
 use std::path::PathBuf;
 

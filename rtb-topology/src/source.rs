@@ -83,7 +83,7 @@ impl<'de> Deserialize<'de> for Node {
 ///
 /// Made by [`parse_toml`]; a topology built in Rust has none, and its errors carry no location.
 #[derive(Debug)]
-pub struct SourceMap {
+pub(crate) struct SourceMap {
     path: Option<Arc<Path>>,
     text: String,
     root: Option<Spanned<Node>>,
@@ -135,7 +135,7 @@ impl SourceMap {
 
 /// Parses a topology file without validating it. Use [`Topology::from_toml_str`] or
 /// [`Topology::from_file`] to parse and validate.
-pub fn parse_toml(text: &str, path: Option<&Path>) -> Result<(Topology, SourceMap)> {
+pub(crate) fn parse_toml(text: &str, path: Option<&Path>) -> Result<(Topology, SourceMap)> {
     let mut map = SourceMap {
         path: path.map(Arc::from),
         text: text.to_owned(),
