@@ -1,7 +1,7 @@
 //! Reading a topology from TOML, and the source map that lets validation errors name a line.
 //!
 //! The text is deserialised twice: once into the [`Topology`] model (with `deny_unknown_fields`; syntax and
-//! shape errors carry toml's span), and once into a tree of spans ([`SourceMap`]) that validation uses to
+//! shape errors carry toml's span), and once into a tree of spans (a source map) that validation uses to
 //! say where an offending item was written.
 
 use std::fmt;
