@@ -1,1 +1,8 @@
-//! placeholder
+//! # rtb-ops
+//!
+//! placeholder (front door written at the end)
+
+pub mod error;
+pub mod schema;
+
+pub use error::{Error, Result};
