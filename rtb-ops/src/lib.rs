@@ -4,6 +4,8 @@
 
 pub mod calendar;
 pub mod error;
+pub mod ops;
+pub mod ranking;
 pub mod schema;
 pub mod sink;
 

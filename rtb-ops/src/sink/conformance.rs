@@ -174,6 +174,10 @@ pub fn check_database(db: &dyn Database) {
     assert_eq!(ids(Placement::Home, "books"), vec!["c1"]);
     assert_eq!(ids(Placement::Search, "books"), vec!["c2", "c3"]);
     assert!(ids(Placement::Home, "toys").is_empty());
+    assert!(!db.clear_budget_pause_through("c1", crate::calendar::Day(day.0 - 1)).unwrap(), "paused on a later day");
+    assert!(db.clear_budget_pause_through("c1", day).unwrap());
+    assert!(!db.clear_budget_pause_through("c1", day).unwrap());
+    assert!(db.set_budget_pause("c1", Some(day)).unwrap());
     assert!(db.set_budget_pause("c1", None).unwrap());
     assert_eq!(db.campaign("c1").unwrap().unwrap().effective_status(), CampaignStatus::Active);
     assert_eq!(db.campaigns().unwrap().len(), 3);

@@ -237,6 +237,20 @@ impl Database for EmbeddedDatabase {
         tx(SINK, "set_budget_pause", r)
     }
 
+    fn clear_budget_pause_through(&self, campaign_id: &str, through: Day) -> Result<bool> {
+        let key = campaign_id.as_bytes();
+        let r = self.campaigns.transaction(|t| {
+            let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
+            if !row.budget_paused_day.is_some_and(|d| d <= through) {
+                return Ok(false);
+            }
+            row.budget_paused_day = None;
+            tx_put(t, key, "campaign", &row)?;
+            Ok(true)
+        });
+        tx(SINK, "clear_budget_pause_through", r)
+    }
+
     fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool> {
         self.insert_once(&self.alerts, alert.key.as_bytes(), "alert", alert)
     }

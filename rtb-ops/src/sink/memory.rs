@@ -241,6 +241,17 @@ impl Database for MemoryDatabase {
         Ok(changed)
     }
 
+    fn clear_budget_pause_through(&self, campaign_id: &str, through: Day) -> Result<bool> {
+        let mut s = self.state.lock();
+        match s.campaigns.get_mut(campaign_id) {
+            Some(row) if row.budget_paused_day.is_some_and(|d| d <= through) => {
+                row.budget_paused_day = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool> {
         let mut s = self.state.lock();
         if s.alerts.contains_key(&alert.key) {

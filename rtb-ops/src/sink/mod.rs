@@ -105,6 +105,9 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// Sets (`Some(day)`: paused by budget on that day) or clears (`None`) the budget pause; returns
     /// whether it changed. Does nothing (false) for an unknown campaign.
     fn set_budget_pause(&self, campaign_id: &str, pause: Option<Day>) -> Result<bool>;
+    /// Clears the budget pause atomically **only if** it was set for a day `<= through` (so a resume for
+    /// an old day cannot undo a newer day's pause); returns whether it cleared one.
+    fn clear_budget_pause_through(&self, campaign_id: &str, through: Day) -> Result<bool>;
 
     /// Inserts an alert unless its key exists; true if inserted.
     fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool>;

@@ -267,7 +267,7 @@ impl CampaignRow {
 /// A budget alert (one per campaign, day and threshold).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRow {
-    /// Unique key `budget:{campaign}:{day}:{pct}`.
+    /// Unique key `budget:{campaign}:{day}:{pct, 3 digits}` (so keys sort by threshold).
     pub key: String,
     /// Campaign.
     pub campaign_id: String,
