@@ -12,7 +12,7 @@ pub mod budget;
 pub mod compensation;
 // pub mod conversion;
 pub mod dedup;
-// pub mod performance;
+pub mod performance;
 pub mod ranking;
 
 use std::sync::Arc;
