@@ -107,13 +107,20 @@ pub fn smoothed_ctr(clicks: i64, impressions: i64, prior: Ctr, cfg: &RankingConf
     }
 }
 
-/// Whether a campaign may be ranked at event time `at`: APPROVED, ACTIVE, `effective_from <= at`, and
-/// not paused by the budget monitor.
-pub fn is_eligible(row: &CampaignRow, at: Timestamp) -> bool {
+/// Whether a campaign may be ranked at event time `at`: APPROVED, ACTIVE, `effective_from <= at`
+/// (absent = from its event's time), and its budget for the day of `at` not exhausted (`budget_exhausted`:
+/// the budget monitor's pause rule, evaluated by the caller from the spend counter).
+pub fn is_eligible(row: &CampaignRow, at: Timestamp, budget_exhausted: bool) -> bool {
     row.approval_status == ApprovalStatus::Approved
         && row.status == CampaignStatus::Active
-        && row.effective_from.is_none_or(|from| from <= at)
-        && row.budget_paused_day.is_none()
+        && row.effective_from.unwrap_or(row.updated_at) <= at
+        && !budget_exhausted
+}
+
+/// The budget monitor's pause rule: the day's spend has reached `pause_at_pct` % of the daily budget
+/// (so a budget of 0 is always exhausted).
+pub fn budget_exhausted(spend: i64, daily_budget: i64, pause_at_pct: u32) -> bool {
+    i128::from(spend) * 100 >= i128::from(daily_budget) * i128::from(pause_at_pct)
 }
 
 /// One eligible campaign with its cumulative counters.
@@ -321,12 +328,12 @@ mod tests {
     fn row(f: impl FnOnce(&mut CampaignRow)) -> CampaignRow {
         let mut r = CampaignRow {
             campaign_id: "c".into(),
-            advertiser_id: None,
+            advertiser_id: "a".into(),
             product_id: None,
             placement: Placement::Home,
             category: "x".into(),
             bid_price: 100,
-            daily_budget: None,
+            daily_budget: 1000,
             status: CampaignStatus::Active,
             approval_status: ApprovalStatus::Approved,
             effective_from: Some(1_000),
@@ -340,13 +347,23 @@ mod tests {
 
     #[test]
     fn eligibility_requires_every_condition() {
-        assert!(is_eligible(&row(|_| {}), 1_000), "effective_from == event time is eligible");
-        assert!(!is_eligible(&row(|_| {}), 999));
-        assert!(!is_eligible(&row(|r| r.approval_status = ApprovalStatus::Pending), 5_000));
-        assert!(!is_eligible(&row(|r| r.approval_status = ApprovalStatus::Rejected), 5_000));
-        assert!(!is_eligible(&row(|r| r.status = CampaignStatus::Paused), 5_000));
-        assert!(!is_eligible(&row(|r| r.status = CampaignStatus::Deleted), 5_000));
-        assert!(!is_eligible(&row(|r| r.budget_paused_day = Some(crate::calendar::Day(1))), 5_000));
-        assert!(is_eligible(&row(|r| r.effective_from = None), i64::MIN));
+        assert!(is_eligible(&row(|_| {}), 1_000, false), "effective_from == event time is eligible");
+        assert!(!is_eligible(&row(|_| {}), 999, false));
+        assert!(!is_eligible(&row(|r| r.approval_status = ApprovalStatus::Pending), 5_000, false));
+        assert!(!is_eligible(&row(|r| r.approval_status = ApprovalStatus::Rejected), 5_000, false));
+        assert!(!is_eligible(&row(|r| r.status = CampaignStatus::Paused), 5_000, false));
+        assert!(!is_eligible(&row(|r| r.status = CampaignStatus::Deleted), 5_000, false));
+        assert!(!is_eligible(&row(|_| {}), 5_000, true), "budget exhausted");
+        // No effective_from: eligible from the time of its event.
+        assert!(is_eligible(&row(|r| (r.effective_from, r.updated_at) = (None, 70)), 70, false));
+        assert!(!is_eligible(&row(|r| (r.effective_from, r.updated_at) = (None, 70)), 69, false));
+    }
+
+    #[test]
+    fn budget_rule_is_spend_at_or_above_the_threshold() {
+        assert!(!budget_exhausted(9_999, 10_000, 100));
+        assert!(budget_exhausted(10_000, 10_000, 100));
+        assert!(budget_exhausted(8_000, 10_000, 80));
+        assert!(budget_exhausted(0, 0, 100), "a zero budget is always exhausted");
     }
 }

@@ -1,8 +1,8 @@
 //! The balance worker: every CLICK in `ad-events` deducts its `actual_price` from the advertiser's
 //! balance at once — no duplicate check here (refunds come from duplicate detection) — with a ledger row.
 //!
-//! Exactly once: the ledger's idempotency key is `charge:{event_id}`, or `charge:{topic}/{partition}/{offset}`
-//! when the click carries no id, and the database inserts the row and moves the balance in one
+//! Exactly once: the ledger's idempotency key is the click's `event_id`, or `{topic}/{partition}/{offset}`
+//! when it carries none (the spec's rule), and the database inserts the row and moves the balance in one
 //! transaction unless the key exists. Replaying records after a crash therefore charges nothing twice.
 
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct BalanceWorker {
 pub fn charge_entry(ev: &AdEvent, source: &SourceCoord) -> LedgerEntry {
     let id = click_id(ev, source);
     LedgerEntry {
-        idempotency_key: format!("charge:{id}"),
+        idempotency_key: id.clone(),
         advertiser_id: ev.advertiser_id.clone(),
         campaign_id: Some(ev.campaign_id.clone()),
         kind: LedgerKind::Charge,
@@ -108,11 +108,11 @@ mod tests {
             ad_id: "ad".into(),
             campaign_id: "c".into(),
             advertiser_id: "adv".into(),
-            product_id: "p".into(),
+            product_id: None,
             placement: Placement::Search,
             category: "x".into(),
-            bid_price: None,
-            actual_price: Some(price),
+            bid_price: 5000,
+            actual_price: price,
             search_term: None,
             revenue_amount: None,
             order_id: None,
@@ -149,7 +149,7 @@ mod tests {
             assert_eq!(h.operator.stats(), BalanceStats { charged: 3, duplicates: 0, amount: 2800 });
             assert_eq!(db.balance("adv").unwrap(), Some(100_000 - 1200 - 800 - 800));
             let keys: Vec<String> = db.ledger().unwrap().into_iter().map(|r| r.entry.idempotency_key).collect();
-            assert_eq!(keys, vec!["charge:e1", "charge:ad-events/2/2", "charge:ad-events/2/3"]);
+            assert_eq!(keys, vec!["e1", "ad-events/2/2", "ad-events/2/3"]);
         }
     }
 }

@@ -9,7 +9,11 @@
 //! clock passes midnight — and when the budget is raised above the day's spend (handled by the ranking
 //! statement, which sees the `CAMPAIGN_UPDATED`). Each resume publishes a `CAMPAIGN_STATUS_CHANGED`
 //! with reason `BUDGET_NEW_DAY`. Refunds lower the day's spend through the same counter (see the
-//! compensation worker).
+//! compensation worker). The status events are full snapshots of the stored row (so they validate like
+//! any campaign event); the ranking statement only recomputes on them.
+//!
+//! The end-of-input watermark (`Timestamp::MAX`) is not a day rollover: pauses stay as they are, and a
+//! replay calls [`settle_pauses`] with its last event time to make the stored pauses exact.
 //!
 //! Exactly-once: the spend counter takes `spend:{click id}` as its idempotency key and alerts are unique
 //! per key, so a replay changes nothing twice. Pauses are checked on every click (applied or replayed),
@@ -29,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use super::{click_id, json_output, ZoneCache};
 use crate::calendar::{Day, DEFAULT_TIME_ZONE};
 use crate::error::Result;
-use crate::schema::{campaign_partition_key, AdEvent, CampaignEvent, CampaignEventType, CampaignStatus, Placement, StatusReason};
+use crate::ranking::budget_exhausted;
+use crate::schema::{AdEvent, CampaignEvent, CampaignEventType, CampaignStatus, StatusReason};
 use crate::sink::{AlertRow, Cache, CampaignRow, Database};
 
 /// Settings of the budget monitor.
@@ -83,9 +88,6 @@ struct Paused {
     day: Day,
     budget: i64,
     resume_at: Timestamp,
-    placement: Placement,
-    category: String,
-    advertiser_id: Option<String>,
 }
 
 /// The budget monitor (input: `ad-events`; non-click events are ignored).
@@ -102,33 +104,51 @@ pub struct BudgetMonitor {
     stats: BudgetStats,
 }
 
-/// A status-change event published by the budget monitor.
-fn status_event(campaign_id: &str, p: &Paused, status: CampaignStatus, reason: StatusReason, at: Timestamp) -> CampaignEvent {
+/// The `CAMPAIGN_STATUS_CHANGED` the budget monitor publishes: a full snapshot of the stored row with the
+/// given status and reason.
+pub fn status_event(row: &CampaignRow, status: CampaignStatus, reason: StatusReason, day: Day, at: Timestamp) -> CampaignEvent {
     CampaignEvent {
-        event_id: Some(format!("budget:{campaign_id}:{}:{}", p.day, reason.as_str())),
+        event_id: Some(format!("budget:{}:{day}:{}", row.campaign_id, reason.as_str())),
         event_type: CampaignEventType::StatusChanged,
         timestamp: at,
-        campaign_id: campaign_id.to_string(),
-        advertiser_id: p.advertiser_id.clone(),
-        product_id: None,
-        placement: p.placement,
-        category: p.category.clone(),
-        bid_price: None,
-        daily_budget: None,
-        status: Some(status),
-        approval_status: None,
+        campaign_id: row.campaign_id.clone(),
+        advertiser_id: row.advertiser_id.clone(),
+        product_id: row.product_id.clone(),
+        placement: row.placement,
+        category: row.category.clone(),
+        bid_price: row.bid_price,
+        daily_budget: row.daily_budget,
+        status,
+        approval_status: row.approval_status,
         targeting: None,
-        effective_from: None,
-        rtb_impact: None,
+        effective_from: row.effective_from,
+        rtb_impact: row.rtb_impact,
         status_reason: Some(reason),
     }
+}
+
+/// Makes every stored budget pause agree with the spend counters at event time `at` (the end of a
+/// replay: `at` = the last event time): a campaign is paused iff its spend on the local day of `at` has
+/// reached the pause threshold. Publishes nothing. Returns how many rows changed.
+pub fn settle_pauses(cache: &dyn Cache, db: &dyn Database, cfg: &BudgetConfig, at: Timestamp) -> Result<usize> {
+    let mut zones = ZoneCache::new(&cfg.default_time_zone)?;
+    let mut changed = 0;
+    for row in db.campaigns()? {
+        let day = Day::of(at, zones.zone(db, &row.advertiser_id)?);
+        let exhausted = budget_exhausted(cache.spend(&row.campaign_id, day)?, row.daily_budget, cfg.pause_at_pct);
+        let want = exhausted.then_some(day);
+        if row.budget_paused_day != want && db.set_budget_pause(&row.campaign_id, want)? {
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 impl BudgetMonitor {
     /// Builds the monitor; its pause timers live in `scope`.
     pub fn new(scope: &StateScope, cache: Arc<dyn Cache>, db: Arc<dyn Database>, cfg: BudgetConfig) -> Result<Self> {
         Ok(Self {
-            zones: ZoneCache::new(db.clone(), &cfg.default_time_zone)?,
+            zones: ZoneCache::new(&cfg.default_time_zone)?,
             cache,
             db,
             cfg,
@@ -143,10 +163,9 @@ impl BudgetMonitor {
         self.stats
     }
 
-    fn emit(&self, campaign_id: &str, p: &Paused, status: CampaignStatus, reason: StatusReason, at: Timestamp, ctx: &mut Context<'_, Output>) -> Result<()> {
-        let ev = status_event(campaign_id, p, status, reason, at);
-        let key = campaign_partition_key(p.placement, &p.category);
-        ctx.emit(json_output(&self.cfg.status_topic, &key, &ev, at, "campaign status event")?);
+    fn emit(&self, row: &CampaignRow, status: CampaignStatus, reason: StatusReason, day: Day, at: Timestamp, ctx: &mut Context<'_, Output>) -> Result<()> {
+        let ev = status_event(row, status, reason, day, at);
+        ctx.emit(json_output(&self.cfg.status_topic, &ev.partition_key(), &ev, at, "campaign status event")?);
         Ok(())
     }
 
@@ -156,15 +175,8 @@ impl BudgetMonitor {
             return Ok(()); // this task already paused it for this day and budget
         }
         self.db.set_budget_pause(c, Some(day))?;
-        let p = Paused {
-            day,
-            budget,
-            resume_at: day.succ().start_in(tz),
-            placement: row.placement,
-            category: row.category.clone(),
-            advertiser_id: row.advertiser_id.clone(),
-        };
-        self.emit(c, &p, CampaignStatus::Paused, StatusReason::BudgetExhausted, at, ctx)?;
+        let p = Paused { day, budget, resume_at: day.succ().start_in(tz) };
+        self.emit(row, CampaignStatus::Paused, StatusReason::BudgetExhausted, day, at, ctx)?;
         self.stats.pauses += 1;
         tracing::info!(campaign_id = %c, %day, budget, "daily budget exhausted: campaign paused");
         if self.cfg.resume_on_processing_time {
@@ -177,14 +189,12 @@ impl BudgetMonitor {
 
     /// Clears a pause of a day `<= through` and publishes the resume (also when another task cleared it
     /// first: a crash between clearing and publishing must not lose the event).
-    fn resume(&mut self, campaign_id: &str, p: &Paused, through: Day, at: Timestamp, ctx: &mut Context<'_, Output>) -> Result<()> {
+    fn resume(&mut self, campaign_id: &str, through: Day, at: Timestamp, ctx: &mut Context<'_, Output>) -> Result<()> {
         let cleared = self.db.clear_budget_pause_through(campaign_id, through)?;
-        let row = self.db.campaign(campaign_id)?;
-        if cleared || row.as_ref().is_some_and(|r| r.budget_paused_day.is_none()) {
-            let status = row.map_or(CampaignStatus::Active, |r| r.status);
-            self.emit(campaign_id, p, status, StatusReason::BudgetNewDay, at, ctx)?;
+        if let Some(row) = self.db.campaign(campaign_id)?.filter(|r| cleared || r.budget_paused_day.is_none()) {
+            self.emit(&row, row.status, StatusReason::BudgetNewDay, through, at, ctx)?;
             self.stats.resumes += 1;
-            tracing::info!(campaign_id, day = %p.day, "new budget day: campaign resumed");
+            tracing::info!(campaign_id, day = %through, "new budget day: campaign resumed");
         }
         if self.paused.get(&campaign_id.to_string()).is_some_and(|q| q.day <= through) {
             self.paused.remove(&campaign_id.to_string());
@@ -194,7 +204,7 @@ impl BudgetMonitor {
 
     fn on_click(&mut self, ev: &AdEvent, click: &str, ctx: &mut Context<'_, Output>) -> Result<()> {
         self.stats.clicks += 1;
-        let tz = self.zones.zone(&ev.advertiser_id)?;
+        let tz = self.zones.zone(&*self.db, &ev.advertiser_id)?;
         let day = Day::of(ev.timestamp, tz);
         let (total, applied) = self.cache.add_spend_once(&ev.campaign_id, day, ev.price(), &format!("spend:{click}"))?;
         if !applied {
@@ -207,22 +217,13 @@ impl BudgetMonitor {
         let current = ctx.watermark().is_none_or(|w| day >= Day::of(w, tz));
         if let Some(paused_on) = row.budget_paused_day {
             if paused_on < day && current {
-                let p = Paused {
-                    day: paused_on,
-                    budget: row.daily_budget.unwrap_or(0),
-                    resume_at: ev.timestamp,
-                    placement: row.placement,
-                    category: row.category.clone(),
-                    advertiser_id: row.advertiser_id.clone(),
-                };
-                self.resume(&ev.campaign_id, &p, Day(day.0 - 1), ev.timestamp, ctx)?;
+                self.resume(&ev.campaign_id, Day(day.0 - 1), ev.timestamp, ctx)?;
                 row.budget_paused_day = None;
             }
         }
-        let Some(budget) = row.daily_budget.filter(|b| *b > 0) else { return Ok(()) };
-        let reached = |pct: u32| i128::from(total) * 100 >= i128::from(budget) * i128::from(pct);
+        let budget = row.daily_budget;
         for &pct in &self.cfg.alert_thresholds_pct {
-            if reached(pct) {
+            if budget_exhausted(total, budget, pct) {
                 let alert = AlertRow {
                     key: format!("budget:{}:{day}:{pct:03}", ev.campaign_id),
                     campaign_id: ev.campaign_id.clone(),
@@ -239,7 +240,7 @@ impl BudgetMonitor {
                 }
             }
         }
-        if current && reached(self.cfg.pause_at_pct) {
+        if current && budget_exhausted(total, budget, self.cfg.pause_at_pct) {
             self.pause(&row, day, budget, tz, ev.timestamp, ctx)?;
         }
         Ok(())
@@ -260,16 +261,20 @@ impl Operator for BudgetMonitor {
     }
 
     fn on_watermark(&mut self, watermark: Timestamp, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        // The end-of-input watermark closes windows; it is not a day rollover (see `settle_pauses`).
+        if watermark == Timestamp::MAX {
+            return Ok(());
+        }
         for (campaign, p) in self.paused.expire(watermark) {
-            self.resume(&campaign, &p, p.day, p.resume_at, ctx)?;
+            self.resume(&campaign, p.day, p.resume_at, ctx)?;
         }
         Ok(())
     }
 
     fn on_processing_time(&mut self, now: i64, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         for (campaign, day) in self.wall.expire(now) {
-            if let Some(p) = self.paused.get(&campaign).filter(|p| p.day == day).cloned() {
-                self.resume(&campaign, &p, day, now, ctx)?;
+            if self.paused.get(&campaign).is_some_and(|p| p.day == day) {
+                self.resume(&campaign, day, now, ctx)?;
             }
         }
         Ok(())

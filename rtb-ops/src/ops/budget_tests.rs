@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::schema::{rfc3339, AdEventType, ApprovalStatus};
+use crate::schema::{rfc3339, AdEventType, ApprovalStatus, Placement};
 use crate::sink::{Advertiser, MemoryCache, MemoryDatabase};
 use rtb_stream::{Harness, SourceCoord};
 
@@ -25,12 +25,12 @@ fn fixture(cfg: BudgetConfig) -> F {
     db.upsert_advertiser(&Advertiser { advertiser_id: "adv".into(), opening_balance: 1_000_000, time_zone: "Asia/Seoul".into() }).unwrap();
     db.upsert_campaign(&CampaignRow {
         campaign_id: "c1".into(),
-        advertiser_id: Some("adv".into()),
+        advertiser_id: "adv".into(),
         product_id: None,
         placement: Placement::Home,
         category: "books".into(),
         bid_price: 5000,
-        daily_budget: Some(10_000),
+        daily_budget: 10_000,
         status: CampaignStatus::Active,
         approval_status: ApprovalStatus::Approved,
         effective_from: None,
@@ -53,11 +53,11 @@ fn click(t: i64, price: i64, offset: u64) -> Record<String, AdEvent> {
         ad_id: "ad".into(),
         campaign_id: "c1".into(),
         advertiser_id: "adv".into(),
-        product_id: "p".into(),
+        product_id: None,
         placement: Placement::Home,
         category: "books".into(),
-        bid_price: None,
-        actual_price: Some(price),
+        bid_price: 20_000,
+        actual_price: price,
         search_term: None,
         revenue_amount: None,
         order_id: None,
@@ -75,7 +75,7 @@ impl F {
                 assert_eq!(o.record.key.as_deref(), Some(b"HOME:books".as_slice()));
                 let ev: CampaignEvent = serde_json::from_slice(&o.record.payload).unwrap();
                 assert_eq!(ev.event_type, CampaignEventType::StatusChanged);
-                (ev.status.unwrap(), ev.status_reason.unwrap(), rfc3339::format(ev.timestamp).unwrap())
+                (ev.status, ev.status_reason.unwrap(), rfc3339::format(ev.timestamp).unwrap())
             })
             .collect()
     }
@@ -160,7 +160,7 @@ fn refunds_lower_the_day_and_a_raised_budget_pauses_again_at_the_new_limit() {
     // The ranking statement cleared the pause after a raise to 20 000 (simulated here).
     f.db.set_budget_pause("c1", None).unwrap();
     let mut row = f.db.campaign("c1").unwrap().unwrap();
-    row.daily_budget = Some(20_000);
+    row.daily_budget = 20_000;
     f.db.upsert_campaign(&row).unwrap();
     f.h.process(click(ts("2024-01-15T02:00:00Z"), 11_000, 1)).unwrap(); // 19 000
     assert_eq!(f.paused_day(), None);

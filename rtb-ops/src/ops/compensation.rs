@@ -1,13 +1,9 @@
 //! The compensation worker: each `compensation-events` record credits `refund_amount` back to the
-//! advertiser's balance (one ledger row, idempotency key `refund:{device}:{ad}:{window start}`) and lowers
-//! the campaign's spend counter of the day the duplicates were charged on, so the budget sees the refund.
-//!
-//! The day of each duplicate comes from its click time in the advertiser's zone; when the event lists
-//! `click_prices` (this crate's detector always does) a window spanning midnight lowers each day by its
-//! own duplicates, otherwise the whole refund goes to the day of the window start. Each day's decrement
-//! has its own idempotency key (`{refund key}:{day}`), so replays change nothing twice.
+//! advertiser's balance (one ledger row, idempotency key `refund/{device}/{ad}/{window start ms}`) and
+//! lowers the campaign's spend counter of the day of the compensation's timestamp (the window end, in the
+//! advertiser's zone) by the same amount, with its own idempotency key (`{refund key}/spend`), so the
+//! budget sees the refund and replays change nothing twice.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rtb_stream::runtime::Output;
@@ -39,26 +35,10 @@ pub struct CompensationWorker {
     stats: CompensationStats,
 }
 
-/// How much of a compensation's refund falls on each budget day (ascending days).
-pub fn refund_by_day(ev: &CompensationEvent, day_of: impl Fn(i64) -> Day) -> Vec<(Day, i64)> {
-    let mut days: BTreeMap<Day, i64> = BTreeMap::new();
-    match &ev.click_prices {
-        Some(prices) if prices.len() == ev.original_click_timestamps.len() && prices.len() > 1 => {
-            for (t, p) in ev.original_click_timestamps[1..].iter().zip(&prices[1..]) {
-                *days.entry(day_of(*t)).or_insert(0) += p;
-            }
-        }
-        _ => {
-            days.insert(day_of(ev.window_start()), ev.refund_amount);
-        }
-    }
-    days.into_iter().filter(|(_, a)| *a != 0).collect()
-}
-
 impl CompensationWorker {
     /// A worker over the two sinks; advertisers without a zone use `default_time_zone`.
     pub fn new(cache: Arc<dyn Cache>, db: Arc<dyn Database>, default_time_zone: &str) -> Result<Self> {
-        Ok(Self { zones: ZoneCache::new(db.clone(), default_time_zone)?, cache, db, stats: CompensationStats::default() })
+        Ok(Self { zones: ZoneCache::new(default_time_zone)?, cache, db, stats: CompensationStats::default() })
     }
 
     /// A worker with the default zone (`Asia/Seoul`).
@@ -91,12 +71,10 @@ impl CompensationWorker {
             }
             LedgerOutcome::Duplicate => self.stats.duplicates += 1,
         }
-        // Lowered on every delivery (each day's key makes it once), so a crash between the ledger and the
+        // Lowered on every delivery (its own key makes it once), so a crash between the ledger and the
         // counter cannot lose the decrement.
-        let tz = self.zones.zone(&ev.advertiser_id)?;
-        for (day, amount) in refund_by_day(ev, |t| Day::of(t, tz)) {
-            self.cache.add_spend_once(&ev.campaign_id, day, -amount, &format!("{key}:{day}"))?;
-        }
+        let day = Day::of(ev.timestamp, self.zones.zone(&*self.db, &ev.advertiser_id)?);
+        self.cache.add_spend_once(&ev.campaign_id, day, -ev.refund_amount, &format!("{key}/spend"))?;
         Ok(outcome)
     }
 }
@@ -125,7 +103,7 @@ mod tests {
         rfc3339::parse(s).unwrap()
     }
 
-    fn comp(times: &[&str], prices: Option<Vec<i64>>, refund: i64) -> CompensationEvent {
+    fn comp(times: &[&str], refund: i64) -> CompensationEvent {
         CompensationEvent {
             event_id: None,
             timestamp: ts(times[0]) + 300_000,
@@ -139,7 +117,6 @@ mod tests {
             detection_window: DetectionWindow::FiveMinutes,
             reason: CompensationReason::DuplicateClickDetected,
             compensation_type: CompensationType::BalanceRefund,
-            click_prices: prices,
         }
     }
 
@@ -160,7 +137,7 @@ mod tests {
             reference: String::new(),
         })
         .unwrap();
-        let ev = comp(&["2024-01-15T10:30:15Z", "2024-01-15T10:30:18Z", "2024-01-15T10:30:22Z"], None, 2400);
+        let ev = comp(&["2024-01-15T10:30:15Z", "2024-01-15T10:30:18Z", "2024-01-15T10:30:22Z"], 2400);
         let mut h = Harness::new(CompensationWorker::with_default_zone(Arc::new(cache.clone()), Arc::new(db.clone())).unwrap());
         for offset in [0, 0, 1] {
             // the same record twice (replay), and a re-emitted copy at another offset
@@ -171,22 +148,21 @@ mod tests {
         assert_eq!(db.balance("advertiser_50").unwrap(), Some(10_000 - 3600 + 2400));
         assert_eq!(cache.spend("campaign_100", day).unwrap(), 1200);
         let ledger = db.ledger().unwrap();
-        assert_eq!(ledger.last().unwrap().entry.idempotency_key, format!("refund:device_12345:ad_001:{}", ts("2024-01-15T10:30:15Z")));
+        assert_eq!(ledger.last().unwrap().entry.idempotency_key, format!("refund/device_12345/ad_001/{}", ts("2024-01-15T10:30:15Z")));
         assert_eq!(ledger.last().unwrap().entry.kind, LedgerKind::Refund);
     }
 
     #[test]
-    fn a_window_across_seoul_midnight_refunds_each_day_its_own_duplicates() {
-        // 23:58, 23:59 KST Jan 15 and 00:01 KST Jan 16: duplicates are the 23:59 (700) and 00:01 (900) clicks.
-        let ev = comp(
-            &["2024-01-15T14:58:00Z", "2024-01-15T14:59:00Z", "2024-01-15T15:01:00Z"],
-            Some(vec![500, 700, 900]),
-            1600,
-        );
-        let seoul = crate::calendar::parse_time_zone("Asia/Seoul").unwrap();
-        let d15 = Day::from_ymd(2024, 1, 15).unwrap();
-        assert_eq!(refund_by_day(&ev, |t| Day::of(t, seoul)), vec![(d15, 700), (d15.succ(), 900)]);
-        let no_prices = CompensationEvent { click_prices: None, ..ev };
-        assert_eq!(refund_by_day(&no_prices, |t| Day::of(t, seoul)), vec![(d15, 1600)]);
+    fn the_refund_lowers_the_day_of_the_compensation_timestamp() {
+        // Duplicates at 23:58 and 23:59 KST on Jan 15; the window closes at 00:03 KST on Jan 16.
+        let cache = MemoryCache::new();
+        let db = MemoryDatabase::new();
+        let ev = comp(&["2024-01-15T14:58:00Z", "2024-01-15T14:59:00Z"], 700);
+        let mut w = CompensationWorker::with_default_zone(Arc::new(cache.clone()), Arc::new(db.clone())).unwrap();
+        w.refund(&ev).unwrap();
+        let jan16 = Day::from_ymd(2024, 1, 16).unwrap();
+        assert_eq!(cache.spend("campaign_100", jan16).unwrap(), -700);
+        assert_eq!(cache.spend("campaign_100", Day(jan16.0 - 1)).unwrap(), 0);
+        assert_eq!(db.balance("advertiser_50").unwrap(), Some(700), "unknown advertiser opens at 0");
     }
 }

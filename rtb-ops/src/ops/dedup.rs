@@ -1,7 +1,8 @@
 //! Duplicate-click detection: per (`device_id`, `ad_id`), the first click opens a dedup window
 //! `[t₀, t₀ + 5 min)`; later clicks inside it are duplicates; the next click after it opens a new window.
 //! When a window closes with duplicates, ONE `compensation-events` record is emitted (keyed by
-//! advertiser): count = all clicks, refund = Σ `actual_price` of all but the first, every click time.
+//! advertiser): timestamp = window end, advertiser and campaign of the first click, count = all clicks,
+//! refund = Σ `actual_price` of all but the first, every click time in order.
 //!
 //! ## Event time, out-of-order clicks
 //! Windows are decided on **event time**, whatever the arrival order. Clicks are buffered per key
@@ -9,7 +10,8 @@
 //! complete: with `t₀` the earliest buffered click, no click earlier than `t₀` and none inside
 //! `[t₀, t₀ + 5 min)` can still arrive once `watermark >= t₀ + 5 min − 1`. The window is then cut from the
 //! buffer in timestamp order, the compensation emitted, and the next buffered click (if any) becomes the
-//! next `t₀`. The result equals sessionizing the key's clicks sorted by time, as long as no click is late.
+//! next `t₀`. The result equals sessionizing the key's clicks sorted by (time, arrival), as long as no
+//! click is late.
 //!
 //! ## Late clicks
 //! A click that arrives after the window that should contain it (or an earlier one) was closed —
@@ -66,12 +68,19 @@ pub struct DedupStats {
     pub late_clicks: u64,
 }
 
+/// A buffered click.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Click {
+    ts: Timestamp,
+    price: i64,
+    campaign_id: String,
+    advertiser_id: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct KeyState {
-    advertiser_id: String,
-    campaign_id: String,
-    /// Buffered clicks `(timestamp, actual_price)`, ascending.
-    pending: Vec<(Timestamp, i64)>,
+    /// Buffered clicks, ascending by time (equal times in arrival order).
+    pending: Vec<Click>,
     /// End of the last closed window.
     closed_until: Option<Timestamp>,
 }
@@ -104,7 +113,7 @@ impl DuplicateClickDetector {
 
     fn deadline(&self, st: &KeyState) -> Option<Timestamp> {
         match (st.pending.first(), st.closed_until) {
-            (Some((t0, _)), _) => Some(t0 + self.cfg.window_ms - 1),
+            (Some(first), _) => Some(first.ts + self.cfg.window_ms - 1),
             (None, Some(end)) => Some(end - 1 + self.cfg.retention_ms),
             (None, None) => None,
         }
@@ -112,38 +121,38 @@ impl DuplicateClickDetector {
 
     /// Closes every complete window of one key at watermark `wm`, emitting compensations.
     fn close(&mut self, key: &Key, st: &mut KeyState, wm: Timestamp, ctx: &mut Context<'_, Output>) -> Result<()> {
-        while let Some(&(t0, _)) = st.pending.first() {
+        while let Some(t0) = st.pending.first().map(|c| c.ts) {
             let end = t0 + self.cfg.window_ms;
             if end - 1 > wm {
                 break;
             }
-            let n = st.pending.partition_point(|(t, _)| *t < end);
-            let clicks: Vec<(Timestamp, i64)> = st.pending.drain(..n).collect();
+            let n = st.pending.partition_point(|c| c.ts < end);
+            let clicks: Vec<Click> = st.pending.drain(..n).collect();
             st.closed_until = Some(end);
             self.stats.windows += 1;
             if clicks.len() < 2 {
                 continue;
             }
-            let refund: i64 = clicks[1..].iter().map(|c| c.1).sum();
+            let refund: i64 = clicks[1..].iter().map(|c| c.price).sum();
+            let first = &clicks[0];
             let ev = CompensationEvent {
-                event_id: Some(format!("dup:{}:{}:{t0}", key.0, key.1)),
+                event_id: None,
                 timestamp: end,
-                advertiser_id: st.advertiser_id.clone(),
-                campaign_id: st.campaign_id.clone(),
+                advertiser_id: first.advertiser_id.clone(),
+                campaign_id: first.campaign_id.clone(),
                 ad_id: key.1.clone(),
                 device_id: key.0.clone(),
                 duplicate_click_count: u32::try_from(clicks.len()).unwrap_or(u32::MAX),
                 refund_amount: refund,
-                original_click_timestamps: clicks.iter().map(|c| c.0).collect(),
+                original_click_timestamps: clicks.iter().map(|c| c.ts).collect(),
                 detection_window: DetectionWindow::FiveMinutes,
                 reason: CompensationReason::DuplicateClickDetected,
                 compensation_type: CompensationType::BalanceRefund,
-                click_prices: Some(clicks.iter().map(|c| c.1).collect()),
             };
             self.stats.compensations += 1;
             self.stats.duplicates += clicks.len() as u64 - 1;
             tracing::debug!(device = %key.0, ad = %key.1, count = clicks.len(), refund, "duplicate clicks");
-            ctx.emit(json_output(&self.cfg.output_topic, &st.advertiser_id, &ev, end, "compensation event")?);
+            ctx.emit(json_output(&self.cfg.output_topic, &ev.advertiser_id, &ev, end, "compensation event")?);
         }
         Ok(())
     }
@@ -178,13 +187,10 @@ impl Operator for DuplicateClickDetector {
             ctx.dead_letter(dead_letter(&record.source, "duplicate-detector", reason, ev));
             return Ok(());
         }
-        let mut st = self.keys.remove(&key).unwrap_or_else(|| KeyState {
-            advertiser_id: ev.advertiser_id.clone(),
-            campaign_id: ev.campaign_id.clone(),
-            ..KeyState::default()
-        });
-        let at = st.pending.partition_point(|(t, _)| *t <= ts);
-        st.pending.insert(at, (ts, ev.price()));
+        let mut st = self.keys.remove(&key).unwrap_or_default();
+        let at = st.pending.partition_point(|c| c.ts <= ts);
+        let click = Click { ts, price: ev.price(), campaign_id: ev.campaign_id.clone(), advertiser_id: ev.advertiser_id.clone() };
+        st.pending.insert(at, click);
         if let Some(w) = wm {
             self.close(&key, &mut st, w, ctx)?;
         }

@@ -22,11 +22,10 @@ use rtb_stream::{Context, Operator, Record, SourceCoord, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::dead_letter;
-use super::ranking::recompute;
+use super::ranking::Ranker;
 use crate::error::Result;
-use crate::ranking::RankingConfig;
 use crate::schema::{AdEvent, AdEventType, Placement};
-use crate::sink::{Cache, Database, Metrics, MetricsScope, WindowMetrics};
+use crate::sink::{Cache, Metrics, MetricsScope, WindowMetrics};
 
 /// Settings of the performance statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,8 +118,7 @@ type Key = (MetricsScope, String);
 /// The performance statement operator (input: `ad-events`).
 pub struct PerformanceStatement {
     cache: Arc<dyn Cache>,
-    db: Arc<dyn Database>,
-    ranking: RankingConfig,
+    ranker: Ranker,
     cfg: PerformanceConfig,
     shard: u32,
     windows: WindowedAggregate<Key, PerfAggregate, Tumbling>,
@@ -135,15 +133,9 @@ impl std::fmt::Debug for PerformanceStatement {
 }
 
 impl PerformanceStatement {
-    /// Builds the statement for the task writing as `shard` (its partition); windows live in `scope`.
-    pub fn new(
-        scope: &StateScope,
-        shard: u32,
-        cache: Arc<dyn Cache>,
-        db: Arc<dyn Database>,
-        cfg: PerformanceConfig,
-        ranking: RankingConfig,
-    ) -> Result<Self> {
+    /// Builds the statement for the task writing as `shard` (its partition); windows live in `scope`;
+    /// `ranker` recomputes rankings after written windows.
+    pub fn new(scope: &StateScope, shard: u32, cache: Arc<dyn Cache>, cfg: PerformanceConfig, ranker: Ranker) -> Result<Self> {
         let windows = WindowedAggregate::new(
             scope,
             "performance",
@@ -152,7 +144,7 @@ impl PerformanceStatement {
             cfg.grace_ms,
             LatePolicy::Correct { max_lateness: cfg.max_lateness_ms },
         )?;
-        Ok(Self { cache, db, ranking, cfg, shard, windows, events: Vec::new(), stats: PerformanceStats::default() })
+        Ok(Self { cache, ranker, cfg, shard, windows, events: Vec::new(), stats: PerformanceStats::default() })
     }
 
     /// Counters so far.
@@ -210,7 +202,7 @@ impl PerformanceStatement {
         }
         if self.cfg.recompute_rankings {
             for ((placement, category), at) in recompute_at {
-                recompute(&*self.cache, &*self.db, &self.ranking, placement, &category, at)?;
+                self.ranker.recompute(placement, &category, at)?;
                 self.stats.recomputes += 1;
             }
         }

@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::ranking::RankingConfig;
 use crate::schema::{ApprovalStatus, CampaignStatus};
-use crate::sink::{CampaignRow, MemoryCache, MemoryDatabase};
+use crate::sink::{CampaignRow, Database, MemoryCache, MemoryDatabase};
 use rtb_stream::{Harness, SourceCoord};
 
 const W: i64 = 5 * MINUTE;
@@ -18,11 +19,11 @@ fn ev(t: AdEventType, campaign: &str, ad: &str, at: i64) -> AdEvent {
         ad_id: ad.into(),
         campaign_id: campaign.into(),
         advertiser_id: "adv".into(),
-        product_id: "p".into(),
+        product_id: Some("p".into()),
         placement: Placement::Home,
         category: "books".into(),
-        bid_price: Some(2000),
-        actual_price: (t == AdEventType::Click).then_some(1000),
+        bid_price: 2000,
+        actual_price: 1000,
         search_term: None,
         revenue_amount: (t == AdEventType::Conversion).then_some(50_000),
         order_id: None,
@@ -37,15 +38,9 @@ struct F {
 }
 
 fn fixture_with(cache: MemoryCache, db: MemoryDatabase, shard: u32) -> F {
-    let op = PerformanceStatement::new(
-        &StateScope::in_memory(),
-        shard,
-        Arc::new(cache.clone()),
-        Arc::new(db.clone()),
-        PerformanceConfig::default(),
-        RankingConfig::default(),
-    )
-    .unwrap();
+    let ranker = Ranker::new(Arc::new(cache.clone()), Arc::new(db.clone()), RankingConfig::default(), 100, "Asia/Seoul").unwrap();
+    let op = PerformanceStatement::new(&StateScope::in_memory(), shard, Arc::new(cache.clone()), PerformanceConfig::default(), ranker)
+        .unwrap();
     F { cache, db, h: Harness::new(op), offset: 0 }
 }
 
@@ -140,12 +135,12 @@ fn closed_windows_recompute_the_campaigns_ranking() {
     for (id, bid) in [("c1", 1000), ("c2", 1100)] {
         f.db.upsert_campaign(&CampaignRow {
             campaign_id: id.into(),
-            advertiser_id: Some("adv".into()),
+            advertiser_id: "adv".into(),
             product_id: None,
             placement: Placement::Home,
             category: "books".into(),
             bid_price: bid,
-            daily_budget: None,
+            daily_budget: 1_000_000,
             status: CampaignStatus::Active,
             approval_status: ApprovalStatus::Approved,
             effective_from: None,

@@ -1,14 +1,16 @@
 //! The ranking statement: `campaign-events` → campaign rows → ranking cache per placement+category.
 //!
-//! Every campaign event is merged into the campaign's row (fields present in the event replace stored
-//! ones; events apply in arrival order, which is the order of their partition), and the placement+category
-//! is recomputed at once from the database's rows and the cache's cumulative metrics (both placements and
-//! categories when an update moves a campaign). A campaign whose `effective_from` lies ahead gets an
-//! event-time timer, so it enters the ranking when the watermark reaches that time. Budget-monitor events
-//! (`status_reason` BUDGET_*) only trigger a recompute: the monitor already stored the pause. A
-//! `CAMPAIGN_UPDATED` that raises the daily budget above the paused day's spend clears a budget pause.
+//! Each campaign event is a full snapshot; the stored row is the campaign's **latest event by event
+//! time** (an event older than the stored one is ignored; equal times: the later arrival wins). Every
+//! event recomputes its placement+category at once (both old and new when an update moves the campaign),
+//! from the database's rows and the cache's cumulative metrics, as of the latest event time seen. A campaign whose `effective_from` lies
+//! ahead gets an event-time timer, so it enters the ranking when the watermark reaches that time.
+//! Budget-monitor events (`status_reason` BUDGET_*) only trigger a recompute: the monitor stored its
+//! change itself. A `CAMPAIGN_UPDATED` that raises the daily budget above the paused day's spend clears
+//! a budget pause.
 //!
-//! [`recompute`] is the shared ranking step; the performance statement calls it after closed windows.
+//! [`Ranker`] is the shared ranking step; the performance statement uses it after closed windows and a
+//! replay calls [`Ranker::recompute_all`] at the end.
 
 use std::sync::Arc;
 
@@ -16,103 +18,90 @@ use rtb_stream::runtime::Output;
 use rtb_stream::state::{KeyedStore, StateScope, WriteBatch};
 use rtb_stream::{Context, Operator, Record, Timestamp};
 
+use super::ZoneCache;
 use crate::calendar::Day;
 use crate::error::Result;
-use crate::ranking::{is_eligible, rank, Candidate, RankingConfig};
-use crate::schema::{ApprovalStatus, CampaignEvent, CampaignEventType, CampaignStatus, Placement};
+use crate::ranking::{budget_exhausted, is_eligible, rank, Candidate, RankingConfig};
+use crate::schema::{CampaignEvent, Placement};
 use crate::sink::{Cache, CampaignRow, Database, RankedEntry};
 
-/// Recomputes and stores the ranking of one placement and category at event time `at`: eligible rows
-/// from the database, cumulative clicks/impressions and the category prior from the cache.
-pub fn recompute(
-    cache: &dyn Cache,
-    db: &dyn Database,
-    cfg: &RankingConfig,
-    placement: Placement,
-    category: &str,
-    at: Timestamp,
-) -> Result<Vec<RankedEntry>> {
-    let category_totals = cache.category_totals(category)?;
-    let mut candidates = Vec::new();
-    for row in db.campaigns_in(placement, category)? {
-        if is_eligible(&row, at) {
-            let t = cache.campaign_totals(&row.campaign_id)?;
-            candidates.push(Candidate {
-                campaign_id: row.campaign_id,
-                bid_price: row.bid_price,
-                clicks: t.clicks,
-                impressions: t.impressions,
-            });
+/// Recomputes rankings from the sinks: eligible campaigns (status, approval, `effective_from`, and the
+/// day's spend below the budget — the budget monitor's rule, read from the spend counter of the day of
+/// the recompute's event time in the advertiser's zone), their cumulative clicks and impressions, and the
+/// category prior.
+#[derive(Debug)]
+pub struct Ranker {
+    cache: Arc<dyn Cache>,
+    db: Arc<dyn Database>,
+    cfg: RankingConfig,
+    pause_at_pct: u32,
+    zones: ZoneCache,
+}
+
+impl Ranker {
+    /// A ranker over the sinks; `pause_at_pct` and `default_time_zone` as in the budget monitor's config.
+    pub fn new(cache: Arc<dyn Cache>, db: Arc<dyn Database>, cfg: RankingConfig, pause_at_pct: u32, default_time_zone: &str) -> Result<Self> {
+        Ok(Self { zones: ZoneCache::new(default_time_zone)?, cache, db, cfg, pause_at_pct })
+    }
+
+    /// The ranking parameters.
+    pub fn config(&self) -> &RankingConfig {
+        &self.cfg
+    }
+
+    /// Recomputes and stores the ranking of one placement and category at event time `at`.
+    pub fn recompute(&mut self, placement: Placement, category: &str, at: Timestamp) -> Result<Vec<RankedEntry>> {
+        let category_totals = self.cache.category_totals(category)?;
+        let mut candidates = Vec::new();
+        for row in self.db.campaigns_in(placement, category)? {
+            let day = Day::of(at, self.zones.zone(&*self.db, &row.advertiser_id)?);
+            let spent = self.cache.spend(&row.campaign_id, day)?;
+            if is_eligible(&row, at, budget_exhausted(spent, row.daily_budget, self.pause_at_pct)) {
+                let t = self.cache.campaign_totals(&row.campaign_id)?;
+                candidates.push(Candidate {
+                    campaign_id: row.campaign_id,
+                    bid_price: row.bid_price,
+                    clicks: t.clicks,
+                    impressions: t.impressions,
+                });
+            }
         }
+        let ranked = rank(candidates, &category_totals, &self.cfg);
+        self.cache.put_ranking(placement, category, &ranked)?;
+        tracing::trace!(placement = %placement, category, entries = ranked.len(), "ranking recomputed");
+        Ok(ranked)
     }
-    let ranked = rank(candidates, &category_totals, cfg);
-    cache.put_ranking(placement, category, &ranked)?;
-    tracing::trace!(placement = %placement, category, entries = ranked.len(), "ranking recomputed");
-    Ok(ranked)
+
+    /// Recomputes every placement+category that has campaigns (the end of a replay: final rankings with the
+    /// final metrics at `at` = the last event time). Returns how many rankings were written.
+    pub fn recompute_all(&mut self, at: Timestamp) -> Result<usize> {
+        let mut keys: Vec<(Placement, String)> = self.db.campaigns()?.into_iter().map(|r| (r.placement, r.category)).collect();
+        keys.sort();
+        keys.dedup();
+        for (p, c) in &keys {
+            self.recompute(*p, c, at)?;
+        }
+        Ok(keys.len())
+    }
 }
 
-/// Recomputes every placement+category that has campaigns (end of a replay: final rankings with the final
-/// metrics).
-pub fn recompute_all(cache: &dyn Cache, db: &dyn Database, cfg: &RankingConfig, at: Timestamp) -> Result<usize> {
-    let mut keys: Vec<(Placement, String)> = db.campaigns()?.into_iter().map(|r| (r.placement, r.category)).collect();
-    keys.sort();
-    keys.dedup();
-    for (p, c) in &keys {
-        recompute(cache, db, cfg, *p, c, at)?;
-    }
-    Ok(keys.len())
-}
-
-/// Merges a campaign event into the stored row (`None`: a campaign seen for the first time).
-pub fn merge_campaign(existing: Option<&CampaignRow>, ev: &CampaignEvent) -> CampaignRow {
-    let mut row = existing.cloned().unwrap_or_else(|| CampaignRow {
+/// The row a campaign event leaves: the event's fields, the stored budget pause kept (`None`: first event).
+pub fn campaign_row(existing: Option<&CampaignRow>, ev: &CampaignEvent) -> CampaignRow {
+    CampaignRow {
         campaign_id: ev.campaign_id.clone(),
-        advertiser_id: None,
-        product_id: None,
+        advertiser_id: ev.advertiser_id.clone(),
+        product_id: ev.product_id.clone(),
         placement: ev.placement,
         category: ev.category.clone(),
-        bid_price: 0,
-        daily_budget: None,
-        status: CampaignStatus::Pending,
-        approval_status: ApprovalStatus::Pending,
-        effective_from: None,
-        rtb_impact: None,
-        budget_paused_day: None,
+        bid_price: ev.bid_price,
+        daily_budget: ev.daily_budget,
+        status: ev.status,
+        approval_status: ev.approval_status,
+        effective_from: ev.effective_from,
+        rtb_impact: ev.rtb_impact,
+        budget_paused_day: existing.and_then(|r| r.budget_paused_day),
         updated_at: ev.timestamp,
-    });
-    if ev.status_reason.is_some_and(|r| r.is_budget()) {
-        return row; // the budget monitor stored its change itself
     }
-    row.placement = ev.placement;
-    row.category.clone_from(&ev.category);
-    if ev.advertiser_id.is_some() {
-        row.advertiser_id.clone_from(&ev.advertiser_id);
-    }
-    if ev.product_id.is_some() {
-        row.product_id.clone_from(&ev.product_id);
-    }
-    if let Some(b) = ev.bid_price {
-        row.bid_price = b;
-    }
-    if ev.daily_budget.is_some() {
-        row.daily_budget = ev.daily_budget;
-    }
-    if let Some(s) = ev.status {
-        row.status = s;
-    }
-    match ev.approval_status {
-        Some(a) => row.approval_status = a,
-        None if ev.event_type == CampaignEventType::Approved => row.approval_status = ApprovalStatus::Approved,
-        None => {}
-    }
-    if ev.effective_from.is_some() {
-        row.effective_from = ev.effective_from;
-    }
-    if ev.rtb_impact.is_some() {
-        row.rtb_impact = ev.rtb_impact;
-    }
-    row.updated_at = ev.timestamp;
-    row
 }
 
 /// Counters of the ranking statement.
@@ -124,6 +113,8 @@ pub struct RankingStats {
     pub recomputes: u64,
     /// Budget pauses cleared by a budget raise.
     pub budget_raises: u64,
+    /// Events older than the stored row (ignored).
+    pub stale: u64,
 }
 
 /// The ranking statement operator (input: `campaign-events`).
@@ -131,16 +122,19 @@ pub struct RankingStats {
 pub struct RankingStatement {
     cache: Arc<dyn Cache>,
     db: Arc<dyn Database>,
-    cfg: RankingConfig,
+    ranker: Ranker,
     /// `(placement, category, effective_from)` → recompute when the watermark reaches it.
     timers: KeyedStore<(Placement, String, Timestamp), ()>,
+    /// The latest event time seen: recomputes are evaluated at it, so a late event does not rank as of
+    /// the past.
+    now: Timestamp,
     stats: RankingStats,
 }
 
 impl RankingStatement {
-    /// Builds the statement; its timers live in `scope`.
-    pub fn new(scope: &StateScope, cache: Arc<dyn Cache>, db: Arc<dyn Database>, cfg: RankingConfig) -> Result<Self> {
-        Ok(Self { cache, db, cfg, timers: scope.keyed("ranking-timers")?, stats: RankingStats::default() })
+    /// Builds the statement around `ranker`; its timers live in `scope`.
+    pub fn new(scope: &StateScope, cache: Arc<dyn Cache>, db: Arc<dyn Database>, ranker: Ranker) -> Result<Self> {
+        Ok(Self { cache, db, ranker, timers: scope.keyed("ranking-timers")?, now: Timestamp::MIN, stats: RankingStats::default() })
     }
 
     /// Counters so far.
@@ -149,7 +143,7 @@ impl RankingStatement {
     }
 
     fn recompute(&mut self, placement: Placement, category: &str, at: Timestamp) -> Result<()> {
-        recompute(&*self.cache, &*self.db, &self.cfg, placement, category, at)?;
+        self.ranker.recompute(placement, category, at)?;
         self.stats.recomputes += 1;
         Ok(())
     }
@@ -157,30 +151,51 @@ impl RankingStatement {
     /// Applies one campaign event (what `process` does, usable without a context).
     pub fn apply(&mut self, ev: &CampaignEvent) -> Result<()> {
         self.stats.events += 1;
+        let now = self.now.max(ev.timestamp);
+        self.now = now;
         let existing = self.db.campaign(&ev.campaign_id)?;
-        let row = merge_campaign(existing.as_ref(), ev);
-        if let (Some(old), Some(new_budget)) = (&existing, ev.daily_budget) {
-            if let Some(day) = old.budget_paused_day {
-                let spent = self.cache.spend(&ev.campaign_id, day)?;
-                if new_budget > old.daily_budget.unwrap_or(0) && new_budget > spent {
-                    if self.db.clear_budget_pause_through(&ev.campaign_id, Day(i32::MAX))? {
-                        self.stats.budget_raises += 1;
-                        tracing::info!(campaign_id = %ev.campaign_id, new_budget, spent, "budget raised: pause cleared");
-                    }
+        let budget_event = ev.status_reason.is_some_and(|r| r.is_budget());
+        let row = match existing {
+            Some(old) if budget_event => old,
+            None if budget_event => return Ok(()), // a budget event for a campaign never stored here
+            Some(old) if ev.timestamp < old.updated_at => {
+                self.stats.stale += 1;
+                tracing::debug!(campaign_id = %ev.campaign_id, "campaign event older than the stored one ignored");
+                old
+            }
+            existing => {
+                let row = campaign_row(existing.as_ref(), ev);
+                if let Some(old) = &existing {
+                    self.clear_pause_if_raised(old, &row)?;
                 }
+                if existing.as_ref() != Some(&row) {
+                    self.db.upsert_campaign(&row)?;
+                }
+                if let Some(old) = existing.filter(|o| (o.placement, &o.category) != (row.placement, &row.category)) {
+                    self.recompute(old.placement, &old.category, now)?;
+                }
+                row
             }
-        }
-        if existing.as_ref() != Some(&row) {
-            self.db.upsert_campaign(&row)?;
-        }
-        if let Some(old) = &existing {
-            if (old.placement, &old.category) != (row.placement, &row.category) {
-                self.recompute(old.placement, &old.category, ev.timestamp)?;
-            }
-        }
-        self.recompute(row.placement, &row.category, ev.timestamp)?;
+        };
+        self.recompute(row.placement, &row.category, now)?;
         if let Some(from) = row.effective_from.filter(|f| *f > ev.timestamp) {
             self.timers.insert_with_expiry((row.placement, row.category.clone(), from), (), from);
+        }
+        Ok(())
+    }
+
+    /// A raise of the daily budget above the paused day's spend clears the budget pause.
+    fn clear_pause_if_raised(&mut self, old: &CampaignRow, new: &CampaignRow) -> Result<()> {
+        let Some(day) = old.budget_paused_day else { return Ok(()) };
+        if new.daily_budget <= old.daily_budget {
+            return Ok(());
+        }
+        let spent = self.cache.spend(&new.campaign_id, day)?;
+        if !budget_exhausted(spent, new.daily_budget, self.ranker.pause_at_pct)
+            && self.db.clear_budget_pause_through(&new.campaign_id, Day(i32::MAX))?
+        {
+            self.stats.budget_raises += 1;
+            tracing::info!(campaign_id = %new.campaign_id, budget = new.daily_budget, spent, "budget raised: pause cleared");
         }
         Ok(())
     }
@@ -197,7 +212,8 @@ impl Operator for RankingStatement {
 
     fn on_watermark(&mut self, watermark: Timestamp, _ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         for ((placement, category, at), ()) in self.timers.expire(watermark) {
-            self.recompute(placement, &category, at)?;
+            self.now = self.now.max(at);
+            self.recompute(placement, &category, self.now)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::schema::{rfc3339, StatusReason};
+use crate::schema::{rfc3339, ApprovalStatus, CampaignEventType, CampaignStatus, StatusReason};
 use crate::sink::{MemoryCache, MemoryDatabase, Metrics, MetricsScope, WindowMetrics};
 use rtb_stream::{Harness, SourceCoord};
 
@@ -14,16 +14,14 @@ struct Fixture {
     offset: u64,
 }
 
+fn ranker(cache: &MemoryCache, db: &MemoryDatabase) -> Ranker {
+    Ranker::new(Arc::new(cache.clone()), Arc::new(db.clone()), RankingConfig::default(), 100, "Asia/Seoul").unwrap()
+}
+
 fn fixture() -> Fixture {
     let cache = MemoryCache::new();
     let db = MemoryDatabase::new();
-    let op = RankingStatement::new(
-        &StateScope::in_memory(),
-        Arc::new(cache.clone()),
-        Arc::new(db.clone()),
-        RankingConfig::default(),
-    )
-    .unwrap();
+    let op = RankingStatement::new(&StateScope::in_memory(), Arc::new(cache.clone()), Arc::new(db.clone()), ranker(&cache, &db)).unwrap();
     Fixture { cache, db, h: Harness::new(op), offset: 0 }
 }
 
@@ -33,14 +31,14 @@ fn event(t: CampaignEventType, id: &str, category: &str, ts: i64) -> CampaignEve
         event_type: t,
         timestamp: ts,
         campaign_id: id.into(),
-        advertiser_id: None,
+        advertiser_id: "adv".into(),
         product_id: None,
         placement: Placement::Home,
         category: category.into(),
-        bid_price: None,
-        daily_budget: None,
-        status: None,
-        approval_status: None,
+        bid_price: 1000,
+        daily_budget: 10_000,
+        status: CampaignStatus::Active,
+        approval_status: ApprovalStatus::Approved,
         targeting: None,
         effective_from: None,
         rtb_impact: None,
@@ -50,11 +48,8 @@ fn event(t: CampaignEventType, id: &str, category: &str, ts: i64) -> CampaignEve
 
 fn created(id: &str, bid: i64, approved: bool, ts: i64) -> CampaignEvent {
     CampaignEvent {
-        advertiser_id: Some("adv".into()),
-        bid_price: Some(bid),
-        daily_budget: Some(10_000),
-        status: Some(CampaignStatus::Active),
-        approval_status: Some(if approved { ApprovalStatus::Approved } else { ApprovalStatus::Pending }),
+        bid_price: bid,
+        approval_status: if approved { ApprovalStatus::Approved } else { ApprovalStatus::Pending },
         ..event(CampaignEventType::Created, id, "books", ts)
     }
 }
@@ -82,18 +77,28 @@ fn every_campaign_change_recomputes_its_ranking_at_once() {
     assert_eq!(f.ranking("books"), r(&[("c1", 100)]), "single campaign pays the reserve");
     f.send(created("c2", 1500, false, T0 + 1));
     assert_eq!(f.ranking("books"), r(&[("c1", 100)]), "pending approval is not eligible");
-    // CAMPAIGN_APPROVED without an approval_status field approves. Both pCTR = 0.01 (empty category):
+    // Approval brings a competitor. Both pCTR = 0.01 (empty category):
     // c2 score 15 pays ceil(10 / 0.01) + 10 = 1010; c1 pays the reserve.
-    f.send(event(CampaignEventType::Approved, "c2", "books", T0 + 2));
+    f.send(CampaignEvent { bid_price: 1500, ..event(CampaignEventType::Approved, "c2", "books", T0 + 2) });
     assert_eq!(f.ranking("books"), r(&[("c2", 1010), ("c1", 100)]));
     // A bid update reorders: c1 score 20 pays ceil(15 / 0.01) + 10 = 1510.
-    f.send(CampaignEvent { bid_price: Some(2000), ..event(CampaignEventType::Updated, "c1", "books", T0 + 3) });
+    f.send(CampaignEvent { bid_price: 2000, ..event(CampaignEventType::Updated, "c1", "books", T0 + 3) });
     assert_eq!(f.ranking("books"), r(&[("c1", 1510), ("c2", 100)]));
-    assert_eq!(f.db.campaign("c1").unwrap().unwrap().daily_budget, Some(10_000), "partial update keeps other fields");
     // A status change to PAUSED drops it.
-    f.send(CampaignEvent { status: Some(CampaignStatus::Paused), ..event(CampaignEventType::StatusChanged, "c1", "books", T0 + 4) });
+    f.send(CampaignEvent { status: CampaignStatus::Paused, bid_price: 2000, ..event(CampaignEventType::StatusChanged, "c1", "books", T0 + 4) });
     assert_eq!(f.ranking("books"), r(&[("c2", 100)]));
     assert_eq!(f.h.operator.stats().recomputes, 5);
+}
+
+#[test]
+fn the_latest_event_by_time_wins_over_a_later_arrival() {
+    let mut f = fixture();
+    f.send(created("c1", 1000, true, T0 + 10));
+    f.send(CampaignEvent { status: CampaignStatus::Paused, ..event(CampaignEventType::StatusChanged, "c1", "books", T0 + 5) });
+    assert_eq!(f.ranking("books"), r(&[("c1", 100)]), "the older PAUSED event is ignored");
+    assert_eq!(f.h.operator.stats().stale, 1);
+    f.send(CampaignEvent { bid_price: 700, ..event(CampaignEventType::Updated, "c1", "books", T0 + 10) });
+    assert_eq!(f.db.campaign("c1").unwrap().unwrap().bid_price, 700, "equal times: the later arrival wins");
 }
 
 #[test]
@@ -101,7 +106,7 @@ fn moving_a_campaign_recomputes_both_categories() {
     let mut f = fixture();
     f.send(created("c1", 1000, true, T0));
     f.send(created("c2", 900, true, T0));
-    f.send(event(CampaignEventType::Updated, "c2", "toys", T0 + 1));
+    f.send(CampaignEvent { bid_price: 900, ..event(CampaignEventType::Updated, "c2", "toys", T0 + 1) });
     assert_eq!(f.ranking("books"), r(&[("c1", 100)]));
     assert_eq!(f.ranking("toys"), r(&[("c2", 100)]));
     assert_eq!(f.db.campaigns_in(Placement::Home, "books").unwrap().len(), 1);
@@ -140,35 +145,39 @@ fn ctr_from_closed_windows_moves_the_ranking() {
             })
             .unwrap();
     }
-    let ranked = recompute(&f.cache, &f.db, &RankingConfig::default(), Placement::Home, "books", T0 + 300_000).unwrap();
+    let mut rk = ranker(&f.cache, &f.db);
+    let ranked = rk.recompute(Placement::Home, "books", T0 + 300_000).unwrap();
     // c1 pays ceil((1200/350) / 0.044) + 10 = ceil(77.92…) + 10 = 88 → raised to the reserve 100.
     assert_eq!(ranked.iter().map(|e| (e.campaign_id.as_str(), e.cpc)).collect::<Vec<_>>(), vec![("c1", 100), ("c2", 100)]);
     assert!((ranked[0].pctr - 0.044).abs() < 1e-12);
-    assert_eq!(recompute_all(&f.cache, &f.db, &RankingConfig::default(), T0).unwrap(), 1);
+    assert_eq!(rk.recompute_all(T0).unwrap(), 1);
 }
 
 #[test]
-fn budget_events_do_not_touch_the_admin_status_and_a_raise_clears_the_pause() {
+fn exhausted_budget_of_the_day_is_not_eligible_and_a_raise_clears_the_pause() {
     let mut f = fixture();
     f.send(created("c1", 1000, true, T0));
     f.send(created("c2", 900, true, T0));
-    let day = Day(19_737);
-    // The budget monitor pauses c1 (stores it) and publishes the event.
-    f.db.set_budget_pause("c1", Some(day)).unwrap();
+    let day = Day(19_737); // 2024-01-15, the Seoul day of T0
+    // The budget monitor counts 10 000 of spend, stores the pause and publishes the event.
     f.cache.add_spend_once("c1", day, 10_000, "k").unwrap();
+    f.db.set_budget_pause("c1", Some(day)).unwrap();
     f.send(CampaignEvent {
-        status: Some(CampaignStatus::Paused),
+        status: CampaignStatus::Paused,
         status_reason: Some(StatusReason::BudgetExhausted),
         ..event(CampaignEventType::StatusChanged, "c1", "books", T0 + 1)
     });
     let row = f.db.campaign("c1").unwrap().unwrap();
     assert_eq!((row.status, row.effective_status()), (CampaignStatus::Active, CampaignStatus::Paused));
     assert_eq!(f.ranking("books"), r(&[("c2", 100)]));
+    // The next Seoul day (15:00 UTC) has no spend: eligible again even before the monitor resumes it.
+    let mut rk = ranker(&f.cache, &f.db);
+    assert_eq!(rk.recompute(Placement::Home, "books", rfc3339::parse("2024-01-15T15:00:00Z").unwrap()).unwrap().len(), 2);
     // Raising the budget to exactly the spend does not resume; above it does.
-    f.send(CampaignEvent { daily_budget: Some(10_000), ..event(CampaignEventType::Updated, "c1", "books", T0 + 2) });
+    f.send(CampaignEvent { daily_budget: 10_000, ..event(CampaignEventType::Updated, "c1", "books", T0 + 2) });
     assert_eq!(f.ranking("books"), r(&[("c2", 100)]));
-    f.send(CampaignEvent { daily_budget: Some(15_000), ..event(CampaignEventType::Updated, "c1", "books", T0 + 3) });
+    f.send(CampaignEvent { daily_budget: 15_000, ..event(CampaignEventType::Updated, "c1", "books", T0 + 3) });
     assert_eq!(f.ranking("books"), r(&[("c1", 910), ("c2", 100)]));
     assert_eq!(f.h.operator.stats().budget_raises, 1);
-    assert_eq!(f.db.campaign("c1").unwrap().unwrap().daily_budget, Some(15_000));
+    assert_eq!(f.db.campaign("c1").unwrap().unwrap().budget_paused_day, None);
 }

@@ -155,7 +155,7 @@ impl std::error::Error for Invalid {}
 pub struct ValidationConfig {
     /// Largest acceptable `bid_price` / `actual_price` in KRW (default 10 000 000).
     pub max_price: i64,
-    /// Largest acceptable `daily_budget`, `revenue_amount`, `refund_amount` in KRW (default 10¹²).
+    /// Largest acceptable `daily_budget`, `revenue_amount`, `refund_amount` in KRW (default 10 000 000).
     pub max_amount: i64,
     /// How far (ms) an event time may lie ahead of the processing time (default 1 h).
     pub max_future_ms: i64,
@@ -163,7 +163,7 @@ pub struct ValidationConfig {
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { max_price: 10_000_000, max_amount: 1_000_000_000_000, max_future_ms: HOUR }
+        Self { max_price: 10_000_000, max_amount: 10_000_000, max_future_ms: HOUR }
     }
 }
 
@@ -313,7 +313,6 @@ struct RawCompensation<'a> {
     reason: OStr<'a>,
     #[serde(borrow)]
     compensation_type: OStr<'a>,
-    click_prices: Option<Vec<i64>>,
 }
 
 fn parse_raw<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Invalid> {
@@ -399,19 +398,11 @@ impl Validator {
         let campaign_id = required(r.campaign_id, "campaign_id")?.into_owned();
         let placement = required_enum(r.placement, "placement")?;
         let category = required(r.category, "category")?.into_owned();
-        let created = event_type == CampaignEventType::Created;
-        let advertiser_id = match r.advertiser_id {
-            None if created => return Err(Invalid::MissingField { field: "advertiser_id" }),
-            v => v.map(|v| required(Some(v), "advertiser_id").map(Cow::into_owned)).transpose()?,
-        };
-        let bid_price = amount(r.bid_price, "bid_price", self.config.max_price)?;
-        let daily_budget = amount(r.daily_budget, "daily_budget", self.config.max_amount)?;
-        if created && bid_price.is_none() {
-            return Err(Invalid::MissingField { field: "bid_price" });
-        }
-        if created && daily_budget.is_none() {
-            return Err(Invalid::MissingField { field: "daily_budget" });
-        }
+        let advertiser_id = required(r.advertiser_id, "advertiser_id")?.into_owned();
+        let bid_price = required_amount(r.bid_price, "bid_price", self.config.max_price)?;
+        let daily_budget = required_amount(r.daily_budget, "daily_budget", self.config.max_amount)?;
+        let status = required_enum(r.status, "status")?;
+        let approval_status = required_enum(r.approval_status, "approval_status")?;
         Ok(CampaignEvent {
             event_id: owned(r.event_id),
             event_type,
@@ -423,8 +414,8 @@ impl Validator {
             category,
             bid_price,
             daily_budget,
-            status: optional_enum(r.status, "status")?,
-            approval_status: optional_enum(r.approval_status, "approval_status")?,
+            status,
+            approval_status,
             targeting: r.targeting,
             effective_from: r.effective_from.map(|Str(s)| time_value(&s, "effective_from")).transpose()?,
             rtb_impact: optional_enum(r.rtb_impact, "rtb_impact")?,
@@ -445,18 +436,13 @@ impl Validator {
         let ad_id = required(r.ad_id, "ad_id")?.into_owned();
         let campaign_id = required(r.campaign_id, "campaign_id")?.into_owned();
         let advertiser_id = required(r.advertiser_id, "advertiser_id")?.into_owned();
-        let product_id = required(r.product_id, "product_id")?.into_owned();
+        let product_id = r.product_id.map(|v| required(Some(v), "product_id").map(Cow::into_owned)).transpose()?;
         let placement = required_enum(r.placement, "placement")?;
         let category = required(r.category, "category")?.into_owned();
-        let bid_price = amount(r.bid_price, "bid_price", self.config.max_price)?;
-        let actual_price = match event_type {
-            AdEventType::Click => Some(required_amount(r.actual_price, "actual_price", self.config.max_price)?),
-            _ => amount(r.actual_price, "actual_price", self.config.max_price)?,
-        };
-        if let (Some(actual), Some(bid)) = (actual_price, bid_price) {
-            if actual > bid {
-                return Err(Invalid::ActualAboveBid { actual, bid });
-            }
+        let bid_price = required_amount(r.bid_price, "bid_price", self.config.max_price)?;
+        let actual_price = required_amount(r.actual_price, "actual_price", self.config.max_price)?;
+        if actual_price > bid_price {
+            return Err(Invalid::ActualAboveBid { actual: actual_price, bid: bid_price });
         }
         Ok(AdEvent {
             event_id: owned(r.event_id),
@@ -508,9 +494,8 @@ impl Validator {
     }
 
     /// Decodes a `compensation-events` payload (see [`Self::campaign_event`] for `now` and `coord`).
-    /// Beyond the field checks: at least two click times in ascending order, `duplicate_click_count` equal
-    /// to their number, and `click_prices` (when present) aligned with them and summing (first excluded)
-    /// to `refund_amount`.
+    /// Beyond the field checks: at least two click times in ascending order, and `duplicate_click_count`
+    /// equal to their number.
     pub fn compensation_event(&self, bytes: &[u8], coord: &SourceCoord, now: Option<i64>) -> Result<CompensationEvent, Invalid> {
         self.compensation_inner(bytes, now).inspect_err(|e| trace_reject(coord, e))
     }
@@ -539,18 +524,6 @@ impl Validator {
         if u64::try_from(count).ok() != Some(times.len() as u64) {
             return Err(bad("duplicate_click_count", format!("{count} but {} click timestamps", times.len())));
         }
-        if let Some(prices) = &r.click_prices {
-            if prices.len() != times.len() {
-                return Err(bad("click_prices", format!("{} prices for {} clicks", prices.len(), times.len())));
-            }
-            for &p in prices {
-                amount(Some(p), "click_prices", self.config.max_price)?;
-            }
-            let dup: i64 = prices[1..].iter().sum();
-            if dup != refund_amount {
-                return Err(bad("refund_amount", format!("{refund_amount} but the duplicates' prices sum to {dup}")));
-            }
-        }
         Ok(CompensationEvent {
             event_id: owned(r.event_id),
             timestamp,
@@ -564,7 +537,6 @@ impl Validator {
             detection_window: required_enum(r.detection_window, "detection_window")?,
             reason: required_enum(r.reason, "reason")?,
             compensation_type: required_enum(r.compensation_type, "compensation_type")?,
-            click_prices: r.click_prices,
         })
     }
 }

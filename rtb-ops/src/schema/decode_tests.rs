@@ -27,10 +27,10 @@ fn ad_with(f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> R
 fn valid_click_decodes_with_borrowed_and_escaped_strings() {
     let ev = ad_with(|_| {}).expect("valid");
     assert_eq!(ev.timestamp, NOW);
-    assert_eq!(ev.actual_price, Some(1200));
+    assert_eq!(ev.actual_price, 1200);
     assert_eq!(ev.category, "전자제품/컴퓨터");
     // The same event with every non-ASCII character escaped as \uXXXX.
-    let escaped = br#"{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"d\"1","ad_id":"a","campaign_id":"c","advertiser_id":"v","product_id":"p","placement":"SEARCH","category":"\uc804\uc790","actual_price":5}"#;
+    let escaped = br#"{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"d\"1","ad_id":"a","campaign_id":"c","advertiser_id":"v","product_id":"p","placement":"SEARCH","category":"\uc804\uc790","bid_price":5,"actual_price":5}"#;
     let ev = decode_ad_event(escaped, &coord(), NOW).expect("escaped strings");
     assert_eq!(ev.category, "전자");
     assert_eq!(ev.device_id, "d\"1");
@@ -75,7 +75,7 @@ fn wrong_json_types_are_bad_fields() {
 
 #[test]
 fn each_required_ad_field_is_reported_by_name() {
-    for field in ["event_type", "timestamp", "device_id", "ad_id", "campaign_id", "advertiser_id", "product_id", "placement", "category", "actual_price"] {
+    for field in ["event_type", "timestamp", "device_id", "ad_id", "campaign_id", "advertiser_id", "placement", "category", "bid_price", "actual_price"] {
         let e = ad_with(|m| {
             m.remove(field);
         })
@@ -97,21 +97,21 @@ fn field_name(f: &str) -> &'static str {
         "ad_id" => "ad_id",
         "campaign_id" => "campaign_id",
         "advertiser_id" => "advertiser_id",
-        "product_id" => "product_id",
         "placement" => "placement",
         "category" => "category",
+        "bid_price" => "bid_price",
         _ => "actual_price",
     }
 }
 
 #[test]
-fn impressions_need_no_price_but_clicks_do() {
+fn impressions_cost_nothing_and_product_id_is_optional() {
     let ev = ad_with(|m| {
         m.insert("event_type".into(), "IMPRESSION".into());
-        m.remove("actual_price");
+        m.remove("product_id");
     })
-    .expect("impression without price");
-    assert_eq!(ev.price(), 0);
+    .expect("impression without product");
+    assert_eq!((ev.price(), ev.actual_price, ev.product_id), (0, 1200, None));
 }
 
 #[test]
@@ -194,21 +194,35 @@ fn future_timestamps_beyond_the_allowed_lead_are_rejected() {
     assert!(v.ad_event(bytes.as_bytes(), &coord(), None).is_ok(), "no processing time, no check");
 }
 
+fn campaign_json() -> serde_json::Value {
+    serde_json::json!({"event_type":"CAMPAIGN_UPDATED","timestamp":"2024-01-15T10:30:00Z","campaign_id":"c1","advertiser_id":"a","placement":"HOME","category":"x","bid_price":1500,"daily_budget":100000,"status":"ACTIVE","approval_status":"APPROVED"})
+}
+
+fn campaign_with(k: &str, v: Option<serde_json::Value>) -> Result<CampaignEvent, Invalid> {
+    let mut j = campaign_json();
+    if let serde_json::Value::Object(m) = &mut j {
+        match v {
+            Some(v) => m.insert(k.into(), v),
+            None => m.remove(k),
+        };
+    }
+    decode_campaign_event(j.to_string().as_bytes(), &coord(), NOW)
+}
+
 #[test]
-fn campaign_created_needs_advertiser_bid_and_budget_but_updates_are_partial() {
-    let c = coord();
-    let created = br#"{"event_type":"CAMPAIGN_CREATED","timestamp":"2024-01-15T10:30:00Z","campaign_id":"c1","placement":"HOME","category":"x","advertiser_id":"a","bid_price":1500}"#;
-    assert_eq!(decode_campaign_event(created, &c, NOW), Err(Invalid::MissingField { field: "daily_budget" }));
-    let update = br#"{"event_type":"CAMPAIGN_UPDATED","timestamp":"2024-01-15T10:30:00Z","campaign_id":"c1","placement":"HOME","category":"x","bid_price":1800}"#;
-    let ev = decode_campaign_event(update, &c, NOW).expect("partial update");
-    assert_eq!((ev.bid_price, ev.daily_budget, ev.status), (Some(1800), None, None));
-    let bad_status = br#"{"event_type":"CAMPAIGN_STATUS_CHANGED","timestamp":"2024-01-15T10:30:00Z","campaign_id":"c1","placement":"HOME","category":"x","status":"RUNNING"}"#;
+fn campaign_events_are_full_snapshots_with_optional_extras() {
+    let ev = campaign_with("effective_from", None).expect("valid");
+    assert_eq!((ev.bid_price, ev.daily_budget, ev.effective_from), (1500, 100_000, None));
+    for field in ["event_type", "timestamp", "campaign_id", "advertiser_id", "placement", "category", "bid_price", "daily_budget", "status", "approval_status"] {
+        assert_eq!(campaign_with(field, None).map_err(|e| e.code()), Err("MISSING_FIELD"), "{field}");
+    }
+    assert_eq!(campaign_with("status", Some("RUNNING".into())), Err(Invalid::UnknownEnum { field: "status", value: "RUNNING".into() }));
+    assert_eq!(campaign_with("effective_from", Some("tomorrow".into())).map_err(|e| e.code()), Err("BAD_TIMESTAMP"));
     assert_eq!(
-        decode_campaign_event(bad_status, &c, NOW),
-        Err(Invalid::UnknownEnum { field: "status", value: "RUNNING".into() })
+        campaign_with("daily_budget", Some(10_000_001.into())),
+        Err(Invalid::AbsurdAmount { field: "daily_budget", value: 10_000_001, max: 10_000_000 })
     );
-    let bad_from = br#"{"event_type":"CAMPAIGN_APPROVED","timestamp":"2024-01-15T10:30:00Z","campaign_id":"c1","placement":"HOME","category":"x","effective_from":"tomorrow"}"#;
-    assert_eq!(decode_campaign_event(bad_from, &c, NOW).map_err(|e| e.code()), Err("BAD_TIMESTAMP"));
+    assert_eq!(campaign_with("status_reason", Some("BUDGET_EXHAUSTED".into())).map(|e| e.status_reason), Ok(Some(StatusReason::BudgetExhausted)));
 }
 
 #[test]
@@ -240,9 +254,7 @@ fn compensation_consistency_rules() {
             .map_err(|e| e.code()),
         Err("INVALID_VALUE")
     );
-    assert!(with("click_prices", serde_json::json!([1200, 1200, 1200])).is_ok());
-    assert_eq!(with("click_prices", serde_json::json!([1200, 1200, 1000])).map_err(|e| e.code()), Err("INVALID_VALUE"));
-    assert_eq!(with("click_prices", serde_json::json!([1200, 1200])).map_err(|e| e.code()), Err("INVALID_VALUE"));
+    assert_eq!(with("original_click_timestamps", serde_json::json!(["2024-01-15T10:30:15Z"])).map_err(|e| e.code()), Err("INVALID_VALUE"));
     assert_eq!(
         with("detection_window", "10_MINUTES".into()),
         Err(Invalid::UnknownEnum { field: "detection_window", value: "10_MINUTES".into() })

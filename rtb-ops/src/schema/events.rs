@@ -153,11 +153,11 @@ pub struct Targeting {
     pub age_groups: Vec<String>,
 }
 
-/// A `campaign-events` record.
+/// A `campaign-events` record: a full snapshot of the campaign.
 ///
-/// Required: `event_type`, `timestamp`, `campaign_id`, `placement`, `category`; a `CAMPAIGN_CREATED`
-/// also needs `advertiser_id`, `bid_price` and `daily_budget`. Other events are partial updates: the
-/// fields they carry replace the stored ones.
+/// Required: `event_type`, `timestamp`, `campaign_id`, `advertiser_id`, `placement`, `category`,
+/// `bid_price`, `daily_budget`, `status`, `approval_status`. Optional: `event_id`, `product_id`,
+/// `targeting`, `effective_from` (absent = the event's own time), `rtb_impact`, `status_reason`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignEvent {
     /// Unique id assigned by the producer.
@@ -171,8 +171,7 @@ pub struct CampaignEvent {
     /// Campaign.
     pub campaign_id: String,
     /// Owner.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advertiser_id: Option<String>,
+    pub advertiser_id: String,
     /// Advertised product.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_id: Option<String>,
@@ -181,27 +180,25 @@ pub struct CampaignEvent {
     /// Category (the other half).
     pub category: String,
     /// Maximum CPC in KRW.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bid_price: Option<i64>,
+    pub bid_price: i64,
     /// Daily budget in KRW.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daily_budget: Option<i64>,
+    pub daily_budget: i64,
     /// Lifecycle status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<CampaignStatus>,
+    pub status: CampaignStatus,
     /// Review status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_status: Option<ApprovalStatus>,
+    pub approval_status: ApprovalStatus,
     /// Targeting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targeting: Option<Targeting>,
-    /// When the campaign may start serving.
+    /// When the campaign may start serving (absent: from the event's time).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::serde_opt_ms")]
     pub effective_from: Option<Timestamp>,
     /// Ranking-impact hint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtb_impact: Option<RtbImpact>,
-    /// Extension: why the status changed (set by the budget monitor on the events it publishes).
+    /// Extension: why the status changed (set by the budget monitor on the events it publishes; the
+    /// ranking statement does not take the campaign's fields from such events, the monitor stored its
+    /// change itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<StatusReason>,
 }
@@ -225,7 +222,8 @@ pub fn campaign_partition_key(placement: Placement, category: &str) -> String {
 /// An `ad-events` record.
 ///
 /// Required: `event_type`, `timestamp`, `device_id`, `ad_id`, `campaign_id`, `advertiser_id`,
-/// `product_id`, `placement`, `category`; a `CLICK` also needs `actual_price`.
+/// `placement`, `category`, `bid_price`, `actual_price`. Optional: `event_id`, `session_id`, `product_id`
+/// (a click without one cannot be matched to a conversion), `search_term`, `revenue_amount`, `order_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdEvent {
     /// Unique id assigned by the producer (the balance worker's idempotency key when present).
@@ -248,17 +246,16 @@ pub struct AdEvent {
     /// Advertiser billed.
     pub advertiser_id: String,
     /// Advertised product.
-    pub product_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
     /// Where it was shown.
     pub placement: Placement,
     /// Category.
     pub category: String,
     /// The campaign's bid at serving time (KRW).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bid_price: Option<i64>,
-    /// What the click costs (KRW, the GSP price).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actual_price: Option<i64>,
+    pub bid_price: i64,
+    /// What a click costs (KRW, the GSP price); charged for CLICK events only.
+    pub actual_price: i64,
     /// Search term (SEARCH placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_term: Option<String>,
@@ -275,10 +272,10 @@ impl AdEvent {
     pub fn is_click(&self) -> bool {
         self.event_type == AdEventType::Click
     }
-    /// The click price (0 when absent or not a click).
+    /// What this event costs the advertiser: `actual_price` for a click, 0 otherwise.
     pub fn price(&self) -> i64 {
         if self.is_click() {
-            self.actual_price.unwrap_or(0)
+            self.actual_price
         } else {
             0
         }
@@ -319,7 +316,7 @@ pub struct ConversionEvent {
 /// A `compensation-events` record (produced by duplicate-click detection). All spec fields are required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompensationEvent {
-    /// Unique id (`dup:{device}:{ad}:{window start ms}` when produced by this crate).
+    /// Unique id (optional; the refund's idempotency key is derived from device, ad and window start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     /// When the dedup window closed (its end).
@@ -346,10 +343,6 @@ pub struct CompensationEvent {
     pub reason: CompensationReason,
     /// Always `BALANCE_REFUND`.
     pub compensation_type: CompensationType,
-    /// Extension: each click's `actual_price`, aligned with `original_click_timestamps`, so refunds can
-    /// lower the right day's spend when a window spans midnight.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub click_prices: Option<Vec<i64>>,
 }
 
 impl CompensationEvent {
@@ -357,9 +350,10 @@ impl CompensationEvent {
     pub fn window_start(&self) -> Timestamp {
         self.original_click_timestamps.first().copied().unwrap_or(self.timestamp)
     }
-    /// The refund's idempotency key: derived from device, ad and window start, as the spec asks.
+    /// The refund's idempotency key `refund/{device_id}/{ad_id}/{window start ms}` (derived from device,
+    /// ad and window start, as the spec asks).
     pub fn refund_key(&self) -> String {
-        format!("refund:{}:{}:{}", self.device_id, self.ad_id, self.window_start())
+        format!("refund/{}/{}/{}", self.device_id, self.ad_id, self.window_start())
     }
 }
 
@@ -397,7 +391,7 @@ mod tests {
         let ev: CompensationEvent = serde_json::from_str(json).expect("spec example");
         assert_eq!(ev.duplicate_click_count, 3);
         assert_eq!(ev.original_click_timestamps[1] - ev.original_click_timestamps[0], 3_000);
-        assert_eq!(ev.refund_key(), "refund:device_12345:ad_001:1705314615000");
+        assert_eq!(ev.refund_key(), "refund/device_12345/ad_001/1705314615000");
         assert_eq!(serde_json::to_string(&ev).expect("encode"), json);
     }
 

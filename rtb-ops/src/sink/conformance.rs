@@ -87,12 +87,12 @@ pub fn check_cache(cache: &dyn Cache) {
 fn campaign(id: &str, placement: Placement, category: &str, bid: i64) -> CampaignRow {
     CampaignRow {
         campaign_id: id.to_string(),
-        advertiser_id: Some("adv".to_string()),
+        advertiser_id: "adv".to_string(),
         product_id: None,
         placement,
         category: category.to_string(),
         bid_price: bid,
-        daily_budget: Some(10_000),
+        daily_budget: 10_000,
         status: CampaignStatus::Active,
         approval_status: ApprovalStatus::Approved,
         effective_from: None,

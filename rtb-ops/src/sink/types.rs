@@ -217,13 +217,13 @@ impl ConversionRow {
     }
 }
 
-/// A campaign as stored (the merge of its events, plus the budget monitor's pause).
+/// A campaign as stored: its latest event (by event time), plus the budget monitor's pause.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignRow {
     /// Id.
     pub campaign_id: String,
     /// Owner.
-    pub advertiser_id: Option<String>,
+    pub advertiser_id: String,
     /// Product.
     pub product_id: Option<String>,
     /// Placement.
@@ -232,8 +232,8 @@ pub struct CampaignRow {
     pub category: String,
     /// Bid (KRW).
     pub bid_price: i64,
-    /// Daily budget (KRW); `None` until one is known.
-    pub daily_budget: Option<i64>,
+    /// Daily budget (KRW).
+    pub daily_budget: i64,
     /// Status as set by the advertiser/admin.
     pub status: CampaignStatus,
     /// Review status.
@@ -245,7 +245,7 @@ pub struct CampaignRow {
     /// The budget day on which the budget monitor paused it (`None`: not paused by budget). Only
     /// [`super::Database::set_budget_pause`] changes it.
     pub budget_paused_day: Option<Day>,
-    /// Event time of the last change.
+    /// Event time of the event the row was taken from.
     pub updated_at: Timestamp,
 }
 
