@@ -33,27 +33,6 @@ use crate::error::Result;
 use crate::schema::ConversionType;
 use crate::sink::{ConversionRow, Database};
 
-pub use super::MatchInput;
-pub use crate::config::ConversionConfig;
-use super::dead_letter;
-use crate::error::Result;
-use crate::schema::ConversionType;
-use crate::sink::{ConversionRow, Database};
-
-/// Settings of the conversion matcher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ConversionConfig {
-    /// Attribution window in ms (default 24 h): clicks in `[t − window, t]` qualify.
-    pub attribution_window_ms: i64,
-}
-
-impl Default for ConversionConfig {
-    fn default() -> Self {
-        Self { attribution_window_ms: 24 * HOUR }
-    }
-}
-
 /// The conversion side of the join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversionSide {

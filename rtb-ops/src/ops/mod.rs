@@ -10,7 +10,7 @@
 pub mod balance;
 pub mod budget;
 pub mod compensation;
-// pub mod conversion;
+pub mod conversion;
 pub mod dedup;
 pub mod performance;
 pub mod ranking;
