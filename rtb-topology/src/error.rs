@@ -357,7 +357,8 @@ impl Error {
             | Error::InvalidSetting { at, .. }
             | Error::InvalidRuntime { at, .. } => at.as_ref(),
             Error::Io { .. }
-            | Error::NotWired { .. }
+            | Error::Ops(_)
+            | Error::Run(_)
             | Error::Serialize { .. }
             | Error::Output(_)
             | Error::Stream(_) => None,

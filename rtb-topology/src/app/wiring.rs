@@ -98,15 +98,15 @@ pub fn spawn_all(
     Ok(())
 }
 
-fn ranker(sinks: &Sinks, ops: &OpsConfig) -> Result<Ranker> {
+/// A ranker over the sinks (one per task: it caches advertisers' time zones).
+pub fn ranker(cache: &Arc<dyn Cache>, db: &Arc<dyn Database>, ops: &OpsConfig) -> rtb_ops::Result<Ranker> {
     Ranker::new(
-        Arc::clone(&sinks.cache),
-        Arc::clone(&sinks.db),
+        Arc::clone(cache),
+        Arc::clone(db),
         ops.ranking.clone(),
         ops.budget.pause_at_pct,
         &ops.budget.default_time_zone,
     )
-    .map_err(|e| ops_err("ranking", e))
 }
 
 /// Spawns one stage.
@@ -159,16 +159,17 @@ pub fn spawn_stage(
             })?;
         }
         OperatorKind::Ranking => {
-            let r = ranker(sinks, ops)?;
+            let ops = ops.clone();
             rt.spawn(cfg, w.campaign_decoder(), move |_, scope| {
-                RankingStatement::new(scope, Arc::clone(&cache), Arc::clone(&db), r.clone()).map_err(stream_err)
+                let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
+                RankingStatement::new(scope, Arc::clone(&cache), Arc::clone(&db), r).map_err(stream_err)
             })?;
         }
         OperatorKind::Performance => {
-            let r = ranker(sinks, ops)?;
-            let pcfg = ops.performance.clone();
+            let ops = ops.clone();
             rt.spawn(cfg, w.ad_decoder(), move |task, scope| {
-                PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), pcfg.clone(), r.clone())
+                let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
+                PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance.clone(), r)
                     .map_err(stream_err)
             })?;
         }

@@ -24,7 +24,7 @@ use rtb_ops::ops::dedup::DuplicateClickDetector;
 use rtb_ops::ops::performance::PerformanceStatement;
 use rtb_ops::ops::ranking::{Ranker, RankingStatement};
 use rtb_ops::ops::MatchInput;
-use rtb_ops::schema::{AdEvent, AdEventType, CampaignEvent, CompensationEvent, ConversionEvent, Invalid, Validator};
+use rtb_ops::schema::{AdEvent, AdEventType, CampaignEvent, ConversionEvent, Invalid, Validator};
 use rtb_ops::sink::{Advertiser, Cache, Database, MemoryCache, MemoryDatabase};
 use rtb_stream::log::partition_for_key;
 use rtb_stream::runtime::Output;
@@ -208,11 +208,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         db.upsert_advertiser(&Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone })?;
     }
     let ops_cfg = &opts.ops;
-    let ranker = Ranker::new(Arc::clone(&cache), Arc::clone(&db), ops_cfg.ranking.clone(), ops_cfg.budget.pause_at_pct, &ops_cfg.budget.default_time_zone)?;
+    let ranker = || crate::app::wiring::ranker(&cache, &db, ops_cfg);
     let scope = rtb_stream::StateScope::in_memory();
     let ops = Ops {
-        ranking: RankingStatement::new(&scope.child("ranking"), Arc::clone(&cache), Arc::clone(&db), ranker.clone())?,
-        performance: PerformanceStatement::new(&scope.child("performance"), 0, Arc::clone(&cache), ops_cfg.performance.clone(), ranker.clone())?,
+        ranking: RankingStatement::new(&scope.child("ranking"), Arc::clone(&cache), Arc::clone(&db), ranker()?)?,
+        performance: PerformanceStatement::new(&scope.child("performance"), 0, Arc::clone(&cache), ops_cfg.performance.clone(), ranker()?)?,
         conversion: ConversionMatcher::new(&scope.child("conversion"), Arc::clone(&db), ops_cfg.conversion)?,
         dedup: DuplicateClickDetector::new(&scope.child("dedup"), ops_cfg.dedup.clone())?,
         balance: BalanceWorker::new(Arc::clone(&db)),
@@ -220,7 +220,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         compensation: CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &ops_cfg.budget.default_time_zone)?,
     };
     let validator = Validator::new(ops_cfg.validation.clone());
-    let now = Some(rtb_ops::wire::now_ms());
+    let now = Some(now_ms());
     let topics = ops_cfg.topics.clone();
     let mut d = Driver {
         ops,
@@ -230,7 +230,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         watermark: None,
         writer: outputs::Writer::create(&opts.output, topics.clone())?,
         summary: ReplaySummary::default(),
-        ranker,
+        ranker: ranker()?,
     };
 
     let (v1, v2, v3) = (validator.clone(), validator.clone(), validator);
@@ -325,9 +325,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     }
     d.summary.end_of_input = max_ts;
     d.summary.late = late_counts(&d.ops);
-    let (attributed, unattributed) = d.ops.conversion.attribution_counts();
-    d.summary.attributed_conversions = attributed;
-    d.summary.unattributed_conversions = unattributed;
+    let cs = d.ops.conversion.stats();
+    d.summary.attributed_conversions = cs.attributed;
+    d.summary.unattributed_conversions = cs.unattributed;
     d.summary.elapsed_s = started.elapsed().as_secs_f64();
     let ads_n = d.summary.events.get(&topics.ad_events).copied().unwrap_or(0);
     d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);
@@ -366,9 +366,10 @@ fn decode<T>(bytes: &[u8], coord: SourceCoord, f: impl Fn(&[u8], &SourceCoord) -
 
 fn late_counts(ops: &Ops) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
-    m.insert("performance".to_string(), ops.performance.late_count());
-    m.insert("duplicate-detection".to_string(), ops.dedup.late_count());
-    m.insert("conversion-matching".to_string(), ops.conversion.late_count());
+    m.insert("performance".to_string(), ops.performance.stats().late_events);
+    m.insert("duplicate-detection".to_string(), ops.dedup.stats().late_clicks);
+    let c = ops.conversion.stats();
+    m.insert("conversion-matching".to_string(), c.late_conversions + c.late_clicks);
     m.retain(|_, v| *v > 0);
     m
 }
@@ -377,5 +378,9 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.to_path_buf(), source: e }
 }
 
-#[allow(dead_code)]
-fn _compensation_type_check(_: &CompensationEvent) {}
+/// Wall-clock ms (the validator rejects timestamps too far ahead of it).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -35,7 +35,7 @@ fn line<T: Serialize>(w: &mut impl Write, path: &Path, v: &T) -> Result<()> {
 }
 
 fn ts(ms: i64) -> String {
-    rfc3339::format_ms(ms)
+    rfc3339::format(ms).unwrap_or_default()
 }
 
 impl Writer {
