@@ -36,13 +36,43 @@ enum Op {
     Crash,
 }
 
+/// Records mostly in ascending time with disorder (`3 ms × position` minus up to 80 ms), some at random
+/// times in `0..400`; watermarks that either trail the largest timestamp seen by a random lag (bounded
+/// out-of-orderness: mostly on time, sometimes late) or are absolute (jumping ahead: many records late).
 fn ops() -> impl Strategy<Value = Vec<Op>> {
-    let op = prop_oneof![
-        6 => (0u8..4, 0i64..400, 1i64..100).prop_map(|(key, ts, value)| Op::Record { key, ts, value }),
-        2 => (0i64..450).prop_map(Op::Watermark),
-        1 => prop_oneof![Just(Op::Commit), Just(Op::Restart), Just(Op::Crash)],
+    #[derive(Clone, Debug)]
+    enum Raw {
+        Op(Op),
+        Record { key: u8, disorder: i64, value: i64 },
+        Lag(i64),
+    }
+    let raw = prop_oneof![
+        6 => (0u8..4, 0i64..80, 1i64..100).prop_map(|(key, disorder, value)| Raw::Record { key, disorder, value }),
+        2 => (0u8..4, 0i64..400, 1i64..100).prop_map(|(key, ts, value)| Raw::Op(Op::Record { key, ts, value })),
+        2 => (0i64..60).prop_map(Raw::Lag),
+        1 => (0i64..450).prop_map(|w| Raw::Op(Op::Watermark(w))),
+        1 => prop_oneof![Just(Op::Commit), Just(Op::Restart), Just(Op::Crash)].prop_map(Raw::Op),
     ];
-    prop::collection::vec(op, 1..120)
+    prop::collection::vec(raw, 1..150).prop_map(|raw| {
+        let mut max_ts = 0;
+        let mut clock = 0;
+        raw.into_iter()
+            .map(|r| {
+                let op = match r {
+                    Raw::Op(op) => op,
+                    Raw::Record { key, disorder, value } => {
+                        clock += 3;
+                        Op::Record { key, ts: (clock - disorder).max(0), value }
+                    }
+                    Raw::Lag(lag) => Op::Watermark(max_ts - lag),
+                };
+                if let Op::Record { ts, .. } = op {
+                    max_ts = max_ts.max(ts);
+                }
+                op
+            })
+            .collect()
+    })
 }
 
 /// Windows of size `size` every `advance` containing `ts`, enumerated naively.
@@ -264,7 +294,7 @@ fn open_sessions(gap: i64, grace: i64, late: LatePolicy) -> impl Fn(&StateScope)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn aligned_correct_converges_to_naive_aggregate(ops in ops(), (size, advance) in shape(), grace in 0i64..30) {
