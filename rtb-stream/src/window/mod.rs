@@ -484,6 +484,14 @@ mod tests {
     }
 
     #[test]
+    fn operators_are_send_for_the_runtime() {
+        fn send<T: Send>() {}
+        send::<WindowedAggregate<String, Count, Tumbling>>();
+        send::<WindowedAggregate<u64, Sum, Hopping>>();
+        send::<SessionWindows<String, Count>>();
+    }
+
+    #[test]
     fn completion_is_end_minus_one_plus_grace() {
         let t = Timing::new(10, &LatePolicy::Correct { max_lateness: 5 }).expect("timing");
         assert!(!t.is_complete(100, None));
