@@ -36,7 +36,7 @@ impl Default for KeyedOptions {
 struct Entry<V> {
     value: V,
     expires_at: Option<Timestamp>,
-    touched: u64,
+    touched: u32,
 }
 
 type Page<K, V> = FxHashMap<K, Entry<V>>;
@@ -44,8 +44,8 @@ type Page<K, V> = FxHashMap<K, Entry<V>>;
 /// What changed since the last flush: dirty pages (to write) and the number of changed keys.
 #[derive(Debug)]
 struct Dirty<K> {
-    /// Entries with `touched == generation` changed since the last flush.
-    generation: u64,
+    /// Entries with `touched == generation` changed since the last flush (never 0: loaded entries are 0).
+    generation: u32,
     /// Dirty flag per page, and the dirty pages in the order they became dirty.
     page_flags: Vec<bool>,
     pages: Vec<u32>,
@@ -75,7 +75,7 @@ impl<K: Hash + Eq> Dirty<K> {
     }
 
     /// An existing entry changed.
-    fn touch(&mut self, page: usize, touched: &mut u64) {
+    fn touch(&mut self, page: usize, touched: &mut u32) {
         if *touched != self.generation {
             *touched = self.generation;
             self.keys += 1;
@@ -92,7 +92,7 @@ impl<K: Hash + Eq> Dirty<K> {
     }
 
     /// An entry stamped `touched` was removed.
-    fn removed(&mut self, page: usize, touched: u64, key: K) {
+    fn removed(&mut self, page: usize, touched: u32, key: K) {
         if touched != self.generation {
             self.keys += 1;
         }
@@ -100,14 +100,27 @@ impl<K: Hash + Eq> Dirty<K> {
         self.mark_page(page);
     }
 
-    fn committed(&mut self) {
+    /// Starts a new change set. Returns true when the generation wrapped and every entry's stamp must be
+    /// reset to 0 (else an entry stamped 2³² flushes ago would look changed and its page would not be
+    /// marked dirty).
+    #[must_use]
+    fn committed(&mut self) -> bool {
         for &p in &self.pages {
             self.page_flags[p as usize] = false;
         }
         self.pages.clear();
         self.removed.clear();
         self.keys = 0;
-        self.generation += 1;
+        match self.generation.checked_add(1) {
+            Some(g) => {
+                self.generation = g;
+                false
+            }
+            None => {
+                self.generation = 1;
+                true
+            }
+        }
     }
 }
 
@@ -235,6 +248,9 @@ where
     }
 
     fn page_of(&self, key: &K) -> usize {
+        if self.pages.len() == 1 {
+            return 0;
+        }
         // Truncation intended: the low bits select the page.
         (page_hash(key) as usize) & (self.pages.len() - 1)
     }
@@ -427,7 +443,7 @@ where
     /// flushed batch the store no longer knows those changes: reopen it from the backend (restart the task).
     pub fn flush_into(&mut self, batch: &mut WriteBatch) -> Result<()> {
         if !self.persistent {
-            self.dirty.committed();
+            self.committed();
             return Ok(());
         }
         self.grow_if_needed();
@@ -458,8 +474,16 @@ where
         if entries > 0 {
             self.bytes_per_entry = bytes / entries;
         }
-        self.dirty.committed();
+        self.committed();
         Ok(())
+    }
+
+    fn committed(&mut self) {
+        if self.dirty.committed() {
+            for entry in self.pages.iter_mut().flat_map(|p| p.values_mut()) {
+                entry.touched = 0;
+            }
+        }
     }
 
     /// Doubles the page count (as often as needed) when pages have grown past the configured size; every
