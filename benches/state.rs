@@ -3,6 +3,8 @@
 //! - `state/sled_commit_10k`: updates on a [`KeyedStore`] over a [`SledBackend`], committed (flush_into +
 //!   atomic apply) every 10 000 updates — the runtime's commit path without fsync.
 //! - `state/sled_commit_10k_fsync`: the same with `StoreBackend::flush` (fsync) after every commit.
+//! - `state/sled_sparse_commit_100`: 100 updates per commit on the same 100 k-key store — the worst case
+//!   for paged stores (each changed key rewrites its page).
 //! - `state/memory_commit_10k`: the same over a [`MemoryBackend`].
 //! - `state/keyed_update`: the in-memory update alone (no commit).
 //!
@@ -37,6 +39,8 @@ struct Job {
     keys: Keys,
     fsync: bool,
     commit: bool,
+    /// Updates per commit.
+    every: u64,
 }
 
 impl Job {
@@ -47,7 +51,8 @@ impl Job {
         for k in 0..KEYS {
             store.insert(k, 0);
         }
-        let mut job = Self { scope, store, keys: Keys(0x9E37_79B9_7F4A_7C15), fsync, commit };
+        let mut job =
+            Self { scope, store, keys: Keys(0x9E37_79B9_7F4A_7C15), fsync, commit, every: COMMIT_EVERY };
         job.commit_now();
         job
     }
@@ -64,9 +69,9 @@ impl Job {
         }
     }
 
-    /// `COMMIT_EVERY` updates followed by one commit.
+    /// `self.every` updates followed by one commit.
     fn round(&mut self) {
-        for i in 0..COMMIT_EVERY {
+        for i in 0..self.every {
             let k = self.keys.next();
             *self.store.get_or_insert_with(k, || 0) += i;
         }
@@ -85,7 +90,7 @@ fn print_rate(name: &str, job: &mut Job, rounds: u64) {
         job.round();
     }
     let secs = start.elapsed().as_secs_f64();
-    let rate = (rounds * COMMIT_EVERY) as f64 / secs;
+    let rate = (rounds * job.every) as f64 / secs;
     println!("EVENTS_PER_SEC name={name} value={rate:.0}");
 }
 
@@ -105,6 +110,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("sled_commit_10k_fsync", |b| b.iter(|| job.round()));
     print_rate("state/sled_commit_10k_fsync", &mut job, 50);
     drop(job);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut job = sled_job(&dir, false);
+    job.every = 100;
+    group.throughput(Throughput::Elements(job.every));
+    group.bench_function("sled_sparse_commit_100", |b| b.iter(|| job.round()));
+    print_rate("state/sled_sparse_commit_100", &mut job, 2_000);
+    drop(job);
+    group.throughput(Throughput::Elements(COMMIT_EVERY));
 
     let mut job = Job::new(Arc::new(MemoryBackend::new()), true, false);
     group.bench_function("memory_commit_10k", |b| b.iter(|| job.round()));

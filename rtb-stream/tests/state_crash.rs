@@ -114,10 +114,7 @@ fn kill_rounds(test_name: &str, fsync: bool, seed: u64) {
         // it a random time after it started writing.
         if round > 0 {
             let stdout = child.stdout.take().expect("piped stdout");
-            let ready = BufReader::new(stdout)
-                .lines()
-                .map_while(|l| l.ok())
-                .find(|l| l.contains(READY));
+            let ready = BufReader::new(stdout).lines().map_while(|l| l.ok()).find(|l| l.contains(READY));
             // libtest prints `test <name> ... ` on the same line before the test's own output.
             let resumed: u64 = ready
                 .as_deref()
@@ -139,7 +136,9 @@ fn kill_rounds(test_name: &str, fsync: bool, seed: u64) {
         last = offset;
     }
     assert!(rounds_with_progress >= 3, "the child made progress in only {rounds_with_progress} rounds");
-    eprintln!("{test_name} seed {seed}: {last} records committed, {rounds_with_progress} rounds with progress");
+    eprintln!(
+        "{test_name} seed {seed}: {last} records committed, {rounds_with_progress} rounds with progress"
+    );
 }
 
 /// In a child process: becomes the writer and never returns.

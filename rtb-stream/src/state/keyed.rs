@@ -233,7 +233,13 @@ where
         Self::empty(name, Vec::new(), false, KeyedOptions::default(), 1)
     }
 
-    fn empty(name: &str, page_prefix: Vec<u8>, persistent: bool, options: KeyedOptions, pages: usize) -> Self {
+    fn empty(
+        name: &str,
+        page_prefix: Vec<u8>,
+        persistent: bool,
+        options: KeyedOptions,
+        pages: usize,
+    ) -> Self {
         Self {
             name: name.to_string(),
             page_prefix,
@@ -459,20 +465,21 @@ where
                 continue;
             }
             let mut value = Vec::with_capacity(self.bytes_per_entry.max(8) * page.len() + 8);
-            if let Err(e) = bincode::serde::encode_into_std_write(
-                PageRef(page),
-                &mut value,
-                bincode::config::standard(),
-            ) {
+            if let Err(e) =
+                bincode::serde::encode_into_std_write(PageRef(page), &mut value, bincode::config::standard())
+            {
                 batch.truncate(start);
-                return Err(Error::StateEncode { store: self.name.clone(), reason: format!("page {id}: {e}") });
+                return Err(Error::StateEncode {
+                    store: self.name.clone(),
+                    reason: format!("page {id}: {e}"),
+                });
             }
             bytes += value.len();
             entries += page.len();
             batch.put(key, value);
         }
-        if entries > 0 {
-            self.bytes_per_entry = bytes / entries;
+        if let Some(per_entry) = bytes.checked_div(entries) {
+            self.bytes_per_entry = per_entry;
         }
         self.committed();
         Ok(())

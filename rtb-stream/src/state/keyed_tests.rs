@@ -208,7 +208,10 @@ fn corrupt_pages_are_decode_errors_naming_the_store() {
     b.put(bad_value, vec![0xff, 0xff, 0xff]);
     scope.backend().apply(b).expect("apply");
     let err = scope.keyed::<u32, u32>("c").expect_err("corrupt page");
-    assert!(matches!(&err, Error::StateDecode { store, reason } if store == "c" && reason.contains("page 0")), "{err}");
+    assert!(
+        matches!(&err, Error::StateDecode { store, reason } if store == "c" && reason.contains("page 0")),
+        "{err}"
+    );
 
     let scope = StateScope::in_memory();
     let mut b = WriteBatch::new();
@@ -217,7 +220,10 @@ fn corrupt_pages_are_decode_errors_naming_the_store() {
     b.put(short_key, Bincode.encode(&Vec::<(u32, u32, Option<i64>)>::new()).expect("encode"));
     scope.backend().apply(b).expect("apply");
     let err = scope.keyed::<u32, u32>("c").expect_err("malformed key");
-    assert!(matches!(&err, Error::StateDecode { reason, .. } if reason.contains("malformed page key")), "{err}");
+    assert!(
+        matches!(&err, Error::StateDecode { reason, .. } if reason.contains("malformed page key")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -186,9 +186,8 @@ impl StateScope {
         value: &V,
         batch: &mut WriteBatch,
     ) -> Result<()> {
-        let bytes = Bincode
-            .encode(value)
-            .map_err(|reason| Error::StateEncode { store: name.to_string(), reason })?;
+        let bytes =
+            Bincode.encode(value).map_err(|reason| Error::StateEncode { store: name.to_string(), reason })?;
         batch.put(self.store_prefix(name), bytes);
         Ok(())
     }
@@ -206,8 +205,7 @@ impl StateScope {
 
     /// Adds the offsets to `batch`, so they commit atomically with the state in it.
     pub fn write_offsets(&self, offsets: &OffsetMap, batch: &mut WriteBatch) -> Result<()> {
-        let flat: Vec<(String, u32, u64)> =
-            offsets.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        let flat: Vec<(String, u32, u64)> = offsets.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         self.tagged_child(TAG_SYSTEM, OFFSETS).write_value(OFFSETS, &flat, batch)
     }
 

@@ -28,9 +28,8 @@ impl SledBackend {
 
     /// Uses another tree of an already opened database.
     pub fn with_db(db: sled::Db, tree: &str, path: PathBuf) -> Result<Self> {
-        let t = db
-            .open_tree(tree)
-            .map_err(|e| Error::StateOpen { path: path.clone(), source: Box::new(e) })?;
+        let t =
+            db.open_tree(tree).map_err(|e| Error::StateOpen { path: path.clone(), source: Box::new(e) })?;
         Ok(Self { db, tree: t, path })
     }
 
