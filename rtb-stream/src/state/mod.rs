@@ -82,7 +82,9 @@ impl WriteBatch {
 pub trait StoreBackend: Send + Sync + std::fmt::Debug {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// All entries whose key starts with `prefix`, in key order.
+    /// All entries whose key starts with `prefix`, in key order. Not necessarily one consistent snapshot
+    /// while another thread applies batches to the same keys (sled reads key by key); stores are opened by
+    /// the one task that owns their scope, before it writes.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies every operation of `batch` atomically: after a crash either all of them are visible or none.
     fn apply(&self, batch: WriteBatch) -> Result<()>;
