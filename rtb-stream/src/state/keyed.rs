@@ -27,7 +27,7 @@ pub struct KeyedOptions {
 
 impl Default for KeyedOptions {
     fn default() -> Self {
-        Self { max_page_entries: 128, target_page_bytes: 16 * 1024 }
+        Self { max_page_entries: 256, target_page_bytes: 16 * 1024 }
     }
 }
 
