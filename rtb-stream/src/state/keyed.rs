@@ -53,6 +53,8 @@ struct Dirty<K> {
     keys: usize,
     /// Keys removed since the last flush, so re-creating one does not count it twice.
     removed: FxHashSet<K>,
+    /// Stored pages outside the current page range (their entries were moved), to delete.
+    stale: Vec<u32>,
 }
 
 impl<K: Hash + Eq> Dirty<K> {
@@ -63,6 +65,7 @@ impl<K: Hash + Eq> Dirty<K> {
             pages: Vec::new(),
             keys: 0,
             removed: FxHashSet::default(),
+            stale: Vec::new(),
         }
     }
 
@@ -109,6 +112,7 @@ impl<K: Hash + Eq> Dirty<K> {
             self.page_flags[p as usize] = false;
         }
         self.pages.clear();
+        self.stale.clear();
         self.removed.clear();
         self.keys = 0;
         match self.generation.checked_add(1) {
@@ -189,7 +193,7 @@ where
         page_prefix.push(PAGE_TAG);
         let mut stored = Vec::new();
         let mut max_id = 0_u32;
-        let mut bytes = 0_usize;
+        let (mut bytes, mut total) = (0_usize, 0_usize);
         for (k, v) in scope.backend().scan_prefix(&page_prefix)? {
             let id = <[u8; 4]>::try_from(&k[page_prefix.len()..])
                 .map(u32::from_be_bytes)
@@ -197,13 +201,20 @@ where
             let entries: Vec<(K, V, Option<Timestamp>)> =
                 Bincode.decode(&v).map_err(|r| decode_err(name, format!("page {id}: {r}")))?;
             bytes += v.len();
+            total += entries.len();
             max_id = max_id.max(id);
             stored.push((id, entries));
         }
-        let page_count = if stored.is_empty() { 1 } else { (max_id as usize + 1).next_power_of_two() };
+        // Enough pages for every stored id, but never more than entries: ids beyond that (a store that
+        // shrank, or a corrupt id) are deleted at the next flush and their entries moved.
+        let ids = (max_id as usize).saturating_add(1).checked_next_power_of_two().unwrap_or(MAX_PAGES);
+        let page_count = ids.min(total.max(1).next_power_of_two()).min(MAX_PAGES);
         let mut store = Self::empty(name, page_prefix, true, options, page_count);
         for (id, entries) in stored {
-            if entries.is_empty() {
+            let in_range = (id as usize) < page_count;
+            if !in_range {
+                store.dirty.stale.push(id);
+            } else if entries.is_empty() {
                 store.dirty.mark_page(id as usize);
             }
             for (key, value, expires_at) in entries {
@@ -211,7 +222,9 @@ where
                 if page != id as usize {
                     // Written under another page function or count: move it, rewrite both pages.
                     store.dirty.mark_page(page);
-                    store.dirty.mark_page(id as usize);
+                    if in_range {
+                        store.dirty.mark_page(id as usize);
+                    }
                 }
                 if let Some(t) = expires_at {
                     store.expiry.entry(t).or_default().insert(key.clone());
@@ -455,11 +468,12 @@ where
         self.grow_if_needed();
         let start = batch.len();
         let (mut bytes, mut entries) = (0_usize, 0_usize);
+        for &id in &self.dirty.stale {
+            batch.delete(self.page_key(id));
+        }
         for &id in &self.dirty.pages {
             let page = &self.pages[id as usize];
-            let mut key = Vec::with_capacity(self.page_prefix.len() + 4);
-            key.extend_from_slice(&self.page_prefix);
-            key.extend_from_slice(&id.to_be_bytes());
+            let key = self.page_key(id);
             if page.is_empty() {
                 batch.delete(key);
                 continue;
@@ -483,6 +497,13 @@ where
         }
         self.committed();
         Ok(())
+    }
+
+    fn page_key(&self, id: u32) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.page_prefix.len() + 4);
+        key.extend_from_slice(&self.page_prefix);
+        key.extend_from_slice(&id.to_be_bytes());
+        key
     }
 
     fn committed(&mut self) {

@@ -304,3 +304,48 @@ fn iter_sees_every_live_entry_across_pages() {
     assert_eq!(seen, want);
     assert!(s.contains_key(&8) && !s.contains_key(&7));
 }
+
+#[test]
+fn out_of_range_page_ids_are_moved_not_allocated() {
+    // A corrupt (or very old) page id must not make open allocate billions of pages; the entries move to
+    // real pages and the stray page is deleted in the next commit.
+    let scope = StateScope::in_memory();
+    let mut prefix = scope.store_prefix("far");
+    prefix.push(PAGE_TAG);
+    let mut key = prefix.clone();
+    key.extend_from_slice(&u32::MAX.to_be_bytes());
+    let mut b = WriteBatch::new();
+    b.put(key, Bincode.encode(&vec![(1_u32, 10_u32, None::<i64>), (2, 20, Some(5))]).expect("encode"));
+    scope.backend().apply(b).expect("apply");
+
+    let mut s: KeyedStore<u32, u32> = scope.keyed("far").expect("open");
+    assert!(s.pages.len() <= 2, "page count is bounded by the entries, got {}", s.pages.len());
+    assert_eq!((s.get(&1), s.get(&2), s.next_expiry()), (Some(&10), Some(&20), Some(5)));
+    commit(&scope, &mut s);
+    let keys = page_keys(&scope, "far");
+    assert!(!keys.iter().any(|k| k.ends_with(&u32::MAX.to_be_bytes())), "stray page deleted");
+    let r: KeyedStore<u32, u32> = scope.keyed("far").expect("reopen");
+    assert_eq!(r.len(), 2);
+    assert!(r.dirty.pages.is_empty() && r.dirty.stale.is_empty(), "consistent after one commit");
+}
+
+#[test]
+fn a_store_that_shrank_uses_fewer_pages_after_reopen() {
+    let scope = StateScope::in_memory();
+    let mut s: KeyedStore<u32, u32> = KeyedStore::open_with(&scope, "s", tiny_pages()).expect("open");
+    for k in 0..200 {
+        s.insert(k, k);
+    }
+    commit(&scope, &mut s);
+    for k in 3..200 {
+        s.remove(&k);
+    }
+    commit(&scope, &mut s);
+    let mut r: KeyedStore<u32, u32> = KeyedStore::open_with(&scope, "s", tiny_pages()).expect("reopen");
+    assert!(r.pages.len() <= 4, "3 entries need at most 4 pages, got {}", r.pages.len());
+    commit(&scope, &mut r);
+    assert!(page_keys(&scope, "s").len() <= 3);
+    let r: KeyedStore<u32, u32> = scope.keyed("s").expect("reopen");
+    assert_eq!(r.iter().count(), 3);
+    assert!((0..3).all(|k| r.get(&k) == Some(&k)));
+}
