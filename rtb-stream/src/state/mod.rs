@@ -6,11 +6,22 @@
 //! **atomically**. After a crash the backend holds the state and offsets of the last commit, and both agree:
 //! replay starts exactly after the last record whose effect is in the state.
 //!
-//! Layout of keys inside a backend: `scope prefix ‖ store name ‖ 0x00 ‖ bincode(key)`.
+//! ## Key layout
+//!
+//! Keys are built from self-delimiting segments, so no key of one scope or store is ever a prefix of, or
+//! inside the range of, another's (a keyed store `a` and a child scope `a` never see each other's keys):
+//!
+//! - scope root: `varint(len) ‖ prefix` (from [`StateScope::new`]);
+//! - child scope: `‖ 0x02 ‖ varint(len) ‖ name`; internal runtime data (offsets, metadata):
+//!   `‖ 0x03 ‖ varint(len) ‖ name`, a tag the public API never produces;
+//! - store: `‖ 0x01 ‖ varint(len) ‖ name` ([`StateScope::store_prefix`]); a single value
+//!   ([`StateScope::write_value`], [`ValueStore`]) lives at exactly that key, a [`KeyedStore`] writes pages
+//!   at `store prefix ‖ 0x00 ‖ page id (u32, big endian)`, each holding many entries (see [`KeyedStore`]).
 
 mod keyed;
 mod memory;
 mod sled_backend;
+mod value;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,9 +31,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, Result};
 
-pub use keyed::KeyedStore;
+pub use keyed::{KeyedOptions, KeyedStore};
 pub use memory::MemoryBackend;
 pub use sled_backend::SledBackend;
+pub use value::ValueStore;
 
 /// One atomic unit of writes: puts and deletes applied all together or not at all.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,6 +71,10 @@ impl WriteBatch {
     pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.ops
     }
+    /// Drops every operation after the first `len` (used to undo a half-written flush).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.ops.truncate(len);
+    }
 }
 
 /// A byte-level ordered key-value store with atomic batches. Implementations: [`MemoryBackend`],
@@ -66,9 +82,11 @@ impl WriteBatch {
 pub trait StoreBackend: Send + Sync + std::fmt::Debug {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// All entries whose key starts with `prefix`, in key order.
+    /// All entries whose key starts with `prefix`, in key order. Not necessarily one consistent snapshot
+    /// while another thread applies batches to the same keys (sled reads key by key); stores are opened by
+    /// the one task that owns their scope, before it writes.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Applies every operation of `batch` atomically.
+    /// Applies every operation of `batch` atomically: after a crash either all of them are visible or none.
     fn apply(&self, batch: WriteBatch) -> Result<()>;
     /// Makes everything applied so far durable (no-op for memory).
     fn flush(&self) -> Result<()>;
@@ -84,13 +102,22 @@ pub struct StateScope {
     prefix: Vec<u8>,
 }
 
-const OFFSETS: &str = "__offsets";
-const META: &str = "__meta";
+/// Segment tags of the key layout (see the module docs).
+const TAG_STORE: u8 = 0x01;
+const TAG_SCOPE: u8 = 0x02;
+const TAG_SYSTEM: u8 = 0x03;
+
+const OFFSETS: &str = "offsets";
+const META: &str = "meta";
 
 impl StateScope {
-    /// A scope over `backend` whose keys all start with `prefix`.
+    /// A scope over `backend` whose keys all start with (an encoding of) `prefix`. Scopes with different
+    /// prefixes never share keys, even when one prefix is a prefix of the other (`g/1`, `g/10`).
     pub fn new(backend: Arc<dyn StoreBackend>, prefix: impl Into<Vec<u8>>) -> Self {
-        Self { backend, prefix: prefix.into() }
+        let raw: Vec<u8> = prefix.into();
+        let mut encoded = Vec::with_capacity(raw.len() + 2);
+        push_segment(&mut encoded, &raw);
+        Self { backend, prefix: encoded }
     }
 
     /// A fresh in-memory scope (tests, benches, batch jobs).
@@ -98,10 +125,15 @@ impl StateScope {
         Self::new(Arc::new(MemoryBackend::new()), Vec::new())
     }
 
-    /// A nested scope: `prefix ‖ len(name) ‖ name`.
+    /// A nested scope named `name`; its keys never collide with this scope's stores or other children.
     pub fn child(&self, name: &str) -> Self {
+        self.tagged_child(TAG_SCOPE, name)
+    }
+
+    fn tagged_child(&self, tag: u8, name: &str) -> Self {
         let mut prefix = self.prefix.clone();
-        push_name(&mut prefix, name);
+        prefix.push(tag);
+        push_segment(&mut prefix, name.as_bytes());
         Self { backend: Arc::clone(&self.backend), prefix }
     }
 
@@ -110,10 +142,12 @@ impl StateScope {
         &self.backend
     }
 
-    /// The key prefix of store `name` in this scope.
+    /// The key prefix of store `name` in this scope (also the exact key of a single value named `name`).
     pub fn store_prefix(&self, name: &str) -> Vec<u8> {
-        let mut p = self.prefix.clone();
-        push_name(&mut p, name);
+        let mut p = Vec::with_capacity(self.prefix.len() + name.len() + 3);
+        p.extend_from_slice(&self.prefix);
+        p.push(TAG_STORE);
+        push_segment(&mut p, name.as_bytes());
         p
     }
 
@@ -124,6 +158,15 @@ impl StateScope {
         V: Serialize + DeserializeOwned,
     {
         KeyedStore::open(self, name)
+    }
+
+    /// Opens (and restores) the single typed value `name`, starting from `V::default()` if none was
+    /// committed.
+    pub fn value<V>(&self, name: &str) -> Result<ValueStore<V>>
+    where
+        V: Serialize + DeserializeOwned + Default,
+    {
+        ValueStore::open(self, name)
     }
 
     /// Reads a single typed value stored under `name` in this scope.
@@ -145,16 +188,17 @@ impl StateScope {
         value: &V,
         batch: &mut WriteBatch,
     ) -> Result<()> {
-        let bytes = Bincode
-            .encode(value)
-            .map_err(|reason| Error::StateEncode { store: name.to_string(), reason })?;
+        let bytes =
+            Bincode.encode(value).map_err(|reason| Error::StateEncode { store: name.to_string(), reason })?;
         batch.put(self.store_prefix(name), bytes);
         Ok(())
     }
 
     /// The offsets committed with this scope's state.
     pub fn read_offsets(&self) -> Result<OffsetMap> {
-        Ok(self.read_value::<Vec<(String, u32, u64)>>(OFFSETS)?
+        Ok(self
+            .tagged_child(TAG_SYSTEM, OFFSETS)
+            .read_value::<Vec<(String, u32, u64)>>(OFFSETS)?
             .unwrap_or_default()
             .into_iter()
             .map(|(t, p, o)| ((t, p), o))
@@ -163,14 +207,13 @@ impl StateScope {
 
     /// Adds the offsets to `batch`, so they commit atomically with the state in it.
     pub fn write_offsets(&self, offsets: &OffsetMap, batch: &mut WriteBatch) -> Result<()> {
-        let flat: Vec<(String, u32, u64)> =
-            offsets.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-        self.write_value(OFFSETS, &flat, batch)
+        let flat: Vec<(String, u32, u64)> = offsets.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        self.tagged_child(TAG_SYSTEM, OFFSETS).write_value(OFFSETS, &flat, batch)
     }
 
     /// Reads the runtime's metadata value `name` (e.g. the committed watermark).
     pub fn read_meta<V: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Option<V>> {
-        self.child(META).read_value(name)
+        self.tagged_child(TAG_SYSTEM, META).read_value(name)
     }
 
     /// Adds the runtime metadata value `name` to `batch`.
@@ -180,25 +223,114 @@ impl StateScope {
         value: &V,
         batch: &mut WriteBatch,
     ) -> Result<()> {
-        self.child(META).write_value(name, value, batch)
+        self.tagged_child(TAG_SYSTEM, META).write_value(name, value, batch)
     }
 }
 
-fn push_name(buf: &mut Vec<u8>, name: &str) {
-    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
+/// Appends `varint(len) ‖ bytes` (LEB128 length), a self-delimiting segment of any length.
+fn push_segment(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let mut len = bytes.len();
+    loop {
+        // Truncation intended: the low seven bits of `len`.
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            buf.push(low);
+            break;
+        }
+        buf.push(low | 0x80);
+    }
+    buf.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn commit_keyed(scope: &StateScope, store: &mut KeyedStore<String, u64>) {
+        let mut b = WriteBatch::new();
+        store.flush_into(&mut b).expect("flush");
+        scope.backend().apply(b).expect("apply");
+    }
+
     #[test]
     fn child_scopes_do_not_collide() {
         let s = StateScope::in_memory();
         // "ab" + "c" must not equal "a" + "bc".
         assert_ne!(s.child("ab").store_prefix("c"), s.child("a").store_prefix("bc"));
+    }
+
+    #[test]
+    fn keyed_store_and_child_scope_of_the_same_name_are_separate() {
+        // Regression: with `prefix ‖ len ‖ name ‖ 0x00 ‖ key`, the pages of keyed store `a` covered every
+        // key of `child("a")`, so opening `a` failed to decode (or silently read foreign entries).
+        let scope = StateScope::in_memory();
+        let mut inner: KeyedStore<String, u64> = scope.child("a").keyed("x").expect("open");
+        inner.insert("k".into(), 1);
+        commit_keyed(&scope, &mut inner);
+        let mut outer: KeyedStore<String, u64> = scope.keyed("a").expect("open outer");
+        assert!(outer.is_empty());
+        outer.insert("o".into(), 2);
+        commit_keyed(&scope, &mut outer);
+        let inner: KeyedStore<String, u64> = scope.child("a").keyed("x").expect("reopen");
+        assert_eq!(inner.len(), 1);
+        assert_eq!(inner.get(&"k".into()), Some(&1));
+    }
+
+    #[test]
+    fn scope_prefixes_that_extend_each_other_are_separate() {
+        let backend: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
+        let g1 = StateScope::new(Arc::clone(&backend), "g/1");
+        let g10 = StateScope::new(Arc::clone(&backend), "g/10");
+        let mut a: KeyedStore<String, u64> = g1.keyed("s").expect("open");
+        a.insert("k".into(), 1);
+        commit_keyed(&g1, &mut a);
+        let mut o = OffsetMap::new();
+        o.insert(("t".into(), 0), 9);
+        let mut b = WriteBatch::new();
+        g1.write_offsets(&o, &mut b).expect("offsets");
+        backend.apply(b).expect("apply");
+        assert!(g10.keyed::<String, u64>("s").expect("open").is_empty());
+        assert!(g10.read_offsets().expect("read").is_empty());
+        assert!(backend.scan_prefix(&g10.store_prefix("s")).expect("scan").is_empty());
+    }
+
+    #[test]
+    fn user_stores_cannot_overwrite_offsets_or_meta() {
+        let s = StateScope::in_memory();
+        let mut b = WriteBatch::new();
+        let mut o = OffsetMap::new();
+        o.insert(("t".into(), 1), 5);
+        s.write_offsets(&o, &mut b).expect("offsets");
+        s.write_meta("watermark", &77_i64, &mut b).expect("meta");
+        // Values whose names look like the runtime's own must land elsewhere.
+        for name in ["offsets", "__offsets", "meta", "__meta", "watermark"] {
+            s.write_value(name, &"user".to_string(), &mut b).expect("value");
+            s.child(name).write_value("watermark", &"user".to_string(), &mut b).expect("value");
+        }
+        s.backend().apply(b).expect("apply");
+        assert_eq!(s.read_offsets().expect("read"), o);
+        assert_eq!(s.read_meta::<i64>("watermark").expect("read"), Some(77));
+    }
+
+    #[test]
+    fn long_names_are_not_truncated() {
+        let s = StateScope::in_memory();
+        let a = "x".repeat(70_000);
+        let b = format!("{a}y");
+        assert_ne!(s.store_prefix(&a), s.store_prefix(&b));
+        assert_ne!(s.child(&a).store_prefix("v"), s.child(&b).store_prefix("v"));
+    }
+
+    #[test]
+    fn segment_lengths_are_leb128() {
+        let mut buf = Vec::new();
+        push_segment(&mut buf, &[7; 300]);
+        assert_eq!(&buf[..2], &[0xac, 0x02], "300 = 0b10_0101100");
+        assert_eq!(buf.len(), 302);
+        let mut empty = Vec::new();
+        push_segment(&mut empty, b"");
+        assert_eq!(empty, vec![0]);
     }
 
     #[test]
