@@ -78,24 +78,85 @@ impl<K: Ord> DueQueue<K> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(Timestamp, u8),
+        /// Pop everything due at `limit`; while popping, the popped entry may push a later one.
+        Drain {
+            limit: Timestamp,
+            push_after: Option<(Timestamp, u8)>,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (-50i64..200, 0u8..5).prop_map(|(t, k)| Op::Push(t, k)),
+            1 => (-50i64..200, prop::option::of((1i64..30, 0u8..5)))
+                .prop_map(|(limit, push_after)| Op::Drain { limit, push_after }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn pops_like_a_btreeset_for_any_width(width in 1i64..40, ops in prop::collection::vec(op(), 0..80)) {
+            let mut q = DueQueue::new(width);
+            let mut model: BTreeSet<(Timestamp, u8, u32)> = BTreeSet::new(); // (t, key, seq) keeps duplicates
+            let mut seq = 0u32;
+            for op in ops {
+                match op {
+                    Op::Push(t, k) => {
+                        q.push(t, k);
+                        seq += 1;
+                        model.insert((t, k, seq));
+                    }
+                    Op::Drain { limit, push_after } => {
+                        let mut pushed_once = false;
+                        while let Some(t) = q.due(limit) {
+                            let (pt, pk) = q.pop().expect("due entry");
+                            let (mt, mk, _seq) = model.pop_first().expect("model has it");
+                            prop_assert_eq!((t, pt, pk), (mt, mt, mk));
+                            prop_assert!(pt <= limit);
+                            if let (Some((dt, k)), false) = (push_after, pushed_once) {
+                                // like the join: the next deadline of a handled key lies after it
+                                q.push(pt + dt, k);
+                                seq += 1;
+                                model.insert((pt + dt, k, seq));
+                                pushed_once = true;
+                            }
+                        }
+                        prop_assert!(model.first().is_none_or(|(t, _, _)| *t > limit));
+                    }
+                }
+                prop_assert_eq!(q.len(), model.len());
+            }
+        }
+    }
 
     #[test]
     fn pops_in_time_then_key_order_across_buckets_with_pushes_while_draining() {
         let mut q = DueQueue::new(10);
-        for (t, k) in [(25, 'b'), (3, 'z'), (25, 'a'), (-7, 'x'), (14, 'q'), (40, 'c')] {
+        for (t, k) in [(25, 'b'), (3, 'z'), (8, 'v'), (25, 'a'), (-7, 'x'), (14, 'q'), (40, 'c')] {
             q.push(t, k);
         }
         let mut got = Vec::new();
         while q.due(30).is_some() {
             let (t, k) = q.pop().expect("due");
             if k == 'z' {
-                q.push(9, 'y'); // same bucket as the one being drained
+                q.push(5, 'y'); // same bucket as the one being drained, before its next entry
                 q.push(27, 'w'); // a later bucket
             }
             got.push((t, k));
         }
-        assert_eq!(got, vec![(-7, 'x'), (3, 'z'), (9, 'y'), (14, 'q'), (25, 'a'), (25, 'b'), (27, 'w')]);
+        assert_eq!(
+            got,
+            vec![(-7, 'x'), (3, 'z'), (5, 'y'), (8, 'v'), (14, 'q'), (25, 'a'), (25, 'b'), (27, 'w')]
+        );
         q.push(-100, 'e'); // earlier than the bucket being drained: still first
         assert_eq!(q.due(39), Some(-100));
         assert_eq!(q.pop(), Some((-100, 'e')));
