@@ -2,13 +2,13 @@
 //! `l.ts + lower <= r.ts <= l.ts + upper` (both ends inclusive).
 //!
 //! Two output styles ([`JoinEmit`]):
-//! - **Pairs** — every matching pair is emitted exactly once, as soon as its second row arrives, whatever the
-//!   arrival order. With [`JoinKind::LeftOuter`] a left row that closes without any pair is emitted as
-//!   [`JoinEvent::Unmatched`].
-//! - **OnClose** — one [`JoinEvent::Group`] per left row once the left row is *closed*, i.e. once the watermark
-//!   reaches `l.ts + upper` and no on-time right row can match it any more; its rights are sorted by timestamp
-//!   (ties in arrival order). With `LeftOuter` an empty group is emitted as [`JoinEvent::Unmatched`]; with
-//!   `Inner` a left row without match produces nothing.
+//! - **Pairs** — every matching pair is emitted exactly once, as soon as its second row arrives,
+//!   whatever the arrival order. With [`JoinKind::LeftOuter`] a left row that closes without any pair
+//!   is emitted as [`JoinEvent::Unmatched`].
+//! - **OnClose** — one [`JoinEvent::Group`] per left row once the left row is *closed*, i.e. once the
+//!   watermark reaches `l.ts + upper` and no on-time right row can match it any more; its rights are
+//!   sorted by timestamp (ties in arrival order). With `LeftOuter` an empty group is emitted as
+//!   [`JoinEvent::Unmatched`]; with `Inner` a left row without match produces nothing.
 //!
 //! ## Lateness
 //! A watermark `wm` promises that no more rows with a timestamp `<= wm` are expected.
@@ -16,28 +16,30 @@
 //! - A right row is **late** if every left row it could match is already closed:
 //!   `wm >= r.ts - lower + upper`.
 //!
-//! Late rows are never joined and never dropped silently: they are emitted as [`JoinEvent::LateLeft`] /
-//! [`JoinEvent::LateRight`] and counted in [`JoinStats`]. A right row that is *not* late may still arrive after
-//! some left rows it could have matched were closed (when `wm >= r.ts`); it joins every left row that is still
-//! open or arrives later, not the closed ones, and is counted in [`JoinStats::partial_late_right`]. Put
-//! precisely, the join emits the pair `(l, r)` iff both rows are on time, they match, and `l` was still open
-//! when `r` arrived.
+//! Late rows are never joined and never dropped silently: they are emitted as
+//! [`JoinEvent::LateLeft`] / [`JoinEvent::LateRight`] and counted in [`JoinStats`]. A right row that is
+//! *not* late may still arrive after some left rows it could have matched were closed (when
+//! `wm >= r.ts`); it joins every left row that is still open or arrives later, not the closed ones, and
+//! is counted in [`JoinStats::partial_late_right`]. Put precisely, the join emits the pair `(l, r)` iff
+//! both rows are on time, they match, and `l` was still open when `r` arrived.
 //!
 //! ## State
-//! Per key, the buffered left and right rows live in one [`KeyedStore`] entry (two small time-sorted vectors),
-//! so [`IntervalJoin::new`] restores them and [`IntervalJoin::flush_into`] writes what changed. The watermark
-//! is stored beside them. An in-memory index of `(next deadline, key)` — rebuilt on open — lets
-//! [`IntervalJoin::on_watermark`] visit only the keys that have something to close or clean up:
-//! - a left row is removed once closed;
-//! - a right row is removed once `wm >= r.ts - lower + upper`, i.e. once no buffered left row and no future
-//!   on-time left row can match it (exactly when it would be late on arrival).
+//! Per key, the buffered left and right rows live in one [`KeyedStore`] entry (two small time-sorted
+//! vectors), so [`IntervalJoin::new`] restores them and [`IntervalJoin::flush_into`] writes what
+//! changed; the watermark is stored beside them. Two in-memory due queues, rebuilt on open — the close
+//! time of every buffered left row, and per key the expiry of its oldest right row — let
+//! [`IntervalJoin::on_watermark`] visit only the keys that have something to close or clean up. When it
+//! returns:
+//! - every left row with `wm >= l.ts + upper` is closed and removed;
+//! - every right row with `wm >= r.ts - lower + upper` is removed: no buffered left row and no future
+//!   on-time left row can match it (it would be late if it arrived now).
 //!
-//! State is therefore bounded by the rows whose join interval overlaps the watermark's disorder window.
+//! So the state holds only rows of the last `upper - lower` (plus the watermark's lag) of event time.
 //!
-//! Output of one `on_watermark` call is ordered by close time (`l.ts + upper`), then key, then left arrival
-//! order; a restart from flushed state yields the same sequence as an uninterrupted run.
+//! Output of one `on_watermark` call is ordered by close time (`l.ts + upper`), then key, then left
+//! arrival order; a restart from flushed state yields the same sequence as an uninterrupted run.
+//! [`JoinStats`] count since the instance was opened and are not persisted.
 
-use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -46,8 +48,11 @@ use crate::error::{Error, Result};
 use crate::state::{KeyedStore, StateScope, WriteBatch};
 use crate::time::Timestamp;
 
+mod due;
 #[cfg(test)]
 mod tests;
+
+use due::DueQueue;
 
 /// A value with its event time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,20 +218,24 @@ impl<L, R> Default for KeyRows<L, R> {
 }
 
 impl<L, R> KeyRows<L, R> {
-    /// When this key next has something to do: the first left close or right expiry.
-    fn deadline(&self, spec: &IntervalJoinSpec) -> Option<Timestamp> {
-        let l = self.lefts.first().map(|l| spec.left_closes_at(l.row.timestamp));
-        let r = self.rights.first().map(|r| spec.right_expires_at(r.timestamp));
-        match (l, r) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    fn first_close(&self, spec: &IntervalJoinSpec) -> Option<Timestamp> {
+        self.lefts.first().map(|l| spec.left_closes_at(l.row.timestamp))
     }
-
+    fn first_expiry(&self, spec: &IntervalJoinSpec) -> Option<Timestamp> {
+        self.rights.first().map(|r| spec.right_expires_at(r.timestamp))
+    }
+    fn is_empty(&self) -> bool {
+        self.lefts.is_empty() && self.rights.is_empty()
+    }
 }
 
 /// The index range of the rows of a time-sorted slice with `lo <= ts <= hi`.
-fn between<T>(rows: &[T], ts: impl Fn(&T) -> Timestamp, lo: Timestamp, hi: Timestamp) -> std::ops::Range<usize> {
+fn between<T>(
+    rows: &[T],
+    ts: impl Fn(&T) -> Timestamp,
+    lo: Timestamp,
+    hi: Timestamp,
+) -> std::ops::Range<usize> {
     let start = rows.partition_point(|r| ts(r) < lo);
     let end = rows.partition_point(|r| ts(r) <= hi);
     start..end.max(start)
@@ -240,6 +249,11 @@ fn left_ts<L>(l: &LeftRow<L>) -> Timestamp {
     l.row.timestamp
 }
 
+/// Bucket width of the due queues: 1/64 of the join interval, between 1 ms and ~1 s.
+fn due_width(spec: &IntervalJoinSpec) -> i64 {
+    (spec.upper.saturating_sub(spec.lower) / 64).clamp(1, 1024)
+}
+
 const ROWS: &str = "rows";
 const WATERMARK: &str = "watermark";
 
@@ -250,14 +264,16 @@ const WATERMARK: &str = "watermark";
 /// use rtb_stream::state::StateScope;
 ///
 /// // conversions (left) matched with the clicks (right) of the 10 s before them
-/// let spec = IntervalJoinSpec { lower: -10_000, upper: 0, kind: JoinKind::LeftOuter, emit: JoinEmit::OnClose };
+/// let spec =
+///     IntervalJoinSpec { lower: -10_000, upper: 0, kind: JoinKind::LeftOuter, emit: JoinEmit::OnClose };
 /// let mut join = IntervalJoin::<String, u64, u64>::new(&StateScope::in_memory(), "conv", spec)?;
 /// let mut out = Vec::new();
 /// join.process_right("u1".into(), 1_000, 7, &mut out); // click 7
 /// join.process_left("u1".into(), 5_000, 1, &mut out); // conversion 1: matches click 7
 /// join.process_left("u2".into(), 5_000, 2, &mut out); // conversion 2: no click
 /// join.on_watermark(5_000, &mut out);
-/// assert!(matches!(&out[..], [JoinEvent::Group { rights, .. }, JoinEvent::Unmatched { .. }] if rights.len() == 1));
+/// assert!(matches!(&out[..], [JoinEvent::Group { rights, .. }, JoinEvent::Unmatched { .. }]
+///     if rights.len() == 1));
 /// assert_eq!(join.buffered(), (0, 1)); // the click may still match conversions up to 11 000
 /// # Ok::<(), rtb_stream::Error>(())
 /// ```
@@ -266,8 +282,11 @@ pub struct IntervalJoin<K, L, R> {
     spec: IntervalJoinSpec,
     scope: StateScope,
     rows: KeyedStore<K, KeyRows<L, R>>,
-    /// `(deadline, key)` for every key with buffered rows; exactly one entry per key.
-    index: BTreeSet<(Timestamp, K)>,
+    /// One `(close time, key)` entry per buffered left row (same-key duplicates are skipped when popped).
+    left_due: DueQueue<K>,
+    /// `(expiry of the key's oldest right row, key)` for every key with right rows, plus stale entries left
+    /// behind when an out-of-order right row moved that expiry earlier (skipped when popped).
+    right_due: DueQueue<K>,
     watermark: Option<Timestamp>,
     watermark_dirty: bool,
     buffered_left: usize,
@@ -283,28 +302,40 @@ where
 {
     /// Opens the join `name` in `scope`, restoring its buffered rows and watermark.
     ///
-    /// Fails with [`Error::Config`] when `spec.lower > spec.upper`, or with a state error when the stored rows
-    /// cannot be read.
+    /// Fails with [`Error::Config`] when `spec.lower > spec.upper`, or with a state error when the
+    /// stored rows cannot be read.
     pub fn new(scope: &StateScope, name: &str, spec: IntervalJoinSpec) -> Result<Self> {
         spec.validate()?;
         let scope = scope.child(name);
         let rows: KeyedStore<K, KeyRows<L, R>> = scope.keyed(ROWS)?;
         let watermark = scope.read_value::<Option<Timestamp>>(WATERMARK)?.flatten();
-        let mut index = BTreeSet::new();
+        let (mut left_due, mut right_due) =
+            (DueQueue::new(due_width(&spec)), DueQueue::new(due_width(&spec)));
         let (mut buffered_left, mut buffered_right) = (0, 0);
         for (key, r) in rows.iter() {
             buffered_left += r.lefts.len();
             buffered_right += r.rights.len();
-            if let Some(d) = r.deadline(&spec) {
-                index.insert((d, key.clone()));
+            for l in &r.lefts {
+                left_due.push(spec.left_closes_at(l.row.timestamp), key.clone());
+            }
+            if let Some(e) = r.first_expiry(&spec) {
+                right_due.push(e, key.clone());
             }
         }
-        tracing::debug!(join = name, keys = rows.len(), buffered_left, buffered_right, ?watermark, "interval join opened");
+        tracing::debug!(
+            join = name,
+            keys = rows.len(),
+            buffered_left,
+            buffered_right,
+            ?watermark,
+            "interval join opened"
+        );
         Ok(Self {
             spec,
             scope,
             rows,
-            index,
+            left_due,
+            right_due,
             watermark,
             watermark_dirty: false,
             buffered_left,
@@ -338,21 +369,21 @@ where
         self.rows.len()
     }
 
-    fn is_late(&self, closes_at: Timestamp) -> bool {
-        self.watermark.is_some_and(|wm| wm >= closes_at)
+    /// Entries in the in-memory due queues, stale ones included: `(left, right)`.
+    pub fn index_len(&self) -> (usize, usize) {
+        (self.left_due.len(), self.right_due.len())
     }
 
-    /// Moves `key`'s index entry from `old` to its current deadline.
-    fn reindex(&mut self, key: &K, old: Option<Timestamp>) {
-        let new = self.rows.get(key).and_then(|r| r.deadline(&self.spec));
-        if new != old {
-            if let Some(o) = old {
-                self.index.remove(&(o, key.clone()));
-            }
-            if let Some(n) = new {
-                self.index.insert((n, key.clone()));
-            }
+    /// The rows of `key`, created if absent (cloning the key only then). `None` is unreachable.
+    fn rows_of<'a>(rows: &'a mut KeyedStore<K, KeyRows<L, R>>, key: &K) -> Option<&'a mut KeyRows<L, R>> {
+        if !rows.contains_key(key) {
+            rows.insert(key.clone(), KeyRows::default());
         }
+        rows.get_mut(key)
+    }
+
+    fn is_late(&self, closes_at: Timestamp) -> bool {
+        self.watermark.is_some_and(|wm| wm >= closes_at)
     }
 
     /// Feeds one left row. In Pairs mode its pairs with buffered right rows are emitted at once.
@@ -365,11 +396,11 @@ where
             return;
         }
         let spec = self.spec;
-        let rows = self.rows.get_or_insert_with(key.clone(), KeyRows::default);
-        let old = rows.deadline(&spec);
+        let Some(rows) = Self::rows_of(&mut self.rows, &key) else { return };
         let mut matched = false;
         if spec.emit == JoinEmit::Pairs {
-            let range = between(&rows.rights, right_ts, ts.saturating_add(spec.lower), ts.saturating_add(spec.upper));
+            let range =
+                between(&rows.rights, right_ts, ts.saturating_add(spec.lower), ts.saturating_add(spec.upper));
             matched = !range.is_empty();
             self.stats.pairs += range.len() as u64;
             for right in &rows.rights[range] {
@@ -379,13 +410,14 @@ where
         let pos = rows.lefts.partition_point(|l| l.row.timestamp <= ts);
         rows.lefts.insert(pos, LeftRow { row, matched });
         self.buffered_left += 1;
-        self.reindex(&key, old);
+        self.left_due.push(spec.left_closes_at(ts), key);
     }
 
     /// Feeds one right row. In Pairs mode its pairs with buffered (open) left rows are emitted at once.
     pub fn process_right(&mut self, key: K, ts: Timestamp, value: R, out: &mut Vec<JoinEvent<K, L, R>>) {
         let row = Timed { timestamp: ts, value };
-        if self.is_late(self.spec.right_expires_at(ts)) {
+        let expires = self.spec.right_expires_at(ts);
+        if self.is_late(expires) {
             self.stats.late_right += 1;
             tracing::trace!(ts, watermark = ?self.watermark, "late right row");
             out.push(JoinEvent::LateRight { key, right: row });
@@ -395,20 +427,23 @@ where
             self.stats.partial_late_right += 1;
         }
         let spec = self.spec;
-        let rows = self.rows.get_or_insert_with(key.clone(), KeyRows::default);
-        let old = rows.deadline(&spec);
+        let Some(rows) = Self::rows_of(&mut self.rows, &key) else { return };
         if spec.emit == JoinEmit::Pairs {
-            let range = between(&rows.lefts, left_ts, ts.saturating_sub(spec.upper), ts.saturating_sub(spec.lower));
+            let range =
+                between(&rows.lefts, left_ts, ts.saturating_sub(spec.upper), ts.saturating_sub(spec.lower));
             self.stats.pairs += range.len() as u64;
             for left in &mut rows.lefts[range] {
                 left.matched = true;
                 out.push(JoinEvent::Pair { key: key.clone(), left: left.row.clone(), right: row.clone() });
             }
         }
+        let old_first = rows.first_expiry(&spec);
         let pos = rows.rights.partition_point(|r| r.timestamp <= ts);
         rows.rights.insert(pos, row);
         self.buffered_right += 1;
-        self.reindex(&key, old);
+        if old_first.is_none_or(|e| expires < e) {
+            self.right_due.push(expires, key);
+        }
     }
 
     /// Advances the watermark: closes every left row with `wm >= l.ts + upper` (emitting groups or unmatched
@@ -420,25 +455,43 @@ where
         }
         self.watermark = Some(wm);
         self.watermark_dirty = true;
-        // Each visit handles one deadline of one key and re-queues the key at its next deadline, so left rows
-        // close in (close time, key) order across keys.
-        while self.index.first().is_some_and(|(t, _)| *t <= wm) {
-            let Some((t, key)) = self.index.pop_first() else { break };
-            self.visit(key, t, wm, out);
+        // Due entries are handled in time order, lefts before rights at equal times, so left rows close in
+        // (close time, key) order and a right row is never dropped before a left row that needs it closes.
+        loop {
+            match (self.left_due.due(wm), self.right_due.due(wm)) {
+                (None, None) => break,
+                (Some(l), r) if r.is_none_or(|r| l <= r) => {
+                    let Some((t, key)) = self.left_due.pop() else { break };
+                    self.close_lefts(key, t, out);
+                }
+                _ => {
+                    let Some((t, key)) = self.right_due.pop() else { break };
+                    self.expire_rights(key, t, wm);
+                }
+            }
         }
     }
 
-    /// Closes `key`'s left rows due at `t` and drops the right rows no open or future left row can match.
-    fn visit(&mut self, key: K, t: Timestamp, wm: Timestamp, out: &mut Vec<JoinEvent<K, L, R>>) {
+    /// Closes `key`'s left rows due at `t` (none if the entry is stale).
+    fn close_lefts(&mut self, key: K, t: Timestamp, out: &mut Vec<JoinEvent<K, L, R>>) {
         let spec = self.spec;
+        // (a stale entry marks the key dirty for nothing; rare and harmless)
         let Some(rows) = self.rows.get_mut(&key) else { return };
+        if rows.first_close(&spec) != Some(t) {
+            return;
+        }
         let KeyRows { lefts, rights } = rows;
         let closing = lefts.partition_point(|l| spec.left_closes_at(l.row.timestamp) <= t);
         for left in lefts.drain(..closing) {
             let ts = left.row.timestamp;
             match spec.emit {
                 JoinEmit::OnClose => {
-                    let range = between(rights, right_ts, ts.saturating_add(spec.lower), ts.saturating_add(spec.upper));
+                    let range = between(
+                        rights,
+                        right_ts,
+                        ts.saturating_add(spec.lower),
+                        ts.saturating_add(spec.upper),
+                    );
                     if !range.is_empty() {
                         self.stats.groups += 1;
                         let rights = rights[range].to_vec();
@@ -457,22 +510,34 @@ where
             }
         }
         self.buffered_left -= closing;
-        // A right row is needed while some open left row (close >= the first remaining close) or some future
-        // on-time left row (close > wm) can match it, i.e. while its expiry is >= the smaller of those.
-        let keep_from = match lefts.first() {
-            Some(l) => wm.min(spec.left_closes_at(l.row.timestamp).saturating_sub(1)),
+        if rows.is_empty() {
+            self.rows.remove(&key);
+        }
+    }
+
+    /// Drops `key`'s right rows that no open or future on-time left row can match (none if the entry is
+    /// stale), and queues the key again at its next right expiry.
+    fn expire_rights(&mut self, key: K, t: Timestamp, wm: Timestamp) {
+        let spec = self.spec;
+        let Some(rows) = self.rows.get_mut(&key) else { return };
+        if rows.first_expiry(&spec) != Some(t) {
+            return;
+        }
+        // A right row is needed while its expiry is >= the first open left row's close (lefts due up to `t`
+        // are closed already) or > wm (a future on-time left row closes after wm).
+        let keep_above = match rows.first_close(&spec) {
+            Some(c) => wm.min(c.saturating_sub(1)),
             None => wm,
         };
-        let dropped = rights.partition_point(|r| spec.right_expires_at(r.timestamp) <= keep_from);
-        rights.drain(..dropped);
+        let dropped = rows.rights.partition_point(|r| spec.right_expires_at(r.timestamp) <= keep_above);
+        rows.rights.drain(..dropped);
         self.buffered_right -= dropped;
-        match rows.deadline(&spec) {
-            Some(next) => {
-                self.index.insert((next, key));
-            }
-            None => {
+        match rows.first_expiry(&spec) {
+            Some(next) => self.right_due.push(next, key),
+            None if rows.lefts.is_empty() => {
                 self.rows.remove(&key);
             }
+            None => {}
         }
     }
 

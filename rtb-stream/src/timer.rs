@@ -1,9 +1,9 @@
 //! Per-key timers in event time and processing time, persisted with the operator's state.
 //!
 //! A timer is a `(key, at)` pair. Registering the same pair twice yields one timer (and one firing);
-//! deleting a pair that is not registered does nothing. [`TimerService::fire_event_time`] returns, and removes,
-//! every event-time timer with `at <= watermark`, ordered by `(at, key)`; processing-time timers work the
-//! same against the processing clock.
+//! deleting a pair that is not registered does nothing. [`TimerService::fire_event_time`] returns, and
+//! removes, every event-time timer with `at <= watermark`, ordered by `(at, key)`; processing-time
+//! timers work the same against the processing clock.
 //!
 //! Each kind of timer is kept in a [`KeyedStore`] keyed by `(key, at)` — so [`TimerService::flush_into`]
 //! writes only what changed and [`TimerService::new`] restores the pending timers after a restart — plus an
@@ -93,7 +93,10 @@ where
     /// Opens the timers `name` in `scope`, restoring every timer pending at the last flush.
     pub fn new(scope: &StateScope, name: &str) -> Result<Self> {
         let scope = scope.child(name);
-        let service = Self { event: TimerQueue::open(&scope, "event")?, processing: TimerQueue::open(&scope, "processing")? };
+        let service = Self {
+            event: TimerQueue::open(&scope, "event")?,
+            processing: TimerQueue::open(&scope, "processing")?,
+        };
         tracing::debug!(
             timers = name,
             event_time = service.event.index.len(),

@@ -21,8 +21,14 @@ type Join = IntervalJoin<Key, u32, u32>;
 #[derive(Debug, Clone, Copy)]
 enum Op {
     /// A row at `now + offset`.
-    Left { key: Key, offset: i64 },
-    Right { key: Key, offset: i64 },
+    Left {
+        key: Key,
+        offset: i64,
+    },
+    Right {
+        key: Key,
+        offset: i64,
+    },
     /// Processing moves on: `now += step`.
     Tick(i64),
     /// Watermark `now - disorder`.
@@ -57,14 +63,15 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let spec = (-15i64..=5, 0i64..=20, prop::bool::ANY, prop::bool::ANY).prop_map(|(lower, width, outer, pairs)| {
-        IntervalJoinSpec {
-            lower,
-            upper: lower + width,
-            kind: if outer { JoinKind::LeftOuter } else { JoinKind::Inner },
-            emit: if pairs { JoinEmit::Pairs } else { JoinEmit::OnClose },
-        }
-    });
+    let spec =
+        (-15i64..=5, 0i64..=20, prop::bool::ANY, prop::bool::ANY).prop_map(|(lower, width, outer, pairs)| {
+            IntervalJoinSpec {
+                lower,
+                upper: lower + width,
+                kind: if outer { JoinKind::LeftOuter } else { JoinKind::Inner },
+                emit: if pairs { JoinEmit::Pairs } else { JoinEmit::OnClose },
+            }
+        });
     (spec, 0i64..=12).prop_flat_map(|(spec, disorder)| {
         prop::collection::vec(op(disorder), 1..160).prop_map(move |ops| Case { spec, disorder, ops })
     })
@@ -117,6 +124,9 @@ fn late(wm: Option<Timestamp>, closes_at: Timestamp) -> bool {
     wm.is_some_and(|w| w >= closes_at)
 }
 
+/// Order of events emitted by one op: (close time or partner ts, key, left ts, arrival op).
+type EmitOrder = (Timestamp, Key, Timestamp, usize);
+
 /// The expected events, each tagged with the op index that must emit it, in emission order.
 fn model(c: &Case, t: &Trace) -> Vec<(usize, Event)> {
     let s = c.spec;
@@ -136,7 +146,7 @@ fn model(c: &Case, t: &Trace) -> Vec<(usize, Event)> {
         partners.insert(l.id, ps);
     }
     // (op index, order within the op, event)
-    let mut ev: Vec<(usize, (Timestamp, Key, Timestamp, usize), Event)> = Vec::new();
+    let mut ev: Vec<(usize, EmitOrder, Event)> = Vec::new();
     for l in &t.lefts {
         if !on_time_left(&l) {
             ev.push((l.at, (0, 0, 0, 0), JoinEvent::LateLeft { key: l.key, left: timed(l) }));
@@ -172,7 +182,7 @@ fn model(c: &Case, t: &Trace) -> Vec<(usize, Event)> {
     for r in t.rights.iter().filter(|r| !on_time_right(r)) {
         ev.push((r.at, (0, 0, 0, 0), JoinEvent::LateRight { key: r.key, right: timed(r) }));
     }
-    ev.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    ev.sort_by_key(|a| (a.0, a.1));
     ev.into_iter().map(|(i, _, e)| (i, e)).collect()
 }
 
@@ -199,6 +209,7 @@ fn add_stats(total: &mut JoinStats, s: &JoinStats) {
     total.unmatched += s.unmatched;
     total.late_left += s.late_left;
     total.late_right += s.late_right;
+    total.partial_late_right += s.partial_late_right;
 }
 
 fn commit(scope: &StateScope, j: &mut Join) {
@@ -230,10 +241,12 @@ fn run(c: &Case, t: &Trace) -> Result<(Vec<(usize, Event)>, JoinStats), TestCase
         }
         tagged.extend(out.drain(..).map(|e| (i, e)));
         prop_assert_eq!(j.buffered(), expected_buffered(c, t, i), "buffered rows after op {}", i);
+        prop_assert_eq!(j.index_len().0, j.buffered().0, "one due entry per buffered left row");
     }
     j.on_watermark(Timestamp::MAX, &mut out);
     tagged.extend(out.drain(..).map(|e| (c.ops.len(), e)));
     prop_assert_eq!(j.buffered(), (0, 0), "everything closes at the end");
+    prop_assert_eq!(j.index_len(), (0, 0), "no due entries are left behind");
     add_stats(&mut stats, j.stats());
     Ok((tagged, stats))
 }
@@ -282,5 +295,11 @@ proptest! {
         prop_assert_eq!(stats.unmatched, count(|e| matches!(e, JoinEvent::Unmatched { .. })));
         prop_assert_eq!(stats.late_left, count(|e| matches!(e, JoinEvent::LateLeft { .. })));
         prop_assert_eq!(stats.late_right, count(|e| matches!(e, JoinEvent::LateRight { .. })));
+        let behind = t
+            .rights
+            .iter()
+            .filter(|r| !late(r.wm, c.spec.right_expires_at(r.ts)) && late(r.wm, r.ts))
+            .count() as u64;
+        prop_assert_eq!(stats.partial_late_right, behind);
     }
 }

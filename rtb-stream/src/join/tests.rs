@@ -227,7 +227,10 @@ fn watermark_output_is_ordered_by_close_time_then_key() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(order, vec![(k("b"), 10, 3), (k("a"), 20, 4), (k("a"), 20, 5), (k("b"), 20, 1), (k("a"), 30, 2)]);
+    assert_eq!(
+        order,
+        vec![(k("b"), 10, 3), (k("a"), 20, 4), (k("a"), 20, 5), (k("b"), 20, 1), (k("a"), 30, 2)]
+    );
 }
 
 #[test]
@@ -259,6 +262,9 @@ fn state_stays_bounded_as_the_watermark_advances() {
             j.on_watermark(ts - 200, &mut out);
             let (l, r) = j.buffered();
             max_seen = (max_seen.0.max(l), max_seen.1.max(r));
+            let (due_l, due_r) = j.index_len();
+            assert_eq!(due_l, l, "one due entry per buffered left row");
+            assert!(due_r <= r, "at most one due entry per key with rights: {due_r} > {r}");
         }
     }
     // rights live for 1000 ms + 200 ms of disorder + 500 ms between watermarks: < 1700 / 5 = 340 rows.
@@ -268,6 +274,7 @@ fn state_stays_bounded_as_the_watermark_advances() {
     j.on_watermark(Timestamp::MAX, &mut out);
     assert_eq!(j.buffered(), (0, 0));
     assert_eq!(j.buffered_keys(), 0);
+    assert_eq!(j.index_len(), (0, 0));
     let lefts = 20_000u64.div_ceil(11);
     assert_eq!(j.stats().groups + j.stats().unmatched, lefts, "every left row closes once");
 }
@@ -294,9 +301,27 @@ fn run(j: &mut Join, steps: &[Step], out: &mut Vec<Event>) {
 fn restart_from_flushed_state_gives_the_same_output_as_an_uninterrupted_run() {
     use Step::*;
     let steps = [
-        R("a", 95, 1), L("a", 100, 1), R("b", 50, 2), L("b", 60, 2), W(40), R("a", 101, 3), L("c", 70, 3),
-        W(65), R("c", 60, 4), L("a", 110, 4), R("a", 105, 5), W(100), R("a", 90, 6), L("b", 55, 5), W(108),
-        L("a", 120, 6), R("a", 112, 7), R("a", 119, 8), W(200), R("a", 150, 9), L("a", 30, 7),
+        R("a", 95, 1),
+        L("a", 100, 1),
+        R("b", 50, 2),
+        L("b", 60, 2),
+        W(40),
+        R("a", 101, 3),
+        L("c", 70, 3),
+        W(65),
+        R("c", 60, 4),
+        L("a", 110, 4),
+        R("a", 105, 5),
+        W(100),
+        R("a", 90, 6),
+        L("b", 55, 5),
+        W(108),
+        L("a", 120, 6),
+        R("a", 112, 7),
+        R("a", 119, 8),
+        W(200),
+        R("a", 150, 9),
+        L("a", 30, 7),
     ];
     for emit in [JoinEmit::Pairs, JoinEmit::OnClose] {
         let s = spec(-10, 2, JoinKind::LeftOuter, emit);
