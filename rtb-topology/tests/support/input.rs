@@ -124,17 +124,21 @@ pub struct RawInput {
 }
 
 impl RawInput {
-    /// Reads `dir` (a missing `advertisers.jsonl` reads as empty).
+    /// Reads `dir` (a missing `advertisers.jsonl` reads as empty). Bytes that are not UTF-8 (a malformed
+    /// record cut inside a character) are replaced: such a line is invalid either way.
     pub fn read_dir(dir: &Path) -> std::io::Result<Self> {
-        let advertisers = match std::fs::read_to_string(dir.join("advertisers.jsonl")) {
+        let read = |name: &str| -> std::io::Result<String> {
+            Ok(String::from_utf8_lossy(&std::fs::read(dir.join(name))?).into_owned())
+        };
+        let advertisers = match read("advertisers.jsonl") {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
         Ok(Self {
-            campaign: std::fs::read_to_string(dir.join("campaign-events.jsonl"))?,
-            ad: std::fs::read_to_string(dir.join("ad-events.jsonl"))?,
-            conversion: std::fs::read_to_string(dir.join("conversion-events.jsonl"))?,
+            campaign: read("campaign-events.jsonl")?,
+            ad: read("ad-events.jsonl")?,
+            conversion: read("conversion-events.jsonl")?,
             advertisers,
         })
     }
