@@ -1,2 +1,56 @@
-//! placeholder
+//! # rtb-topology
+//!
+//! The CPC ad system of `shared/SPEC.md` as a declarative topology: topics, operators (each one consumer
+//! group), sinks and runtime settings, written as a TOML file or with a Rust builder; validated before
+//! anything starts; planned into stages (with internal repartition topics where inputs are not
+//! co-partitioned); described as text or as a Mermaid diagram. The `rtb` binary lives here too.
+//!
+//! ## Layout
+//! - [`model`] — the typed model ([`Topology`], [`TopicSpec`], [`OperatorSpec`], [`SinkSpec`], ...).
+//! - [`units`] — durations written as `"5m"` ([`Millis`]) and key field lists ([`KeySpec`]).
+//! - [`kind`] — per-kind rules: inputs, outputs, sinks, keys and default settings.
+//! - [`builder`] — [`Topology::builder`] and the built-in CPC topology ([`Topology::cpc_default`]).
+//! - [`source`] — reading TOML ([`Topology::from_file`]), with line numbers for errors.
+//! - [`validate`] — [`Topology::validate`]: every check, errors naming what and where.
+//! - [`plan`] — [`Topology::plan`]: the [`ExecutionPlan`] a runtime starts.
+//! - [`describe`] — the plan as text or Mermaid.
+//! - [`cli`] — the `rtb` command line.
+//! - [`error`] — the crate's one [`Error`].
+//!
+//! ## Example
+//! ```
+//! use rtb_topology::{OperatorKind, Topology};
+//!
+//! let cpc = Topology::cpc_default()?;
+//! let plan = cpc.plan()?;
+//! // conversion-events (4 partitions) is re-keyed into ad-events' 8 partitions before the join.
+//! let matcher = plan.stage("conversion-matching").expect("declared");
+//! assert_eq!(matcher.inputs, ["conversion-matcher-conversion-events-repartition", "ad-events"]);
+//! assert_eq!(plan.topic(&matcher.inputs[0]).map(|t| t.partitions), Some(8));
+//! assert_eq!(plan.stage("conversion-matcher-conversion-events-repartition").map(|s| s.kind),
+//!            Some(OperatorKind::Repartition));
+//! # Ok::<(), rtb_topology::Error>(())
+//! ```
+
+pub mod builder;
+pub mod cli;
+pub mod describe;
+pub mod error;
+pub mod kind;
+pub mod model;
+pub mod plan;
 pub mod sim;
+pub mod source;
+pub mod units;
+pub mod validate;
+
+pub use builder::{TopologyBuilder, CPC_TOPOLOGY_TOML};
+pub use describe::DescribeFormat;
+pub use error::{Error, Location, Result};
+pub use kind::{LatePolicy, ResolvedSettings};
+pub use model::{
+    Backend, EventSchema, LatePolicyKind, OperatorKind, OperatorSettings, OperatorSpec,
+    RepartitionSpec, RuntimeSettings, SinkKind, SinkSpec, TopicSpec, Topology,
+};
+pub use plan::{ExecutionPlan, PlannedTopic, RepartitionInfo, Stage};
+pub use units::{KeySpec, Millis};

@@ -1,1 +1,25 @@
-fn main(){}
+//! The `rtb` binary: `describe`, `validate`, `run`, `replay`. See `rtb --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rtb_topology::cli::{execute, exit_status, Cli};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Usage errors exit with status 2 here (clap); --help and --version with 0.
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut stdout = std::io::stdout().lock();
+    let result = execute(cli, &mut stdout);
+    if let Err(e) = &result {
+        // Every error's message already includes its cause.
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(exit_status(&result))
+}

@@ -1,4 +1,19 @@
-//! Embedded partitioned log (being written: data types are fixed, the log itself lands next).
+//! An embedded partitioned log with Kafka's key partitioner, in memory or on disk.
+//!
+//! - [`EmbeddedLog`] — topics, partitions, appends, reads, waiting for new records, consumer-group offsets,
+//!   retention.
+//! - [`murmur2`] / [`partition_for_key`] — Kafka's default partitioner, bit for bit.
+//! - Durable layout (`EmbeddedLog::open(dir)`):
+//!   `dir/topics/<topic>/topic.json`, `dir/topics/<topic>/<partition>/<base offset:020>.log` (segments of
+//!   CRC32-checked frames) and `dir/group-offsets.json`.
+
+mod disk;
+mod embedded;
+mod frame;
+mod memory;
+mod meta;
+mod partitioner;
+mod segment;
 
 use std::sync::Arc;
 
@@ -6,6 +21,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::SourceCoord;
 use crate::time::Timestamp;
+
+pub use embedded::EmbeddedLog;
+pub use partitioner::{murmur2, partition_for_key};
+
+/// Tuning of an [`EmbeddedLog`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A partition starts a new segment once the current one would exceed this many bytes (default 64 MiB;
+    /// at most 1 GiB). Retention deletes whole segments, so this is also its granularity.
+    pub segment_bytes: u64,
+    /// Durable mode: one sparse-index entry per this many bytes of segment (default 4 KiB). Smaller means
+    /// faster random reads and more memory.
+    pub index_interval_bytes: u64,
+    /// Durable mode: bytes of the newest records per partition kept in memory to serve consumers that keep
+    /// up without touching the files (default 4 MiB).
+    pub cache_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self { segment_bytes: 64 << 20, index_interval_bytes: 4 << 10, cache_bytes: 4 << 20 }
+    }
+}
+
+impl LogOptions {
+    /// The options with `segment_bytes` clamped to what the segment index can address.
+    pub(crate) fn normalized(mut self) -> Self {
+        self.segment_bytes = self.segment_bytes.clamp(1, 1 << 30);
+        self.index_interval_bytes = self.index_interval_bytes.max(1);
+        self
+    }
+}
 
 /// A topic's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,317 @@
+//! The `rtb` command line: typed arguments (clap) and the command bodies.
+//!
+//! `main` parses [`Cli`], installs the tracing subscriber and calls [`execute`]; everything else lives here
+//! so it can be tested. Exit status: 0 on success, 2 for an invalid topology or bad usage
+//! ([`Error::is_invalid_topology`]; clap itself exits 2 on usage errors), 1 for a failure while running.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::describe::DescribeFormat;
+use crate::error::{Error, Result};
+use crate::model::Topology;
+
+/// `rtb`: the CPC ad system on the embedded stream runtime.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rtb",
+    version,
+    about = "The CPC sponsored-product ad system on an embedded stream runtime: describe, validate, run, replay"
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `rtb`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the topology: topics, stages (with repartitions and why), sinks; or a Mermaid diagram.
+    Describe(DescribeArgs),
+    /// Check a topology file and exit 0 (valid) or 2 (invalid, with the reason and line).
+    Validate(ValidateArgs),
+    /// Run the whole system on the embedded log, state and sinks, with the built-in traffic generator.
+    Run(RunArgs),
+    /// Replay recorded traffic (JSON Lines) through the same operators in batch mode.
+    Replay(ReplayArgs),
+}
+
+/// Arguments of `rtb describe`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct DescribeArgs {
+    /// Topology file (default: the built-in CPC topology, topologies/cpc.toml).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+    pub format: DescribeFormat,
+}
+
+/// Arguments of `rtb validate`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ValidateArgs {
+    /// Topology file (default: the built-in CPC topology).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+}
+
+/// Arguments of `rtb run`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct RunArgs {
+    /// Data directory for the log, state and sinks (default: the topology's `runtime.data_dir`).
+    /// Restarting on the same directory continues where the last run stopped.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Topology file (default: the built-in CPC topology).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+    /// Generated ad-events per second.
+    #[arg(long, value_name = "EVENTS_PER_SEC", default_value_t = 1000.0, value_parser = positive_f64)]
+    pub rate: f64,
+    /// Stop after this many seconds (default: until --events is reached or Ctrl-C).
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    pub duration: Option<Duration>,
+    /// Seed of the traffic generator (same seed, same traffic).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Campaign count factor (1 = the default number of campaigns).
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+    pub scale: f64,
+    /// Stop after generating this many ad-events.
+    #[arg(long, value_name = "N")]
+    pub events: Option<u64>,
+    /// Also write the final report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+}
+
+/// Arguments of `rtb replay`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ReplayArgs {
+    /// Directory with campaign-events.jsonl, ad-events.jsonl, conversion-events.jsonl and optionally
+    /// advertisers.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    /// Directory the JSON Lines outputs are written to.
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Topology file (default: the built-in CPC topology).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+}
+
+fn positive_f64(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be a number greater than 0"))
+    }
+}
+
+fn seconds(s: &str) -> std::result::Result<Duration, String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of seconds"))?;
+    Ok(Duration::from_secs(v))
+}
+
+/// Loads and validates the topology file, or the built-in CPC topology when no file is given.
+pub fn load_topology(path: Option<&Path>) -> Result<Topology> {
+    match path {
+        Some(p) => Topology::from_file(p),
+        None => Topology::cpc_default(),
+    }
+}
+
+/// Runs one command, writing its normal output to `out`.
+pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    match cli.command {
+        Command::Describe(args) => describe(&args, out),
+        Command::Validate(args) => validate(&args, out),
+        Command::Run(args) => run(&args),
+        Command::Replay(args) => replay(&args),
+    }
+}
+
+/// `rtb describe`.
+pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    out.write_all(plan.describe(args.format).as_bytes())
+        .map_err(Error::Output)
+}
+
+/// `rtb validate`.
+pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let name = args.topology.as_ref().map_or_else(
+        || "built-in CPC topology".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let operators = plan
+        .stages
+        .iter()
+        .filter(|s| s.repartition.is_none())
+        .count();
+    writeln!(
+        out,
+        "{name}: valid ({} topics, {operators} operators in {} stages, {} sinks)",
+        plan.topics.len(),
+        plan.stages.len(),
+        plan.sinks.len()
+    )
+    .map_err(Error::Output)
+}
+
+/// `rtb run`: validates the topology, then (until the coordinator wires the runtime) fails with
+/// [`Error::NotWired`].
+pub fn run(args: &RunArgs) -> Result<()> {
+    let _plan = load_topology(args.topology.as_deref())?.plan()?;
+    Err(Error::NotWired { command: "run" })
+}
+
+/// `rtb replay`: validates the topology, then (until the coordinator wires the runtime) fails with
+/// [`Error::NotWired`].
+pub fn replay(args: &ReplayArgs) -> Result<()> {
+    let _plan = load_topology(args.topology.as_deref())?.plan()?;
+    Err(Error::NotWired { command: "replay" })
+}
+
+/// The process exit status for a command's result: 0, 2 (invalid topology or usage) or 1 (runtime).
+pub fn exit_status(result: &Result<()>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(e) if e.is_invalid_topology() => 2,
+        Err(_) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rtb").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_options_parse_into_typed_fields() {
+        let cli = parse(&[
+            "run",
+            "--data-dir",
+            "d",
+            "--rate",
+            "2500",
+            "--duration",
+            "30",
+            "--seed",
+            "7",
+            "--scale",
+            "0.5",
+            "--events",
+            "1000",
+            "--report-json",
+            "r.json",
+        ])
+        .expect("valid");
+        let Command::Run(a) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(a.data_dir, Some(PathBuf::from("d")));
+        assert_eq!(a.rate, 2500.0);
+        assert_eq!(a.duration, Some(Duration::from_secs(30)));
+        assert_eq!((a.seed, a.scale, a.events), (7, 0.5, Some(1000)));
+        assert_eq!(a.report_json, Some(PathBuf::from("r.json")));
+        assert_eq!(a.topology, None);
+    }
+
+    #[test]
+    fn run_defaults_when_options_are_absent() {
+        let Command::Run(a) = parse(&["run"]).expect("valid").command else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            (a.rate, a.seed, a.scale, a.events, a.duration),
+            (1000.0, 42, 1.0, None, None)
+        );
+    }
+
+    #[test]
+    fn zero_or_negative_rate_is_a_usage_error() {
+        for bad in ["0", "-5", "fast", "inf"] {
+            let err = parse(&["run", "--rate", bad]).expect_err(bad);
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn replay_requires_input_and_output() {
+        assert!(parse(&["replay", "--input", "in"]).is_err());
+        let Command::Replay(a) = parse(&["replay", "--input", "in", "--output", "out"])
+            .expect("valid")
+            .command
+        else {
+            panic!("expected replay")
+        };
+        assert_eq!(
+            (a.input, a.output),
+            (PathBuf::from("in"), PathBuf::from("out"))
+        );
+    }
+
+    #[test]
+    fn describe_format_is_text_or_mermaid_only() {
+        let Command::Describe(a) = parse(&["describe", "--format", "mermaid"])
+            .expect("valid")
+            .command
+        else {
+            panic!("expected describe")
+        };
+        assert_eq!(a.format, DescribeFormat::Mermaid);
+        assert!(parse(&["describe", "--format", "dot"]).is_err());
+    }
+
+    #[test]
+    fn run_and_replay_are_not_wired_yet_and_exit_1() {
+        let r = execute(parse(&["run"]).expect("valid"), &mut Vec::new());
+        assert!(
+            matches!(r, Err(Error::NotWired { command: "run" })),
+            "{r:?}"
+        );
+        assert_eq!(exit_status(&r), 1);
+        let r = execute(
+            parse(&["replay", "--input", "a", "--output", "b"]).expect("valid"),
+            &mut Vec::new(),
+        );
+        assert!(
+            matches!(r, Err(Error::NotWired { command: "replay" })),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn validate_missing_file_exits_2() {
+        let r = execute(
+            parse(&["validate", "--topology", "/nonexistent/t.toml"]).expect("valid"),
+            &mut Vec::new(),
+        );
+        assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+        assert_eq!(exit_status(&r), 2);
+    }
+
+    #[test]
+    fn validate_builtin_topology_prints_valid() {
+        let mut out = Vec::new();
+        let r = execute(parse(&["validate"]).expect("valid"), &mut out);
+        assert_eq!(exit_status(&r), 0, "{r:?}");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("valid (6 topics, 7 operators in 9 stages, 2 sinks)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! `describe`: an execution plan as readable text, and as a Mermaid `flowchart LR` in the shape of SPEC §1
+//! (API server → topics → statements and workers → cache and database).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::kind::LatePolicy;
+use crate::model::{Backend, OperatorKind};
+use crate::plan::{ExecutionPlan, Stage};
+
+/// Output format of `describe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DescribeFormat {
+    /// Topics table and one paragraph per stage.
+    #[default]
+    Text,
+    /// A Mermaid `flowchart LR` diagram.
+    Mermaid,
+}
+
+impl ExecutionPlan {
+    /// The plan in the given format.
+    pub fn describe(&self, format: DescribeFormat) -> String {
+        match format {
+            DescribeFormat::Text => self.describe_text(),
+            DescribeFormat::Mermaid => self.mermaid(),
+        }
+    }
+
+    /// The plan as text: a topics table (with each topic's consumer groups), then each stage as
+    /// `inputs → operator → outputs / sinks`, repartitions called out with their reason, then the sinks.
+    pub fn describe_text(&self) -> String {
+        let mut s = String::new();
+        let internal = self.topics.iter().filter(|t| t.internal).count();
+        let operators = self
+            .stages
+            .iter()
+            .filter(|st| st.repartition.is_none())
+            .count();
+        let _ = writeln!(
+            s,
+            "Topology: {} topics (+{internal} internal), {operators} operators in {} stages, {} sinks",
+            self.topics.len() - internal,
+            self.stages.len(),
+            self.sinks.len()
+        );
+        let rt = &self.runtime;
+        let _ = writeln!(
+            s,
+            "Runtime: data dir {}, commit every {}, at most {} records per poll",
+            rt.data_dir.display(),
+            rt.commit_interval,
+            rt.max_poll_records
+        );
+
+        s.push_str("\nTopics\n");
+        let groups = self.consumer_groups();
+        let rows: Vec<[String; 6]> = self
+            .topics
+            .iter()
+            .map(|t| {
+                [
+                    t.name.clone(),
+                    t.partitions.to_string(),
+                    t.retention
+                        .map_or_else(|| "forever".to_owned(), |r| r.to_string()),
+                    t.key
+                        .as_ref()
+                        .map_or_else(|| "none".to_owned(), ToString::to_string),
+                    if t.internal { "internal" } else { "declared" }.to_owned(),
+                    groups
+                        .get(t.name.as_str())
+                        .map_or_else(|| "-".to_owned(), |g| g.join(", ")),
+                ]
+            })
+            .collect();
+        table(
+            &mut s,
+            [
+                "TOPIC",
+                "PARTITIONS",
+                "RETENTION",
+                "KEY",
+                "ORIGIN",
+                "CONSUMER GROUPS",
+            ],
+            &rows,
+        );
+
+        s.push_str("\nStages\n");
+        for (n, st) in self.stages.iter().enumerate() {
+            self.describe_stage(&mut s, n + 1, st);
+        }
+
+        s.push_str("\nSinks\n");
+        let rows: Vec<[String; 3]> = self
+            .sinks
+            .iter()
+            .map(|k| {
+                let place = match k.backend {
+                    Backend::Embedded => {
+                        format!("embedded ({})", k.embedded_dir(&rt.data_dir).display())
+                    }
+                    other => format!("{} {}", other.name(), k.url.as_deref().unwrap_or("")),
+                };
+                [k.name.clone(), k.kind.name().to_owned(), place]
+            })
+            .collect();
+        table(&mut s, ["SINK", "KIND", "BACKEND"], &rows);
+        s
+    }
+
+    fn describe_stage(&self, s: &mut String, n: usize, st: &Stage) {
+        let role = match st.kind {
+            OperatorKind::Repartition => "internal repartition".to_owned(),
+            k if k.is_statement() => format!("statement {k}"),
+            k => format!("worker {k}"),
+        };
+        let key = st
+            .key
+            .as_ref()
+            .map_or_else(String::new, |k| format!(", keyed by {k}"));
+        let _ = writeln!(
+            s,
+            "  {n}. {} [group {}, {role}{key}, {} tasks]",
+            st.name, st.group, st.partitions
+        );
+        if let Some(rp) = &st.repartition {
+            let from = self.topic(&rp.source).map_or(0, |t| t.partitions);
+            let _ = writeln!(
+                s,
+                "       {} → repartition by {} → {} ({from} → {} partitions, feeds {})",
+                rp.source, rp.by, rp.topic, rp.partitions, st.operator
+            );
+            let _ = writeln!(s, "       reason: {}", rp.reason);
+            return;
+        }
+        let mut targets: Vec<String> = st.outputs.clone();
+        targets.extend(st.sinks.iter().map(|k| format!("{k} (sink)")));
+        let targets = if targets.is_empty() {
+            "nothing".to_owned()
+        } else {
+            targets.join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "       {} → {} → {targets}",
+            st.inputs.join(" + "),
+            st.name
+        );
+        let set = &st.settings;
+        let mut parts = Vec::new();
+        if let Some(w) = set.window {
+            parts.push(format!("window {w}"));
+            parts.push(format!("grace {}", set.grace));
+            parts.push(match set.late_policy {
+                LatePolicy::Drop => "late: drop (counted)".to_owned(),
+                LatePolicy::SideOutput => "late: side output".to_owned(),
+                LatePolicy::Correct { max_lateness } => format!("late: correct for {max_lateness}"),
+            });
+        }
+        parts.push(format!(
+            "watermark −{}, idle after {}",
+            set.max_out_of_orderness, set.idle_timeout
+        ));
+        let _ = writeln!(s, "       {}", parts.join(", "));
+    }
+
+    /// The plan as a Mermaid `flowchart LR`: the API server feeds the external topics; topics feed the
+    /// statements and workers (through repartition stages where declared); they write the cache and the
+    /// database, and produce to topics (duplicate detection → compensation events, budget monitor →
+    /// campaign events).
+    pub fn mermaid(&self) -> String {
+        let mut ids = Ids::default();
+        let mut s = String::from("flowchart LR\n");
+        s.push_str("    api([API server])\n");
+
+        s.push_str("    subgraph topics [Topics]\n");
+        for t in &self.topics {
+            let id = ids.node("t", &t.name);
+            let key = t
+                .key
+                .as_ref()
+                .map_or_else(|| "no key".to_owned(), |k| format!("key {k}"));
+            let _ = writeln!(
+                s,
+                "        {id}[[\"{}<br/>{} partitions, {key}\"]]",
+                t.name, t.partitions
+            );
+        }
+        s.push_str("    end\n");
+
+        for (title, sub, pick) in [
+            ("Statements", "statements", true),
+            ("Workers", "workers", false),
+        ] {
+            let _ = writeln!(s, "    subgraph {sub} [{title}]");
+            for st in &self.stages {
+                let owner = self.stage(&st.operator).map_or(st.kind, |o| o.kind);
+                if owner.is_statement() != pick {
+                    continue;
+                }
+                let id = ids.node("s", &st.name);
+                match &st.repartition {
+                    Some(rp) => {
+                        let _ = writeln!(
+                            s,
+                            "        {id}{{{{\"repartition {} by {}\"}}}}",
+                            rp.source, rp.by
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            s,
+                            "        {id}[\"{}<br/>{} · group {}\"]",
+                            st.name, st.kind, st.group
+                        );
+                    }
+                }
+            }
+            s.push_str("    end\n");
+        }
+
+        s.push_str("    subgraph stores [Stores]\n");
+        for k in &self.sinks {
+            let id = ids.node("k", &k.name);
+            let _ = writeln!(
+                s,
+                "        {id}[(\"{}<br/>{} · {}\")]",
+                k.name,
+                k.kind.name(),
+                k.backend.name()
+            );
+        }
+        s.push_str("    end\n");
+
+        for t in self
+            .topics
+            .iter()
+            .filter(|t| !t.internal && t.schema.is_external())
+        {
+            let _ = writeln!(s, "    api --> {}", ids.get("t", &t.name));
+        }
+        for st in &self.stages {
+            let me = ids.get("s", &st.name);
+            for input in &st.inputs {
+                let _ = writeln!(s, "    {} --> {me}", ids.get("t", input));
+            }
+            for output in &st.outputs {
+                let _ = writeln!(s, "    {me} --> {}", ids.get("t", output));
+            }
+            for sink in &st.sinks {
+                let _ = writeln!(s, "    {me} --> {}", ids.get("k", sink));
+            }
+            for (kind, what) in st.kind.reads() {
+                let read = st
+                    .sinks
+                    .iter()
+                    .find(|k| self.sink(k).is_some_and(|spec| spec.kind == *kind));
+                if let Some(sink) = read {
+                    let _ = writeln!(s, "    {} -. {what} .-> {me}", ids.get("k", sink));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Mermaid node ids derived from names (`t_ad_events`), unique even when two names map to one id.
+#[derive(Default)]
+struct Ids {
+    by_name: HashMap<(&'static str, String), String>,
+    taken: HashMap<String, usize>,
+}
+
+impl Ids {
+    fn node(&mut self, prefix: &'static str, name: &str) -> String {
+        let base: String = format!("{prefix}_{name}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let n = self.taken.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let id = if *n == 1 { base } else { format!("{base}_{n}") };
+        self.by_name.insert((prefix, name.to_owned()), id.clone());
+        id
+    }
+
+    fn get(&mut self, prefix: &'static str, name: &str) -> String {
+        match self.by_name.get(&(prefix, name.to_owned())) {
+            Some(id) => id.clone(),
+            None => self.node(prefix, name),
+        }
+    }
+}
+
+/// Writes a left-aligned table with a header, two spaces of indent and two between columns.
+fn table<const N: usize>(s: &mut String, header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: Vec<&str>| {
+        let mut out = String::from("  ");
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            out.push_str(cell);
+            if i + 1 < N {
+                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        s.push_str(out.trim_end());
+        s.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,296 @@
+//! The readable end-of-run report, built from the stores (not from the run's memory), so it is the same
+//! after a restart as after an uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use rtb_ops::sink::{Cache, Database, LedgerKind};
+use serde::Serialize;
+
+/// Counters of the run itself (not derivable from the stores).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunCounters {
+    /// Events read or produced per topic.
+    pub events: BTreeMap<String, u64>,
+    /// Dead letters per topic.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Dead-letter reasons (reason → count), most frequent first when rendered.
+    pub dead_letter_reasons: BTreeMap<String, u64>,
+    /// Late records (per stage).
+    pub late: BTreeMap<String, u64>,
+    /// Conversions without a click in the attribution window.
+    pub unattributed_conversions: u64,
+    /// Wall-clock seconds.
+    pub elapsed_s: f64,
+}
+
+/// One ranked campaign.
+#[derive(Debug, Clone, Serialize)]
+pub struct RankLine {
+    /// Placement.
+    pub placement: String,
+    /// Category.
+    pub category: String,
+    /// 1-based rank.
+    pub rank: u32,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Bid, KRW.
+    pub bid: i64,
+    /// Smoothed CTR.
+    pub pctr: f64,
+    /// bid × pCTR.
+    pub score: f64,
+    /// GSP price, KRW.
+    pub cpc: i64,
+}
+
+/// Totals of one campaign over its closed windows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignLine {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Placement.
+    pub placement: String,
+    /// Category.
+    pub category: String,
+    /// Status (PAUSED when budget-paused).
+    pub status: String,
+    /// Impressions.
+    pub impressions: i64,
+    /// Clicks.
+    pub clicks: i64,
+    /// Conversions (ad-events).
+    pub conversions: i64,
+    /// CTR.
+    pub ctr: f64,
+    /// CVR.
+    pub cvr: f64,
+    /// Σ actual_price of clicks.
+    pub spend: i64,
+    /// Revenue.
+    pub revenue: i64,
+}
+
+/// One advertiser's money.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdvertiserLine {
+    /// Advertiser.
+    pub advertiser_id: String,
+    /// Opening balance.
+    pub opening: i64,
+    /// Σ charges.
+    pub charges: i64,
+    /// Σ refunds.
+    pub refunds: i64,
+    /// Current balance.
+    pub balance: i64,
+    /// opening − charges + refunds == balance.
+    pub reconciled: bool,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Run counters.
+    pub run: RunCounters,
+    /// Rankings, every placement+category.
+    pub rankings: Vec<RankLine>,
+    /// Campaigns.
+    pub campaigns: Vec<CampaignLine>,
+    /// Advertisers.
+    pub advertisers: Vec<AdvertiserLine>,
+    /// Ledger: number of charges.
+    pub charges: u64,
+    /// Ledger: number of refunds.
+    pub refunds: u64,
+    /// Σ refunds, KRW.
+    pub refunded: i64,
+    /// Attributed conversions.
+    pub conversions: u64,
+    /// Attributed revenue, KRW.
+    pub attributed_revenue: i64,
+    /// Budget-paused campaigns (campaign, day).
+    pub paused: Vec<(String, String)>,
+    /// Alerts (campaign, day, level).
+    pub alerts: Vec<(String, String, u32)>,
+}
+
+impl Report {
+    /// Reads everything from the stores.
+    pub fn collect(cache: &dyn Cache, db: &dyn Database, run: RunCounters) -> rtb_ops::Result<Self> {
+        let campaigns_rows = db.campaigns()?;
+        let bids: BTreeMap<String, i64> =
+            campaigns_rows.iter().map(|c| (c.campaign_id.clone(), c.bid_price)).collect();
+        let mut rankings = Vec::new();
+        for (placement, category, entries) in cache.rankings()? {
+            for e in entries {
+                rankings.push(RankLine {
+                    placement: placement.as_str().to_string(),
+                    category: category.clone(),
+                    rank: e.rank,
+                    campaign_id: e.campaign_id.clone(),
+                    bid: bids.get(&e.campaign_id).copied().unwrap_or(e.bid_price),
+                    pctr: e.pctr,
+                    score: e.score,
+                    cpc: e.cpc,
+                });
+            }
+        }
+        rankings.sort_by(|a, b| (&a.placement, &a.category, a.rank).cmp(&(&b.placement, &b.category, b.rank)));
+
+        let mut campaigns = Vec::new();
+        let mut paused = Vec::new();
+        for c in &campaigns_rows {
+            let t = cache.campaign_totals(&c.campaign_id)?;
+            campaigns.push(CampaignLine {
+                campaign_id: c.campaign_id.clone(),
+                placement: c.placement.as_str().to_string(),
+                category: c.category.clone(),
+                status: format!("{:?}", c.effective_status()).to_uppercase(),
+                impressions: t.impressions,
+                clicks: t.clicks,
+                conversions: t.conversions,
+                ctr: t.ctr(),
+                cvr: t.cvr(),
+                spend: t.spend,
+                revenue: t.revenue,
+            });
+            if let Some(day) = c.budget_paused_day {
+                paused.push((c.campaign_id.clone(), day.to_string()));
+            }
+        }
+        campaigns.sort_by(|a, b| b.spend.cmp(&a.spend).then_with(|| a.campaign_id.cmp(&b.campaign_id)));
+
+        let mut charges_by: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let (mut charges, mut refunds, mut refunded) = (0u64, 0u64, 0i64);
+        for row in db.ledger()? {
+            let e = &row.entry;
+            let slot = charges_by.entry(e.advertiser_id.clone()).or_default();
+            match e.kind {
+                LedgerKind::Charge => {
+                    charges += 1;
+                    slot.0 += e.amount;
+                }
+                LedgerKind::Refund => {
+                    refunds += 1;
+                    refunded += e.amount;
+                    slot.1 += e.amount;
+                }
+            }
+        }
+        let advertisers = db
+            .advertisers()?
+            .into_iter()
+            .map(|a| {
+                let (c, r) = charges_by.get(&a.advertiser_id).copied().unwrap_or_default();
+                AdvertiserLine {
+                    reconciled: a.opening_balance - c + r == a.balance,
+                    advertiser_id: a.advertiser_id,
+                    opening: a.opening_balance,
+                    charges: c,
+                    refunds: r,
+                    balance: a.balance,
+                }
+            })
+            .collect();
+        let conv = db.conversions()?;
+        let attributed: Vec<_> = conv.iter().filter(|c| c.is_attributed()).collect();
+        let alerts = db
+            .alerts()?
+            .into_iter()
+            .map(|a| (a.campaign_id, a.day.to_string(), a.threshold_pct))
+            .collect();
+        Ok(Self {
+            run,
+            rankings,
+            campaigns,
+            advertisers,
+            charges,
+            refunds,
+            refunded,
+            conversions: attributed.len() as u64,
+            attributed_revenue: attributed.iter().map(|c| c.revenue_amount).sum(),
+            paused,
+            alerts,
+        })
+    }
+
+    /// Renders the report as text for a terminal.
+    pub fn render(&self, top_per_slot: usize, top_campaigns: usize) -> String {
+        let mut s = String::new();
+        let r = &self.run;
+        let _ = writeln!(s, "\n=== rtb report ===");
+        let total: u64 = r.events.values().sum();
+        let _ = writeln!(
+            s,
+            "events: {total} ({}) in {:.1} s",
+            r.events.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+            r.elapsed_s
+        );
+        let _ = writeln!(s, "\n-- rankings (top {top_per_slot} per placement/category) --");
+        let _ = writeln!(s, "{:<16} {:<18} {:>4} {:<14} {:>6} {:>7} {:>9} {:>6}", "placement", "category", "rank", "campaign", "bid", "pCTR", "score", "CPC");
+        for l in self.rankings.iter().filter(|l| l.rank as usize <= top_per_slot) {
+            let _ = writeln!(
+                s,
+                "{:<16} {:<18} {:>4} {:<14} {:>6} {:>7.4} {:>9.2} {:>6}",
+                l.placement, l.category, l.rank, l.campaign_id, l.bid, l.pctr, l.score, l.cpc
+            );
+        }
+        let _ = writeln!(s, "\n-- campaigns (top {top_campaigns} by spend, of {}) --", self.campaigns.len());
+        let _ = writeln!(s, "{:<14} {:<16} {:<8} {:>8} {:>6} {:>7} {:>5} {:>7} {:>10} {:>10}", "campaign", "placement", "status", "impr", "clicks", "CTR", "conv", "CVR", "spend", "revenue");
+        for c in self.campaigns.iter().take(top_campaigns) {
+            let _ = writeln!(
+                s,
+                "{:<14} {:<16} {:<8} {:>8} {:>6} {:>6.2}% {:>5} {:>6.2}% {:>10} {:>10}",
+                c.campaign_id, c.placement, c.status, c.impressions, c.clicks, c.ctr * 100.0, c.conversions, c.cvr * 100.0, c.spend, c.revenue
+            );
+        }
+        let _ = writeln!(s, "\n-- advertisers --");
+        let _ = writeln!(s, "{:<16} {:>12} {:>10} {:>9} {:>12} {}", "advertiser", "opening", "charges", "refunds", "balance", "check");
+        for a in &self.advertisers {
+            let _ = writeln!(
+                s,
+                "{:<16} {:>12} {:>10} {:>9} {:>12} {}",
+                a.advertiser_id, a.opening, a.charges, a.refunds, a.balance, if a.reconciled { "ok" } else { "MISMATCH" }
+            );
+        }
+        let _ = writeln!(s, "\n-- money --");
+        let _ = writeln!(s, "charges: {}   refunds: {} ({} KRW)", self.charges, self.refunds, self.refunded);
+        let _ = writeln!(
+            s,
+            "conversions attributed: {} (revenue {} KRW), unattributed: {}",
+            self.conversions, self.attributed_revenue, r.unattributed_conversions
+        );
+        let _ = writeln!(s, "\n-- budget --");
+        let _ = writeln!(s, "paused campaigns: {}", self.paused.len());
+        for (c, d) in self.paused.iter().take(10) {
+            let _ = writeln!(s, "  {c} (BUDGET_EXHAUSTED on {d})");
+        }
+        let a80 = self.alerts.iter().filter(|a| a.2 == 80).count();
+        let a100 = self.alerts.iter().filter(|a| a.2 == 100).count();
+        let _ = writeln!(s, "alerts: {a80} at 80%, {a100} at 100%");
+        let _ = writeln!(s, "\n-- dead letters and late records --");
+        let dl: u64 = r.dead_letters.values().sum();
+        let _ = writeln!(
+            s,
+            "dead letters: {dl} ({})",
+            r.dead_letters.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut reasons: Vec<_> = r.dead_letter_reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1));
+        for (reason, n) in reasons.into_iter().take(6) {
+            let _ = writeln!(s, "  {n:>6}  {reason}");
+        }
+        let _ = writeln!(
+            s,
+            "late records: {}",
+            if r.late.is_empty() {
+                "0".to_string()
+            } else {
+                r.late.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            }
+        );
+        s
+    }
+}
