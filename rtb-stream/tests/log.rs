@@ -103,7 +103,13 @@ fn append_batch_returns_positions_in_input_order() {
         let batch = vec![to(2, "a", 1), to(0, "b", 2), to(2, "c", 3), rec(Some("k"), "d", 4)];
         let pos = log.append_batch("t", batch).expect("batch");
         let pk = partition_for_key(b"k", 3);
-        let expected_d = if pk == 2 { 3 } else if pk == 0 { 1 } else { 0 };
+        let expected_d = if pk == 2 {
+            3
+        } else if pk == 0 {
+            1
+        } else {
+            0
+        };
         assert_eq!(pos, vec![(2, 1), (0, 0), (2, 2), (pk, expected_d)]);
         for (i, (p, o)) in pos.iter().enumerate() {
             let r = log.read("t", *p, *o, 1).expect("read");
@@ -111,7 +117,11 @@ fn append_batch_returns_positions_in_input_order() {
         }
         let err = log.append_batch("t", vec![to(0, "ok", 0), to(9, "bad", 0)]).expect_err("bad partition");
         assert!(matches!(err, Error::UnknownPartition { .. }));
-        assert_eq!(log.end_offset("t", 0).expect("end"), 1, "partitions are checked before anything is written");
+        assert_eq!(
+            log.end_offset("t", 0).expect("end"),
+            1,
+            "partitions are checked before anything is written"
+        );
     });
 }
 
@@ -143,7 +153,9 @@ fn concurrent_appenders_get_unique_contiguous_offsets() {
             .map(|w| {
                 let log = log.clone();
                 std::thread::spawn(move || {
-                    (0..200).map(|i| log.append("t", to(0, &format!("{w}-{i}"), 0)).expect("append").1).collect::<Vec<_>>()
+                    (0..200)
+                        .map(|i| log.append("t", to(0, &format!("{w}-{i}"), 0)).expect("append").1)
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -171,7 +183,10 @@ fn create_topic_is_idempotent_and_validated() {
         assert!(matches!(err, Error::TopicMismatch { existing: 3, requested: 4, .. }), "{err}");
         assert!(matches!(log.create_topic("a/b", cfg(1)), Err(Error::Config(_))));
         assert!(matches!(log.create_topic("z", cfg(0)), Err(Error::Config(_))));
-        assert!(matches!(log.create_topic("z", TopicConfig { partitions: 1, retention_ms: Some(0) }), Err(Error::Config(_))));
+        assert!(matches!(
+            log.create_topic("z", TopicConfig { partitions: 1, retention_ms: Some(0) }),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(log.topic_config("z"), Err(Error::UnknownTopic(_))));
         assert_eq!(log.topics(), vec![("t".to_string(), cfg(3))]);
     });
@@ -296,7 +311,11 @@ fn torn_tail_with_a_flipped_bit_in_the_last_frame_is_truncated() {
     bytes[last] ^= 0x40;
     std::fs::write(&path, bytes).expect("write");
     let log = EmbeddedLog::open(dir.path()).expect("reopen");
-    assert_eq!(payloads(&read_all(&log, "t", 0)), vec!["r0", "r1", "r2", "r3"], "only the damaged record is lost");
+    assert_eq!(
+        payloads(&read_all(&log, "t", 0)),
+        vec!["r0", "r1", "r2", "r3"],
+        "only the damaged record is lost"
+    );
 }
 
 #[test]
@@ -311,7 +330,8 @@ fn corruption_in_an_older_segment_refuses_to_open() {
         assert!(log.segment_count("t", 0).expect("count") >= 3);
     }
     let pdir = dir.path().join("topics/t/0");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&pdir).expect("ls").map(|e| e.expect("e").path()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&pdir).expect("ls").map(|e| e.expect("e").path()).collect();
     files.sort();
     let mut bytes = std::fs::read(&files[0]).expect("read");
     bytes[20] ^= 0xff;

@@ -78,13 +78,17 @@ impl DiskPartition {
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
-            let seg = Segment::open(dir.join(segment::file_name(base)), base, is_last, opts.index_interval_bytes)?;
+            let seg =
+                Segment::open(dir.join(segment::file_name(base)), base, is_last, opts.index_interval_bytes)?;
             if let Some(prev) = segments.last() {
                 if prev.end != seg.base {
                     return Err(Error::LogCorrupt {
                         path: seg.path.clone(),
                         position: 0,
-                        reason: format!("segment starts at offset {} but the previous one ends at {}", seg.base, prev.end),
+                        reason: format!(
+                            "segment starts at offset {} but the previous one ends at {}",
+                            seg.base, prev.end
+                        ),
                     });
                 }
             }
@@ -148,7 +152,9 @@ impl DiskPartition {
                 self.write_pending(&mut pending)?;
                 return Err(Error::Config(format!(
                     "record of {body} bytes for {}[{}] exceeds the {}-byte frame limit",
-                    self.topic, self.partition, frame::MAX_BODY
+                    self.topic,
+                    self.partition,
+                    frame::MAX_BODY
                 )));
             }
             let size = (frame::HEADER_LEN + body) as u64;

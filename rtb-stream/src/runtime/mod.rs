@@ -1,6 +1,47 @@
-//! Runtime (being written: the output type is fixed, the runtime lands next).
+//! Runs operators over the partitions of an [`EmbeddedLog`](crate::log::EmbeddedLog): one OS thread per
+//! (consumer group, partition) task, watermarks fed from the records, state committed atomically with the
+//! offsets it reflects, clean shutdown.
+//!
+//! ## What a task does
+//! 1. Opens its state scope (`StateScope::new(backend, "group/partition")`, see [`task_scope`]) and
+//!    restores the committed offsets, watermark and origin marks; builds its operator with the factory.
+//! 2. Loops: reads up to `max_poll_records` from partition `p` of each input topic; per record:
+//!    - a record whose `origin` was already applied (per origin partition, the highest origin offset
+//!      applied is remembered) is skipped — repartition stages are idempotent;
+//!    - decodes it; a failure becomes a [`DeadLetter`](crate::operator::DeadLetter);
+//!    - observes its event time in a [`WatermarkTracker`](crate::time::WatermarkTracker) over the task's
+//!      input partitions, calls `process` (with the watermark *before* this record), then `on_watermark`
+//!      if the watermark advanced.
+//!
+//!    After each poll: idle ticks (processing time) may advance the watermark, `on_processing_time` runs,
+//!    outputs are appended to their topics and dead letters, as JSON, to `dead_letter_topic`.
+//! 3. Every `commit_interval`: `flush_state` + offsets + watermark + origin marks go into **one**
+//!    [`WriteBatch`](crate::state::WriteBatch), applied atomically. Outputs are appended before the commit,
+//!    so after a crash they may be written again (at least once); consumers skip them by origin.
+//! 4. Stops on the [`ShutdownToken`] (finishes the current poll, commits), at the end of the input in
+//!    `stop_at_end` mode (watermark jumps to `Timestamp::MAX`, windows fire, commit), on an error (the task
+//!    fails with [`Error::Task`](crate::Error::Task), every other task is stopped, [`Runtime::join`] returns
+//!    the error) or on an [`AbortHandle`] (a simulated crash: no commit).
+//!
+//! Dead letters need a `dead_letter_topic`: without one, a dead letter fails the task (it is never only
+//! logged).
 
-use crate::log::ProduceRecord;
+mod metrics;
+mod repartition;
+mod runner;
+mod shutdown;
+mod task;
+
+use std::time::Duration;
+
+use crate::log::{LogRecord, ProduceRecord};
+use crate::record::Record;
+use crate::time::WatermarkConfig;
+
+pub use metrics::{GroupCounters, GroupMetrics, RuntimeMetrics, RuntimeReport};
+pub use repartition::Repartition;
+pub use runner::{task_scope, Clock, Runtime};
+pub use shutdown::{AbortHandle, ShutdownToken};
 
 /// A record an operator sends to a topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -9,4 +50,70 @@ pub struct Output {
     pub topic: String,
     /// The record.
     pub record: ProduceRecord,
+}
+
+/// Turns a log record into the operator's typed input. An `Err` becomes a dead letter with its reason.
+pub trait Decoder<K, V>: Send + Sync + 'static {
+    /// Decodes one record.
+    fn decode(&self, rec: &LogRecord) -> std::result::Result<Record<K, V>, String>;
+}
+
+impl<K, V, F> Decoder<K, V> for F
+where
+    F: Fn(&LogRecord) -> std::result::Result<Record<K, V>, String> + Send + Sync + 'static,
+{
+    fn decode(&self, rec: &LogRecord) -> std::result::Result<Record<K, V>, String> {
+        self(rec)
+    }
+}
+
+/// How a job runs.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Consumer group; also the state namespace (must not contain `/`).
+    pub group: String,
+    /// Co-partitioned input topics: task `i` reads partition `i` of each (checked: `NotCoPartitioned`).
+    pub inputs: Vec<String>,
+    /// Watermark generation over the task's input partitions.
+    pub watermark: WatermarkConfig,
+    /// How often state and offsets are committed (default 200 ms; zero commits after every poll).
+    pub commit_interval: Duration,
+    /// Records read per input partition per poll (default 1024).
+    pub max_poll_records: usize,
+    /// Topic receiving dead letters as JSON of [`crate::operator::DeadLetter`].
+    pub dead_letter_topic: Option<String>,
+    /// Batch mode: stop when every input partition is drained (end offsets read at start), then advance
+    /// the watermark to `Timestamp::MAX`, fire, commit and return. The `Timestamp::MAX` watermark is
+    /// committed too: a later run of the same group treats every event time as late.
+    pub stop_at_end: bool,
+}
+
+impl JobConfig {
+    /// A configuration with the defaults for everything but the group and the inputs.
+    pub fn new(group: impl Into<String>, inputs: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            group: group.into(),
+            inputs: inputs.into_iter().map(Into::into).collect(),
+            watermark: WatermarkConfig::default(),
+            commit_interval: Duration::from_millis(200),
+            max_poll_records: 1024,
+            dead_letter_topic: None,
+            stop_at_end: false,
+        }
+    }
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self::new(String::new(), Vec::<String>::new())
+    }
+}
+
+/// Which task an operator is built for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Consumer group.
+    pub group: String,
+    /// Partition of every input this task reads.
+    pub partition: u32,
 }

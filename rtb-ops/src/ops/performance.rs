@@ -1,0 +1,248 @@
+//! The performance statement: `ad-events` → 5-minute tumbling event-time windows per campaign and per
+//! ad (impressions, clicks, conversions, spend = Σ click `actual_price`, revenue) → the metrics cache.
+//!
+//! Built on [`rtb_stream::window::WindowedAggregate`]. A window's result is written when the watermark
+//! passes its end plus the grace period. Late events are never silently lost: within
+//! [`PerformanceConfig::max_lateness_ms`] after completion they **correct** the written window (the cache
+//! sets the new value and moves the cumulative totals by the difference); later than that they are counted
+//! and sent to the dead-letter output with the reason. After every written campaign window the ranking of
+//! the campaign's placement+category is recomputed (once per watermark step and key).
+//!
+//! `ad-events` is partitioned by device, so each task holds part of every campaign's window; each task
+//! writes its part under its own shard number and the cache merges shards on read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rtb_stream::runtime::Output;
+use rtb_stream::state::{StateScope, WriteBatch};
+use rtb_stream::time::{HOUR, MINUTE};
+use rtb_stream::window::{Aggregate, LatePolicy, Tumbling, WindowEvent, WindowedAggregate};
+use rtb_stream::{Context, Operator, Record, SourceCoord, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::dead_letter;
+use super::ranking::Ranker;
+use crate::error::Result;
+use crate::schema::{AdEvent, AdEventType, Placement};
+use crate::sink::{Cache, Metrics, MetricsScope, WindowMetrics};
+
+/// Settings of the performance statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PerformanceConfig {
+    /// Window size in ms (default 5 min).
+    pub window_ms: i64,
+    /// Grace after the window end before the result is written (default 10 s).
+    pub grace_ms: i64,
+    /// How long after completion a late event still corrects its window (default 1 h).
+    pub max_lateness_ms: i64,
+    /// Recompute the placement+category ranking after each written campaign window (default true).
+    pub recompute_rankings: bool,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        Self { window_ms: 5 * MINUTE, grace_ms: 10_000, max_lateness_ms: HOUR, recompute_rankings: true }
+    }
+}
+
+/// The window accumulator: counters plus what the cache row needs to know about the campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerfAcc {
+    /// Counters.
+    pub metrics: Metrics,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Category (category totals are keyed by it).
+    pub category: String,
+    /// Placement (for the ranking recompute).
+    pub placement: Option<Placement>,
+}
+
+/// Adds ad-events to a [`PerfAcc`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PerfAggregate;
+
+impl Aggregate for PerfAggregate {
+    type In = Arc<AdEvent>;
+    type Acc = PerfAcc;
+
+    fn add(&self, acc: &mut PerfAcc, ev: &Arc<AdEvent>) {
+        if acc.campaign_id.is_empty() {
+            acc.campaign_id.clone_from(&ev.campaign_id);
+            acc.category.clone_from(&ev.category);
+            acc.placement = Some(ev.placement);
+        }
+        let m = &mut acc.metrics;
+        match ev.event_type {
+            AdEventType::Impression => m.impressions += 1,
+            AdEventType::Click => {
+                m.clicks += 1;
+                m.spend += ev.price();
+            }
+            AdEventType::Conversion => {
+                m.conversions += 1;
+                m.revenue += ev.revenue_amount.unwrap_or(0);
+            }
+        }
+    }
+
+    fn merge(&self, into: &mut PerfAcc, other: &PerfAcc) {
+        if into.campaign_id.is_empty() {
+            into.campaign_id.clone_from(&other.campaign_id);
+            into.category.clone_from(&other.category);
+            into.placement = other.placement;
+        }
+        into.metrics = into.metrics.plus(other.metrics);
+    }
+}
+
+/// Counters of the performance statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerformanceStats {
+    /// Events aggregated.
+    pub events: u64,
+    /// Window rows written (finals and corrections, campaign and ad scope).
+    pub rows_written: u64,
+    /// Corrections written.
+    pub corrections: u64,
+    /// Events too late to correct their window (dead-lettered).
+    pub late_events: u64,
+    /// Rankings recomputed.
+    pub recomputes: u64,
+}
+
+type Key = (MetricsScope, String);
+
+/// The performance statement operator (input: `ad-events`).
+pub struct PerformanceStatement {
+    cache: Arc<dyn Cache>,
+    ranker: Ranker,
+    cfg: PerformanceConfig,
+    shard: u32,
+    windows: WindowedAggregate<Key, PerfAggregate, Tumbling>,
+    events: Vec<WindowEvent<Key, PerfAcc, Arc<AdEvent>>>,
+    stats: PerformanceStats,
+}
+
+impl std::fmt::Debug for PerformanceStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerformanceStatement").field("shard", &self.shard).field("stats", &self.stats).finish()
+    }
+}
+
+impl PerformanceStatement {
+    /// Builds the statement for the task writing as `shard` (its partition); windows live in `scope`;
+    /// `ranker` recomputes rankings after written windows.
+    pub fn new(scope: &StateScope, shard: u32, cache: Arc<dyn Cache>, cfg: PerformanceConfig, ranker: Ranker) -> Result<Self> {
+        let windows = WindowedAggregate::new(
+            scope,
+            "performance",
+            Tumbling::of(cfg.window_ms),
+            PerfAggregate,
+            cfg.grace_ms,
+            LatePolicy::Correct { max_lateness: cfg.max_lateness_ms },
+        )?;
+        Ok(Self { cache, ranker, cfg, shard, windows, events: Vec::new(), stats: PerformanceStats::default() })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PerformanceStats {
+        self.stats
+    }
+
+    fn write(&mut self, key: &Key, start: Timestamp, end: Timestamp, acc: &PerfAcc) -> Result<()> {
+        self.cache.write_window_metrics(&WindowMetrics {
+            scope: key.0,
+            id: key.1.clone(),
+            campaign_id: acc.campaign_id.clone(),
+            category: acc.category.clone(),
+            window_start: start,
+            window_end: end,
+            shard: self.shard,
+            metrics: acc.metrics,
+        })?;
+        self.stats.rows_written += 1;
+        Ok(())
+    }
+
+    /// Writes the pending window events to the cache, dead-letters late ones (attributed to `late_source`,
+    /// the record being processed) and recomputes the rankings of the campaigns written.
+    fn drain_events(&mut self, late_source: Option<&SourceCoord>, ctx: &mut Context<'_, Output>) -> Result<()> {
+        let mut recompute_at: BTreeMap<(Placement, String), Timestamp> = BTreeMap::new();
+        let mut late_reported = false;
+        for ev in std::mem::take(&mut self.events) {
+            let (key, window, acc) = match ev {
+                WindowEvent::Final { key, window, acc } => (key, window, acc),
+                WindowEvent::Correction { key, window, current, .. } => {
+                    self.stats.corrections += 1;
+                    (key, window, current)
+                }
+                WindowEvent::Late { key, timestamp, input } => {
+                    self.stats.late_events += u64::from(key.0 == MetricsScope::Campaign);
+                    if let (Some(source), false) = (late_source, late_reported) {
+                        late_reported = true;
+                        let reason = format!(
+                            "LATE_EVENT: event at {timestamp} ms is more than {} ms behind its completed {} ms window",
+                            self.cfg.max_lateness_ms, self.cfg.window_ms
+                        );
+                        ctx.dead_letter(dead_letter(source, "performance", reason, &*input));
+                    }
+                    continue;
+                }
+            };
+            self.write(&key, window.start, window.end, &acc)?;
+            if key.0 == MetricsScope::Campaign {
+                if let Some(p) = acc.placement {
+                    let at = recompute_at.entry((p, acc.category.clone())).or_insert(window.end);
+                    *at = (*at).max(window.end);
+                }
+            }
+        }
+        if self.cfg.recompute_rankings {
+            for ((placement, category), at) in recompute_at {
+                self.ranker.recompute(placement, &category, at)?;
+                self.stats.recomputes += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operator for PerformanceStatement {
+    type Key = String;
+    type In = AdEvent;
+    type Out = Output;
+
+    fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        self.stats.events += 1;
+        let Record { value, source, .. } = record;
+        let ev = Arc::new(value);
+        let ts = ev.timestamp;
+        let campaign = (MetricsScope::Campaign, ev.campaign_id.clone());
+        let ad = (MetricsScope::Ad, ev.ad_id.clone());
+        self.windows.process(campaign, ts, &ev, &mut self.events);
+        self.windows.process(ad, ts, &ev, &mut self.events);
+        if !self.events.is_empty() {
+            self.drain_events(Some(&source), ctx)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        self.windows.on_watermark(watermark, &mut self.events);
+        if !self.events.is_empty() {
+            self.drain_events(None, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn flush_state(&mut self, batch: &mut WriteBatch) -> rtb_stream::Result<()> {
+        self.windows.flush_into(batch)
+    }
+}
+
+#[cfg(test)]
+#[path = "performance_tests.rs"]
+mod tests;

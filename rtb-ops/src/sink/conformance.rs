@@ -1,0 +1,265 @@
+//! Behaviour every [`Cache`] and [`Database`] implementation must show, as reusable checks.
+//!
+//! Each function takes an **empty** sink, drives it through the contract with hand-computed answers,
+//! and panics (with a message) on the first difference. The crate runs them on the memory and sled
+//! implementations; the Redis and PostgreSQL implementations should run them too.
+
+#![allow(clippy::unwrap_used)] // test support: a failed sink call is a failed check
+
+use super::*;
+use crate::schema::{ApprovalStatus, CampaignStatus, ConversionType};
+
+fn window(scope: MetricsScope, id: &str, category: &str, start: i64, shard: u32, m: Metrics) -> WindowMetrics {
+    WindowMetrics {
+        scope,
+        id: id.to_string(),
+        campaign_id: if scope == MetricsScope::Campaign { id.to_string() } else { "c1".to_string() },
+        category: category.to_string(),
+        window_start: start,
+        window_end: start + 300_000,
+        shard,
+        metrics: m,
+    }
+}
+
+fn m(impressions: i64, clicks: i64, spend: i64) -> Metrics {
+    Metrics { impressions, clicks, conversions: 0, spend, revenue: 0 }
+}
+
+/// Checks rankings, window writes with totals, spend counters and marks.
+pub fn check_cache(cache: &dyn Cache) {
+    // Rankings replace as a whole.
+    let e = |rank: u32, id: &str, cpc: i64| RankedEntry {
+        rank,
+        campaign_id: id.to_string(),
+        bid_price: 1000,
+        pctr: 0.01,
+        score: 10.0,
+        cpc,
+    };
+    assert!(cache.ranking(Placement::Home, "books").unwrap().is_empty());
+    cache.put_ranking(Placement::Home, "books", &[e(1, "a", 510), e(2, "b", 100)]).unwrap();
+    cache.put_ranking(Placement::Home, "books", &[e(1, "b", 100)]).unwrap();
+    cache.put_ranking(Placement::Search, "books", &[e(1, "z", 100)]).unwrap();
+    assert_eq!(cache.ranking(Placement::Home, "books").unwrap(), vec![e(1, "b", 100)]);
+    let all = cache.rankings().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].0, all[0].1.as_str()), (Placement::Home, "books"), "ordered by rtb:{{placement}}:{{category}}");
+
+    // Window rows: set semantics, totals move by the difference, shards merge on read.
+    let c = MetricsScope::Campaign;
+    cache.write_window_metrics(&window(c, "c1", "books", 0, 0, m(100, 2, 2000))).unwrap();
+    cache.write_window_metrics(&window(c, "c1", "books", 0, 0, m(100, 2, 2000))).unwrap(); // replay
+    cache.write_window_metrics(&window(c, "c1", "books", 0, 3, m(50, 1, 900))).unwrap(); // another shard
+    cache.write_window_metrics(&window(c, "c2", "books", 0, 0, m(10, 0, 0))).unwrap();
+    cache.write_window_metrics(&window(c, "c1", "books", 300_000, 0, m(20, 1, 1000))).unwrap();
+    cache.write_window_metrics(&window(c, "c1", "books", 300_000, 0, m(21, 2, 1500))).unwrap(); // correction
+    cache.write_window_metrics(&window(MetricsScope::Ad, "ad1", "books", 0, 0, m(999, 9, 9))).unwrap();
+    assert_eq!(cache.campaign_totals("c1").unwrap(), m(171, 5, 4400));
+    assert_eq!(cache.category_totals("books").unwrap(), m(181, 5, 4400), "ad rows do not count");
+    assert_eq!(cache.campaign_totals("nobody").unwrap(), Metrics::default());
+    let w = cache.window_metrics(c, "c1").unwrap();
+    assert_eq!(w.len(), 2);
+    assert_eq!((w[0].window_start, w[0].metrics, w[0].shard), (0, m(150, 3, 2900), 0));
+    assert_eq!((w[1].window_start, w[1].metrics), (300_000, m(21, 2, 1500)));
+    let all = cache.all_window_metrics(c).unwrap();
+    assert_eq!(all.iter().map(|r| (r.id.as_str(), r.window_start)).collect::<Vec<_>>(), vec![("c1", 0), ("c1", 300_000), ("c2", 0)]);
+    assert_eq!(cache.all_window_metrics(MetricsScope::Ad).unwrap().len(), 1);
+    // A negative window start orders before zero.
+    cache.write_window_metrics(&window(c, "c2", "books", -300_000, 0, m(1, 0, 0))).unwrap();
+    assert_eq!(cache.window_metrics(c, "c2").unwrap()[0].window_start, -300_000);
+
+    // Spend counters: exactly once per key, per campaign and day.
+    let d1 = crate::calendar::Day(19_737);
+    assert_eq!(cache.add_spend_once("c1", d1, 1200, "k1").unwrap(), (1200, true));
+    assert_eq!(cache.add_spend_once("c1", d1, 1200, "k1").unwrap(), (1200, false));
+    assert_eq!(cache.add_spend_once("c1", d1, 800, "k2").unwrap(), (2000, true));
+    assert_eq!(cache.add_spend_once("c1", d1.succ(), 500, "k3").unwrap(), (500, true));
+    assert_eq!(cache.add_spend_once("c1", d1, -1200, "refund:k1").unwrap(), (800, true));
+    assert_eq!(cache.spend("c1", d1).unwrap(), 800);
+    assert_eq!(cache.spend("c9", d1).unwrap(), 0);
+
+    assert!(cache.mark_once("m").unwrap());
+    assert!(!cache.mark_once("m").unwrap());
+    assert!(cache.mark_once("m2").unwrap());
+}
+
+fn campaign(id: &str, placement: Placement, category: &str, bid: i64) -> CampaignRow {
+    CampaignRow {
+        campaign_id: id.to_string(),
+        advertiser_id: "adv".to_string(),
+        product_id: None,
+        placement,
+        category: category.to_string(),
+        bid_price: bid,
+        daily_budget: 10_000,
+        status: CampaignStatus::Active,
+        approval_status: ApprovalStatus::Approved,
+        effective_from: None,
+        rtb_impact: None,
+        budget_paused_day: None,
+        updated_at: 0,
+    }
+}
+
+fn ledger(key: &str, adv: &str, kind: LedgerKind, amount: i64) -> LedgerEntry {
+    LedgerEntry {
+        idempotency_key: key.to_string(),
+        advertiser_id: adv.to_string(),
+        campaign_id: Some("c1".to_string()),
+        kind,
+        amount,
+        event_time: 0,
+        reference: key.to_string(),
+    }
+}
+
+/// Checks advertisers, the ledger, conversions, campaigns and alerts.
+pub fn check_database(db: &dyn Database) {
+    // Ledger: exactly once per key; balance = opening + Σ amounts, also when the opening comes later.
+    db.upsert_advertiser(&Advertiser { advertiser_id: "a1".into(), opening_balance: 100_000, time_zone: "Asia/Seoul".into() }).unwrap();
+    assert_eq!(db.apply_ledger(&ledger("k1", "a1", LedgerKind::Charge, -1200)).unwrap(), LedgerOutcome::Applied { balance: 98_800 });
+    assert_eq!(db.apply_ledger(&ledger("k1", "a1", LedgerKind::Charge, -1200)).unwrap(), LedgerOutcome::Duplicate);
+    assert_eq!(db.apply_ledger(&ledger("k2", "a1", LedgerKind::Charge, -1200)).unwrap(), LedgerOutcome::Applied { balance: 97_600 });
+    assert_eq!(db.apply_ledger(&ledger("r1", "a1", LedgerKind::Refund, 1200)).unwrap(), LedgerOutcome::Applied { balance: 98_800 });
+    assert_eq!(db.apply_ledger(&ledger("k3", "new", LedgerKind::Charge, -500)).unwrap(), LedgerOutcome::Applied { balance: -500 });
+    db.upsert_advertiser(&Advertiser { advertiser_id: "new".into(), opening_balance: 2_000, time_zone: "UTC".into() }).unwrap();
+    assert_eq!(db.balance("new").unwrap(), Some(1_500));
+    assert_eq!(db.balance("a1").unwrap(), Some(98_800));
+    assert_eq!(db.balance("ghost").unwrap(), None);
+    let rows = db.ledger().unwrap();
+    assert_eq!(rows.iter().map(|r| r.entry.idempotency_key.as_str()).collect::<Vec<_>>(), vec!["k1", "k2", "r1", "k3"]);
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(rows[2].balance_after, 98_800);
+    let advs = db.advertisers().unwrap();
+    assert_eq!(advs.iter().map(|a| (a.advertiser_id.as_str(), a.balance)).collect::<Vec<_>>(), vec![("a1", 98_800), ("new", 1_500)]);
+    assert_eq!(db.advertiser("new").unwrap().map(|a| a.time_zone), Some("UTC".to_string()));
+
+    // Conversions: one per order.
+    let conv = |order: &str, campaign: Option<&str>| ConversionRow {
+        order_id: order.to_string(),
+        device_id: "d".into(),
+        product_id: "p".into(),
+        campaign_id: campaign.map(str::to_string),
+        ad_id: None,
+        advertiser_id: None,
+        click_timestamp: None,
+        conversion_timestamp: 5,
+        revenue_amount: 50_000,
+        conversion_type: ConversionType::Purchase,
+    };
+    assert!(db.insert_conversion_once(&conv("o1", Some("c1"))).unwrap());
+    assert!(!db.insert_conversion_once(&conv("o1", Some("c2"))).unwrap());
+    assert!(db.insert_conversion_once(&conv("o0", None)).unwrap());
+    let convs = db.conversions().unwrap();
+    assert_eq!(convs.iter().map(|c| (c.order_id.as_str(), c.campaign_id.as_deref())).collect::<Vec<_>>(), vec![("o0", None), ("o1", Some("c1"))]);
+
+    // Campaigns: index follows placement/category changes; upsert keeps the budget pause.
+    let day = crate::calendar::Day(19_737);
+    assert!(db.upsert_campaign(&campaign("c2", Placement::Home, "books", 900)).unwrap().is_none());
+    db.upsert_campaign(&campaign("c1", Placement::Home, "books", 1000)).unwrap();
+    db.upsert_campaign(&campaign("c3", Placement::Search, "books", 1000)).unwrap();
+    assert!(!db.set_budget_pause("ghost", Some(day)).unwrap());
+    assert!(db.set_budget_pause("c1", Some(day)).unwrap());
+    assert!(!db.set_budget_pause("c1", Some(day)).unwrap());
+    let mut changed = campaign("c1", Placement::Home, "books", 1100);
+    changed.budget_paused_day = None; // must not clear the pause
+    let prev = db.upsert_campaign(&changed).unwrap().unwrap();
+    assert_eq!(prev.bid_price, 1000);
+    let now = db.campaign("c1").unwrap().unwrap();
+    assert_eq!((now.bid_price, now.budget_paused_day, now.effective_status()), (1100, Some(day), CampaignStatus::Paused));
+    let ids = |p, c| db.campaigns_in(p, c).unwrap().into_iter().map(|r| r.campaign_id).collect::<Vec<_>>();
+    assert_eq!(ids(Placement::Home, "books"), vec!["c1", "c2"]);
+    db.upsert_campaign(&campaign("c2", Placement::Search, "books", 900)).unwrap();
+    assert_eq!(ids(Placement::Home, "books"), vec!["c1"]);
+    assert_eq!(ids(Placement::Search, "books"), vec!["c2", "c3"]);
+    assert!(ids(Placement::Home, "toys").is_empty());
+    assert!(!db.clear_budget_pause_through("c1", crate::calendar::Day(day.0 - 1)).unwrap(), "paused on a later day");
+    assert!(db.clear_budget_pause_through("c1", day).unwrap());
+    assert!(!db.clear_budget_pause_through("c1", day).unwrap());
+    assert!(db.set_budget_pause("c1", Some(day)).unwrap());
+    assert!(db.set_budget_pause("c1", None).unwrap());
+    assert_eq!(db.campaign("c1").unwrap().unwrap().effective_status(), CampaignStatus::Active);
+    assert_eq!(db.campaigns().unwrap().len(), 3);
+
+    // Alerts: once per key.
+    let alert = |key: &str| AlertRow {
+        key: key.to_string(),
+        campaign_id: "c1".into(),
+        advertiser_id: "a1".into(),
+        day,
+        threshold_pct: 80,
+        spend: 8_000,
+        daily_budget: 10_000,
+        event_time: 0,
+    };
+    assert!(db.insert_alert_once(&alert("budget:c1:2024-01-15:80")).unwrap());
+    assert!(!db.insert_alert_once(&alert("budget:c1:2024-01-15:80")).unwrap());
+    assert!(db.insert_alert_once(&alert("budget:c1:2024-01-15:100")).unwrap());
+    assert_eq!(db.alerts().unwrap().len(), 2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_cache_conforms() {
+        check_cache(&MemoryCache::new());
+    }
+
+    #[test]
+    fn memory_database_conforms() {
+        check_database(&MemoryDatabase::new());
+    }
+
+    #[test]
+    fn embedded_cache_conforms() {
+        check_cache(&EmbeddedCache::temporary().unwrap());
+    }
+
+    #[test]
+    fn embedded_database_conforms() {
+        check_database(&EmbeddedDatabase::temporary().unwrap());
+    }
+
+    #[test]
+    fn embedded_sinks_survive_reopen_and_share_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let cache = EmbeddedCache::with_db(&db).unwrap();
+            let store = EmbeddedDatabase::with_db(&db).unwrap();
+            cache.add_spend_once("c", crate::calendar::Day(1), 7, "k").unwrap();
+            store.apply_ledger(&ledger("k", "a", LedgerKind::Charge, -7)).unwrap();
+            cache.flush().unwrap();
+            store.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let cache = EmbeddedCache::with_db(&db).unwrap();
+        let store = EmbeddedDatabase::with_db(&db).unwrap();
+        assert_eq!(cache.add_spend_once("c", crate::calendar::Day(1), 7, "k").unwrap(), (7, false));
+        assert_eq!(store.apply_ledger(&ledger("k", "a", LedgerKind::Charge, -7)).unwrap(), LedgerOutcome::Duplicate);
+        assert_eq!(store.balance("a").unwrap(), Some(-7));
+    }
+
+    #[test]
+    fn concurrent_ledger_writers_apply_each_key_once() {
+        let db = EmbeddedDatabase::temporary().unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        db.apply_ledger(&ledger(&format!("k{i}"), "a", LedgerKind::Charge, -10)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(db.balance("a").unwrap(), Some(-2_000));
+        assert_eq!(db.ledger().unwrap().len(), 200);
+    }
+}

@@ -1,0 +1,261 @@
+//! [`EmbeddedDatabase`]: the [`Database`] on sled, every multi-row change in one sled transaction.
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+use sled::{Transactional, Tree};
+
+use super::embedded_cache::{abort, dec, enc, tx, TxResult};
+use super::keys::part;
+use super::types::*;
+use super::Database;
+use crate::calendar::{Day, DEFAULT_TIME_ZONE};
+use crate::error::{Error, Result};
+use crate::schema::Placement;
+
+const SINK: &str = "embedded-database";
+
+/// A durable [`Database`] on sled. Cheap to clone; `Send + Sync`.
+///
+/// Trees (prefixed `db/`): `advertisers`, `ledger_keys` (idempotency key → seq, the unique constraint),
+/// `ledger` (seq → row), `conversions` (order id → row), `campaigns`, `campaign_index`
+/// (placement ‖ category ‖ campaign id), `alerts` (key → row).
+#[derive(Debug, Clone)]
+pub struct EmbeddedDatabase {
+    db: sled::Db,
+    advertisers: Tree,
+    ledger_keys: Tree,
+    ledger: Tree,
+    conversions: Tree,
+    campaigns: Tree,
+    campaign_index: Tree,
+    alerts: Tree,
+}
+
+fn index_prefix(placement: Placement, category: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(category.len() + 24);
+    part(&mut k, placement.as_str().as_bytes());
+    part(&mut k, category.as_bytes());
+    k
+}
+
+fn index_key(row: &CampaignRow) -> Vec<u8> {
+    let mut k = index_prefix(row.placement, &row.category);
+    k.extend_from_slice(row.campaign_id.as_bytes());
+    k
+}
+
+fn tx_get<T: Serialize + DeserializeOwned>(tree: &sled::transaction::TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(b) => match dec(SINK, key, &b) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => abort(e),
+        },
+    }
+}
+
+fn tx_put<T: Serialize + DeserializeOwned>(tree: &sled::transaction::TransactionalTree, key: &[u8], what: &'static str, v: &T) -> TxResult<()> {
+    match enc(what, v) {
+        Ok(b) => {
+            tree.insert(key, b)?;
+            Ok(())
+        }
+        Err(e) => abort(e),
+    }
+}
+
+impl EmbeddedDatabase {
+    /// Opens (or creates) a database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
+        Self::with_db(&db)
+    }
+
+    /// A database in a temporary sled instance (deleted on drop).
+    pub fn temporary() -> Result<Self> {
+        let db = sled::Config::new().temporary(true).open().map_err(|e| Error::sink(SINK, "open", e))?;
+        Self::with_db(&db)
+    }
+
+    /// Uses the `db/*` trees of an already open sled database.
+    pub fn with_db(db: &sled::Db) -> Result<Self> {
+        let t = |name: &str| db.open_tree(format!("db/{name}")).map_err(|e| Error::sink(SINK, "open", e));
+        Ok(Self {
+            db: db.clone(),
+            advertisers: t("advertisers")?,
+            ledger_keys: t("ledger_keys")?,
+            ledger: t("ledger")?,
+            conversions: t("conversions")?,
+            campaigns: t("campaigns")?,
+            campaign_index: t("campaign_index")?,
+            alerts: t("alerts")?,
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| Error::sink(SINK, "flush", e))
+    }
+
+    fn get<T: Serialize + DeserializeOwned>(&self, tree: &Tree, key: &[u8], op: &'static str) -> Result<Option<T>> {
+        match tree.get(key).map_err(|e| Error::sink(SINK, op, e))? {
+            Some(b) => dec(SINK, key, &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T: Serialize + DeserializeOwned>(&self, tree: &Tree, op: &'static str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(|e| Error::sink(SINK, op, e))?;
+            out.push(dec(SINK, &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn insert_once<T: Serialize + DeserializeOwned>(&self, tree: &Tree, key: &[u8], what: &'static str, v: &T) -> Result<bool> {
+        let bytes = enc(what, v)?;
+        let r = tree.compare_and_swap(key, None as Option<&[u8]>, Some(bytes)).map_err(|e| Error::sink(SINK, what, e))?;
+        Ok(r.is_ok())
+    }
+}
+
+impl Database for EmbeddedDatabase {
+    fn upsert_advertiser(&self, a: &Advertiser) -> Result<()> {
+        let key = a.advertiser_id.as_bytes();
+        let r = self.advertisers.transaction(|t| {
+            let mut row: AdvertiserRow = tx_get(t, key)?.unwrap_or_else(|| AdvertiserRow {
+                advertiser_id: a.advertiser_id.clone(),
+                opening_balance: 0,
+                balance: 0,
+                time_zone: a.time_zone.clone(),
+            });
+            row.balance += a.opening_balance - row.opening_balance;
+            row.opening_balance = a.opening_balance;
+            row.time_zone = a.time_zone.clone();
+            tx_put(t, key, "advertiser", &row)
+        });
+        tx(SINK, "upsert_advertiser", r)
+    }
+
+    fn advertiser(&self, advertiser_id: &str) -> Result<Option<AdvertiserRow>> {
+        self.get(&self.advertisers, advertiser_id.as_bytes(), "advertiser")
+    }
+
+    fn advertisers(&self) -> Result<Vec<AdvertiserRow>> {
+        self.all(&self.advertisers, "advertisers")
+    }
+
+    fn balance(&self, advertiser_id: &str) -> Result<Option<i64>> {
+        Ok(self.advertiser(advertiser_id)?.map(|a| a.balance))
+    }
+
+    fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome> {
+        let key = entry.idempotency_key.as_bytes();
+        let adv_key = entry.advertiser_id.as_bytes();
+        let r = (&self.ledger_keys, &self.ledger, &self.advertisers).transaction(|(keys, ledger, advs)| {
+            if keys.get(key)?.is_some() {
+                return Ok(LedgerOutcome::Duplicate);
+            }
+            let mut adv: AdvertiserRow = tx_get(advs, adv_key)?.unwrap_or_else(|| AdvertiserRow {
+                advertiser_id: entry.advertiser_id.clone(),
+                opening_balance: 0,
+                balance: 0,
+                time_zone: DEFAULT_TIME_ZONE.to_string(),
+            });
+            adv.balance += entry.amount;
+            let seq = keys.generate_id()?;
+            keys.insert(key, &seq.to_be_bytes())?;
+            let row = LedgerRow { seq, entry: entry.clone(), balance_after: adv.balance };
+            tx_put(ledger, &seq.to_be_bytes(), "ledger row", &row)?;
+            tx_put(advs, adv_key, "advertiser", &adv)?;
+            Ok(LedgerOutcome::Applied { balance: adv.balance })
+        });
+        tx(SINK, "apply_ledger", r)
+    }
+
+    fn ledger(&self) -> Result<Vec<LedgerRow>> {
+        self.all(&self.ledger, "ledger")
+    }
+
+    fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool> {
+        self.insert_once(&self.conversions, row.order_id.as_bytes(), "conversion", row)
+    }
+
+    fn conversions(&self) -> Result<Vec<ConversionRow>> {
+        self.all(&self.conversions, "conversions")
+    }
+
+    fn upsert_campaign(&self, row: &CampaignRow) -> Result<Option<CampaignRow>> {
+        let key = row.campaign_id.as_bytes();
+        let r = (&self.campaigns, &self.campaign_index).transaction(|(campaigns, index)| {
+            let old: Option<CampaignRow> = tx_get(campaigns, key)?;
+            let mut new = row.clone();
+            new.budget_paused_day = old.as_ref().and_then(|o| o.budget_paused_day);
+            if let Some(o) = &old {
+                index.remove(index_key(o))?;
+            }
+            index.insert(index_key(&new), &[])?;
+            tx_put(campaigns, key, "campaign", &new)?;
+            Ok(old)
+        });
+        tx(SINK, "upsert_campaign", r)
+    }
+
+    fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignRow>> {
+        self.get(&self.campaigns, campaign_id.as_bytes(), "campaign")
+    }
+
+    fn campaigns_in(&self, placement: Placement, category: &str) -> Result<Vec<CampaignRow>> {
+        let prefix = index_prefix(placement, category);
+        let mut out = Vec::new();
+        for k in self.campaign_index.scan_prefix(&prefix).keys() {
+            let k = k.map_err(|e| Error::sink(SINK, "campaigns_in", e))?;
+            if let Some(row) = self.campaign(&String::from_utf8_lossy(&k[prefix.len()..]))? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn campaigns(&self) -> Result<Vec<CampaignRow>> {
+        self.all(&self.campaigns, "campaigns")
+    }
+
+    fn set_budget_pause(&self, campaign_id: &str, pause: Option<Day>) -> Result<bool> {
+        let key = campaign_id.as_bytes();
+        let r = self.campaigns.transaction(|t| {
+            let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
+            if row.budget_paused_day == pause {
+                return Ok(false);
+            }
+            row.budget_paused_day = pause;
+            tx_put(t, key, "campaign", &row)?;
+            Ok(true)
+        });
+        tx(SINK, "set_budget_pause", r)
+    }
+
+    fn clear_budget_pause_through(&self, campaign_id: &str, through: Day) -> Result<bool> {
+        let key = campaign_id.as_bytes();
+        let r = self.campaigns.transaction(|t| {
+            let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
+            if !row.budget_paused_day.is_some_and(|d| d <= through) {
+                return Ok(false);
+            }
+            row.budget_paused_day = None;
+            tx_put(t, key, "campaign", &row)?;
+            Ok(true)
+        });
+        tx(SINK, "clear_budget_pause_through", r)
+    }
+
+    fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool> {
+        self.insert_once(&self.alerts, alert.key.as_bytes(), "alert", alert)
+    }
+
+    fn alerts(&self) -> Result<Vec<AlertRow>> {
+        self.all(&self.alerts, "alerts")
+    }
+}

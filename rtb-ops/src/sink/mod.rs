@@ -1,0 +1,116 @@
+//! The two stores the statements and workers write to, behind small traits.
+//!
+//! - [`Cache`] (Redis in production): rankings, performance windows with cumulative totals, daily spend
+//!   counters, once-markers.
+//! - [`Database`] (PostgreSQL in production): advertisers and balances, the ledger, conversion results,
+//!   campaigns, alerts.
+//!
+//! Every write that a replay can repeat is idempotent by construction: window rows are *set* (and the
+//! totals move by the difference to the previous value), spend and ledger changes carry idempotency keys,
+//! conversions are unique per order, alerts unique per key. The traits name no backend type, so Redis and
+//! PostgreSQL implementations fit them unchanged. Implementations here: [`EmbeddedCache`] and
+//! [`EmbeddedDatabase`] (sled, durable, transactional) and [`MemoryCache`] / [`MemoryDatabase`] (tests,
+//! batch replays). [`conformance`] holds the behaviour every implementation must show.
+
+pub mod conformance;
+mod embedded_cache;
+mod embedded_db;
+mod keys;
+mod memory;
+mod types;
+
+pub use embedded_cache::EmbeddedCache;
+pub use embedded_db::EmbeddedDatabase;
+pub use memory::{MemoryCache, MemoryDatabase};
+pub use types::*;
+
+use crate::calendar::Day;
+use crate::error::Result;
+use crate::schema::Placement;
+
+/// The ranking cache key of a placement and category: `rtb:{placement}:{category}`.
+pub fn ranking_key(placement: Placement, category: &str) -> String {
+    format!("rtb:{}:{category}", placement.as_str())
+}
+
+/// Rankings, performance metrics and budget counters (Redis-shaped). `Send + Sync`; implementations are
+/// cheap handles shared by many tasks.
+pub trait Cache: Send + Sync + std::fmt::Debug {
+    /// Replaces the ranking `rtb:{placement}:{category}` with `entries` (in rank order) atomically.
+    fn put_ranking(&self, placement: Placement, category: &str, entries: &[RankedEntry]) -> Result<()>;
+    /// The ranking of a placement and category, in rank order (empty if none was written).
+    fn ranking(&self, placement: Placement, category: &str) -> Result<Vec<RankedEntry>>;
+    /// Every stored ranking: `(placement, category, entries)`, ordered by placement then category.
+    fn rankings(&self) -> Result<Vec<(Placement, String, Vec<RankedEntry>)>>;
+
+    /// Sets one window row (keyed by scope, id, window start and shard) and, **in the same atomic step**
+    /// for [`MetricsScope::Campaign`] rows, moves the campaign's and the category's cumulative totals by
+    /// `new − previously written value`. Writing the same value again changes nothing; a correction moves
+    /// the totals by the correction only.
+    fn write_window_metrics(&self, row: &WindowMetrics) -> Result<()>;
+    /// The windows of one campaign or ad, shards merged, ordered by window start.
+    fn window_metrics(&self, scope: MetricsScope, id: &str) -> Result<Vec<WindowMetrics>>;
+    /// Every window of a scope, shards merged, ordered by id then window start.
+    fn all_window_metrics(&self, scope: MetricsScope) -> Result<Vec<WindowMetrics>>;
+    /// A campaign's cumulative totals over all its written windows.
+    fn campaign_totals(&self, campaign_id: &str) -> Result<Metrics>;
+    /// A category's cumulative totals over all campaign windows of the category.
+    fn category_totals(&self, category: &str) -> Result<Metrics>;
+
+    /// Adds `delta` (KRW, negative for refunds) to the campaign's spend on `day` unless
+    /// `idempotency_key` was already applied; atomically. Returns `(the day's total, applied)`.
+    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str) -> Result<(i64, bool)>;
+    /// The campaign's spend on `day` (0 if none).
+    fn spend(&self, campaign_id: &str, day: Day) -> Result<i64>;
+
+    /// Sets `key` if absent; true the first time only (Redis `SET NX`).
+    fn mark_once(&self, key: &str) -> Result<bool>;
+}
+
+/// Balances, ledger, conversions, campaigns and alerts (PostgreSQL-shaped). `Send + Sync`;
+/// implementations are cheap handles shared by many tasks.
+pub trait Database: Send + Sync + std::fmt::Debug {
+    /// Creates an advertiser or changes its opening balance and time zone; the balance moves by the
+    /// change of the opening balance, so `balance = opening + Σ ledger` stays true.
+    fn upsert_advertiser(&self, advertiser: &Advertiser) -> Result<()>;
+    /// One advertiser.
+    fn advertiser(&self, advertiser_id: &str) -> Result<Option<AdvertiserRow>>;
+    /// Every advertiser, ordered by id.
+    fn advertisers(&self) -> Result<Vec<AdvertiserRow>>;
+    /// An advertiser's balance (`None` if it has neither an opening balance nor ledger rows).
+    fn balance(&self, advertiser_id: &str) -> Result<Option<i64>>;
+
+    /// Inserts the ledger row unless its idempotency key exists, and moves the advertiser's balance by
+    /// `entry.amount`, in one atomic transaction. An advertiser seen for the first time is created with
+    /// opening balance 0 and the default time zone.
+    fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome>;
+    /// The whole ledger in application order.
+    fn ledger(&self) -> Result<Vec<LedgerRow>>;
+
+    /// Inserts a conversion result unless its `order_id` exists; true if inserted.
+    fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool>;
+    /// Every conversion result, ordered by order id.
+    fn conversions(&self) -> Result<Vec<ConversionRow>>;
+
+    /// Inserts or replaces a campaign, **keeping** the stored `budget_paused_day` (which only
+    /// [`Database::set_budget_pause`] changes), and keeps the placement+category index right when they
+    /// change. Returns the previous row.
+    fn upsert_campaign(&self, row: &CampaignRow) -> Result<Option<CampaignRow>>;
+    /// One campaign.
+    fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignRow>>;
+    /// The campaigns of a placement and category, ordered by id.
+    fn campaigns_in(&self, placement: Placement, category: &str) -> Result<Vec<CampaignRow>>;
+    /// Every campaign, ordered by id.
+    fn campaigns(&self) -> Result<Vec<CampaignRow>>;
+    /// Sets (`Some(day)`: paused by budget on that day) or clears (`None`) the budget pause; returns
+    /// whether it changed. Does nothing (false) for an unknown campaign.
+    fn set_budget_pause(&self, campaign_id: &str, pause: Option<Day>) -> Result<bool>;
+    /// Clears the budget pause atomically **only if** it was set for a day `<= through` (so a resume for
+    /// an old day cannot undo a newer day's pause); returns whether it cleared one.
+    fn clear_budget_pause_through(&self, campaign_id: &str, through: Day) -> Result<bool>;
+
+    /// Inserts an alert unless its key exists; true if inserted.
+    fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool>;
+    /// Every alert, ordered by key.
+    fn alerts(&self) -> Result<Vec<AlertRow>>;
+}

@@ -1,0 +1,310 @@
+//! [`Runtime`]: spawns partition tasks, collects their results.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use super::metrics::{GroupMetrics, RuntimeMetrics, RuntimeReport};
+use super::task::{Task, TaskEnd, TaskSetup};
+use super::{AbortHandle, Decoder, JobConfig, Output, ShutdownToken, TaskInfo};
+use crate::error::{Error, Result};
+use crate::log::EmbeddedLog;
+use crate::operator::Operator;
+use crate::state::{StateScope, StoreBackend};
+
+/// Source of processing time in ms since the epoch (wall clock by default; virtual in tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The state scope of task (`group`, `partition`): keys prefixed with `group/partition`. Open it to
+/// inspect a job's committed state (group names cannot contain `/`, so prefixes never collide).
+pub fn task_scope(state: &Arc<dyn StoreBackend>, group: &str, partition: u32) -> StateScope {
+    StateScope::new(Arc::clone(state), format!("{group}/{partition}").into_bytes())
+}
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+struct Spawned {
+    group: String,
+    topic: String,
+    partition: u32,
+    handle: JoinHandle<Result<TaskEnd>>,
+}
+
+/// Runs jobs: one OS thread per (consumer group, partition) task. See the module docs for what a task does.
+///
+/// ```
+/// use std::sync::Arc;
+/// use rtb_stream::log::{EmbeddedLog, ProduceRecord, TopicConfig};
+/// use rtb_stream::runtime::{JobConfig, Output, Runtime};
+/// use rtb_stream::state::MemoryBackend;
+/// use rtb_stream::{Context, Operator, Record};
+///
+/// struct Upper;
+/// impl Operator for Upper {
+///     type Key = ();
+///     type In = String;
+///     type Out = Output;
+///     fn process(&mut self, r: Record<(), String>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+///         ctx.emit(Output { topic: "out".into(), record: ProduceRecord {
+///             key: None, payload: r.value.to_uppercase().into_bytes(), timestamp: r.timestamp,
+///             partition: Some(r.source.partition), origin: Some(r.source) } });
+///         Ok(())
+///     }
+/// }
+///
+/// let log = EmbeddedLog::in_memory();
+/// log.create_topic("in", TopicConfig { partitions: 2, retention_ms: None })?;
+/// log.create_topic("out", TopicConfig { partitions: 2, retention_ms: None })?;
+/// log.append("in", ProduceRecord { key: None, payload: b"hi".to_vec(), timestamp: 1, partition: Some(1), origin: None })?;
+///
+/// let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
+/// let cfg = JobConfig { stop_at_end: true, ..JobConfig::new("upper", ["in"]) };
+/// let decode = |r: &rtb_stream::log::LogRecord| {
+///     let s = String::from_utf8(r.payload.to_vec()).map_err(|e| e.to_string())?;
+///     Ok(Record::new((), s, r.timestamp, r.coord()))
+/// };
+/// rt.spawn(cfg, decode, |_task, _scope| Ok(Upper))?;
+/// let report = rt.join()?;
+/// assert_eq!(report.groups["upper"].records_out, 1);
+/// assert_eq!(log.read("out", 1, 0, 10)?[0].payload.as_ref(), b"HI");
+/// # Ok::<(), rtb_stream::Error>(())
+/// ```
+pub struct Runtime {
+    log: EmbeddedLog,
+    state: Arc<dyn StoreBackend>,
+    shutdown: ShutdownToken,
+    abort: AbortHandle,
+    metrics: Arc<RuntimeMetrics>,
+    clock: Clock,
+    sync_commits: bool,
+    groups: BTreeSet<String>,
+    tasks: Vec<Spawned>,
+    /// Index into `tasks` of the first task that failed.
+    first_failure: Arc<Mutex<Option<usize>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("groups", &self.groups)
+            .field("tasks", &self.tasks.len())
+            .field("sync_commits", &self.sync_commits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime over `log` keeping job state in `state`.
+    pub fn new(log: EmbeddedLog, state: Arc<dyn StoreBackend>) -> Self {
+        Self {
+            log,
+            state,
+            shutdown: ShutdownToken::new(),
+            abort: AbortHandle::default(),
+            metrics: Arc::new(RuntimeMetrics::default()),
+            clock: Arc::new(wall_clock),
+            sync_commits: false,
+            groups: BTreeSet::new(),
+            tasks: Vec::new(),
+            first_failure: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Uses `clock` for processing time (idle detection, `on_processing_time`, dead-letter timestamps).
+    /// Affects tasks spawned afterwards.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// With `true`, every commit first fsyncs the log (outputs) and then flushes the state backend after
+    /// applying the batch, so a commit survives a machine crash. Without it (the default), commits survive
+    /// a crash of the process: appends are written through to the OS and the backend applies atomically.
+    pub fn with_sync_commits(mut self, sync: bool) -> Self {
+        self.sync_commits = sync;
+        self
+    }
+
+    /// The token that shuts every task down cleanly (drain, commit, return).
+    pub fn shutdown_token(&self) -> ShutdownToken {
+        self.shutdown.clone()
+    }
+
+    /// The handle that stops every task as a crash would (no commit) — for recovery tests.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.abort.clone()
+    }
+
+    /// Live counters per group.
+    pub fn metrics(&self) -> Arc<RuntimeMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The log the runtime reads and writes.
+    pub fn log(&self) -> &EmbeddedLog {
+        &self.log
+    }
+
+    /// Starts a job: checks its configuration (group, topics, co-partitioning), builds one operator per
+    /// partition with `factory` (which restores its state from the task's scope), and starts the tasks.
+    /// Nothing is started if any check or factory call fails.
+    pub fn spawn<O, K, V, D, F>(&mut self, cfg: JobConfig, decoder: D, factory: F) -> Result<()>
+    where
+        O: Operator<Key = K, In = V, Out = Output> + 'static,
+        D: Decoder<K, V>,
+        F: Fn(&TaskInfo, &StateScope) -> Result<O> + Send + Sync + 'static,
+    {
+        let partitions = self.validate(&cfg)?;
+        let metrics = Arc::new(GroupMetrics::default());
+        let inputs: Vec<Arc<str>> = cfg.inputs.iter().map(|t| Arc::from(t.as_str())).collect();
+        let decoder = Arc::new(decoder);
+        let mut tasks = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let info = TaskInfo { group: cfg.group.clone(), partition };
+            let scope = task_scope(&self.state, &cfg.group, partition);
+            let op = factory(&info, &scope).map_err(|e| Error::Task {
+                group: cfg.group.clone(),
+                topic: cfg.inputs[0].clone(),
+                partition,
+                source: Box::new(e),
+            })?;
+            let setup = TaskSetup {
+                group: cfg.group.clone(),
+                partition,
+                inputs: inputs.clone(),
+                cfg: cfg.clone(),
+                log: self.log.clone(),
+                scope,
+                shutdown: self.shutdown.clone(),
+                abort: self.abort.clone(),
+                metrics: Arc::clone(&metrics),
+                clock: Arc::clone(&self.clock),
+                sync_commits: self.sync_commits,
+            };
+            tasks.push(Task::new(setup, Arc::clone(&decoder), op)?);
+        }
+        self.groups.insert(cfg.group.clone());
+        self.metrics.insert(&cfg.group, Arc::clone(&metrics));
+        for (partition, task) in (0..partitions).zip(tasks) {
+            let index = self.tasks.len();
+            let first_failure = Arc::clone(&self.first_failure);
+            let shutdown = self.shutdown.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("rtb-{}-{partition}", cfg.group))
+                .spawn(move || {
+                    let result = task.run();
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "task failed; stopping the runtime");
+                        first_failure.lock().get_or_insert(index);
+                        shutdown.trigger();
+                    }
+                    result
+                })
+                .inspect_err(|_| self.shutdown.trigger())?;
+            GroupMetrics::add(&metrics.tasks, 1);
+            self.tasks.push(Spawned {
+                group: cfg.group.clone(),
+                topic: cfg.inputs[0].clone(),
+                partition,
+                handle,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a job's configuration; returns its partition count.
+    fn validate(&self, cfg: &JobConfig) -> Result<u32> {
+        let group = &cfg.group;
+        if group.is_empty() || group.contains('/') {
+            return Err(Error::Config(format!("invalid group name `{group}`: non-empty, without `/`")));
+        }
+        if self.groups.contains(group) {
+            return Err(Error::Config(format!("group `{group}` is already running in this runtime")));
+        }
+        if cfg.inputs.is_empty() {
+            return Err(Error::Config(format!("group `{group}` has no input topic")));
+        }
+        if cfg.max_poll_records == 0 {
+            return Err(Error::Config(format!("group `{group}`: max_poll_records must be at least 1")));
+        }
+        let mut seen = BTreeSet::new();
+        let mut counts = Vec::with_capacity(cfg.inputs.len());
+        for topic in &cfg.inputs {
+            if !seen.insert(topic) {
+                return Err(Error::Config(format!("group `{group}` names input `{topic}` twice")));
+            }
+            counts.push((topic, self.log.topic_config(topic)?.partitions));
+        }
+        if let Some(dlq) = &cfg.dead_letter_topic {
+            self.log.topic_config(dlq)?;
+        }
+        let partitions = counts[0].1;
+        if counts.iter().any(|(_, n)| *n != partitions) {
+            let list: Vec<String> = counts.iter().map(|(t, n)| format!("`{t}` has {n}")).collect();
+            return Err(Error::NotCoPartitioned(format!(
+                "group `{group}` reads {} partitions; a keyed job needs equal partition counts (repartition one input first)",
+                list.join(", ")
+            )));
+        }
+        Ok(partitions)
+    }
+
+    /// Waits for every task. Returns the first task error (the others were stopped because of it and are
+    /// logged), or the counters.
+    pub fn join(mut self) -> Result<RuntimeReport> {
+        let first = self.wait_all();
+        first?;
+        Ok(RuntimeReport { groups: self.metrics.snapshot(), aborted: self.abort.is_aborted() })
+    }
+
+    fn wait_all(&mut self) -> Result<()> {
+        let mut errors: Vec<(usize, Error)> = Vec::new();
+        for (i, t) in self.tasks.drain(..).enumerate() {
+            let result = t.handle.join().unwrap_or_else(|panic| {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                Err(Error::Task {
+                    group: t.group.clone(),
+                    topic: t.topic.clone(),
+                    partition: t.partition,
+                    source: Box::new(Error::Config(format!("task thread panicked: {reason}"))),
+                })
+            });
+            if let Err(e) = result {
+                errors.push((i, e));
+            }
+        }
+        let first = *self.first_failure.lock();
+        let pick = errors.iter().position(|(i, _)| Some(*i) == first).unwrap_or(0);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let (_, chosen) = errors.swap_remove(pick);
+        for (_, other) in errors {
+            tracing::error!(error = %other, "another task failed too");
+        }
+        Err(chosen)
+    }
+}
+
+impl Drop for Runtime {
+    /// A runtime dropped without [`Runtime::join`] shuts its tasks down cleanly and waits for them.
+    fn drop(&mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        self.shutdown.trigger();
+        if let Err(e) = self.wait_all() {
+            tracing::error!(error = %e, "task failed while the runtime was dropped");
+        }
+    }
+}
