@@ -115,6 +115,35 @@ golden!(
     replay_refund_lowers_day_spend_below_budget_campaign_stays_ranked
 );
 
+/// REPLAY-SEMANTICS.md: output timestamps are RFC 3339 UTC with milliseconds ("2025-03-10T00:00:00.000Z").
+#[test]
+fn replay_output_timestamps_have_milliseconds() {
+    let o = replay(&spec_example());
+    assert!(!o.compensations.is_empty(), "the example has timestamps to check");
+    assert_eq!(o.format_issue_count, 0, "e.g. {:?}", o.format_issues);
+}
+
+#[test]
+fn summary_late_counts_late_keys_and_per_topic_objects_not_latest_or_lateness() {
+    let with = |v: Value| Outputs { summary: Some(v), ..Outputs::default() };
+    let late = serde_json::json!({"late": {"ad-events": 3, "conversion-events": 1}, "latest_ts": 9, "max_lateness_ms": 7});
+    assert_eq!(with(late).summary_late(), Some(4));
+    assert_eq!(with(serde_json::json!({"counts": {"late_events": 2}})).summary_late(), Some(2));
+    assert_eq!(with(serde_json::json!({"latest_ts": 9})).summary_late(), None);
+    let u = serde_json::json!({"unattributed_conversions": 5});
+    assert_eq!(with(u).summary_count("unattributed"), Some(5));
+}
+
+#[test]
+fn contract_timestamp_form_is_exactly_millis_and_z() {
+    use support::outputs::contract_timestamp;
+    assert!(contract_timestamp("2025-03-10T00:00:00.000Z"));
+    assert!(!contract_timestamp("2025-03-10T00:00:00Z"), "no milliseconds");
+    assert!(!contract_timestamp("2025-03-10T00:00:00.000+00:00"), "offset instead of Z");
+    assert!(!contract_timestamp("2025-03-10T00:00:00.000000Z"), "microseconds");
+    assert!(!contract_timestamp("2025-13-10T00:00:00.000Z"), "month 13");
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Shared assertions.
 

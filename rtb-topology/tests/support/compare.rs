@@ -119,6 +119,12 @@ pub fn compare_all(model: &Model, replay: &Outputs) -> Vec<String> {
         }
     }
     msgs.extend(balance_identity(model, replay));
+    if replay.format_issue_count > 0 {
+        msgs.push(format!(
+            "{} output timestamps not in the form 2025-03-10T00:00:00.000Z, e.g. {:?}",
+            replay.format_issue_count, replay.format_issues
+        ));
+    }
     msgs.extend(alert_checks(model, replay));
     msgs
 }

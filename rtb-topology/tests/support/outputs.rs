@@ -112,6 +112,10 @@ pub struct Outputs {
     pub paused_reason: BTreeMap<String, Option<String>>,
     /// summary.json, as written (replay only).
     pub summary: Option<Value>,
+    /// Output timestamps not in the contract's form `2025-03-10T00:00:00.000Z` (file, value), first few.
+    pub format_issues: Vec<String>,
+    /// How many output timestamps are not in that form.
+    pub format_issue_count: usize,
 }
 
 impl Outputs {
@@ -148,20 +152,28 @@ impl Outputs {
         found
     }
 
-    /// Late events reported by summary.json: the sum of integers under keys named `late`, `late_*` or `*_late*`
-    /// (not `latest*` nor `*lateness*`), if any.
+    /// Late events reported by summary.json: the sum of every integer under keys named `late`, `late_*` or
+    /// `*_late*` (not `latest*` nor `*lateness*`; a per-topic object under such a key counts whole), if any.
     pub fn summary_late(&self) -> Option<i64> {
+        fn sum_all(v: &Value) -> i64 {
+            match v {
+                Value::Object(m) => m.values().map(sum_all).sum(),
+                Value::Array(a) => a.iter().map(sum_all).sum(),
+                v => v.as_i64().unwrap_or(0),
+            }
+        }
         fn walk(v: &Value, found: &mut Option<i64>) {
             match v {
                 Value::Object(m) => {
                     for (k, v) in m {
                         let k = k.to_ascii_lowercase();
-                        let named = k == "late" || k.starts_with("late_") || k.contains("_late");
-                        match v.as_i64() {
-                            Some(n) if named && !k.contains("latest") && !k.contains("lateness") => {
-                                *found = Some(found.unwrap_or(0) + n)
-                            }
-                            _ => walk(v, found),
+                        let named = (k == "late" || k.starts_with("late_") || k.contains("_late"))
+                            && !k.contains("latest")
+                            && !k.contains("lateness");
+                        if named && (v.is_i64() || v.is_object() || v.is_array()) {
+                            *found = Some(found.unwrap_or(0) + sum_all(v));
+                        } else {
+                            walk(v, found);
                         }
                     }
                 }
@@ -203,8 +215,49 @@ impl Outputs {
         let summary = std::fs::read_to_string(dir.join("summary.json")).map_err(|e| format!("summary.json: {e}"))?;
         o.summary = Some(serde_json::from_str(&summary).map_err(|e| format!("summary.json: {e}"))?);
         o.unattributed = o.summary_count("unattributed");
+        for file in ["metrics.jsonl", "conversions.jsonl", "compensations.jsonl", "ledger.jsonl", "alerts.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+                for ts in timestamp_fields(&v) {
+                    if !contract_timestamp(ts) {
+                        o.format_issue_count += 1;
+                        if o.format_issues.len() < 5 {
+                            o.format_issues.push(format!("{file}: {ts:?}"));
+                        }
+                    }
+                }
+            }
+        }
         Ok(o)
     }
+}
+
+/// The timestamp values of an output row.
+fn timestamp_fields(v: &Value) -> Vec<&str> {
+    let mut out = Vec::new();
+    for f in ["window_start", "window_end", "click_timestamp", "conversion_timestamp", "timestamp"] {
+        out.extend(v.get(f).and_then(Value::as_str));
+    }
+    if let Some(a) = v.get("original_click_timestamps").and_then(Value::as_array) {
+        out.extend(a.iter().filter_map(Value::as_str));
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as REPLAY-SEMANTICS.md writes output timestamps.
+pub fn contract_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+        && parse_utc(s).is_some()
 }
 
 fn rows<T>(dir: &Path, file: &str, f: impl Fn(&Value) -> Result<T, String>) -> Result<Vec<T>, String> {
