@@ -144,6 +144,19 @@ fn contract_timestamp_form_is_exactly_millis_and_z() {
     assert!(!contract_timestamp("2025-13-10T00:00:00.000Z"), "month 13");
 }
 
+golden!(
+    budget_raised,
+    check_budget_raised,
+    model_budget_raised_after_exhaustion_campaign_ranked_again,
+    replay_budget_raised_after_exhaustion_campaign_ranked_again
+);
+golden!(
+    unknown_advertiser,
+    check_unknown_advertiser,
+    model_no_advertiser_file_opens_at_zero_in_seoul,
+    replay_no_advertiser_file_opens_at_zero_in_seoul
+);
+
 // ---------------------------------------------------------------------------------------------------------
 // Shared assertions.
 

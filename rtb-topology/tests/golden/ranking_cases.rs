@@ -212,6 +212,38 @@ pub fn check_budget_next_day(o: &Outputs) {
     assert_eq!(balances(o), vec![("advertiser_60", 994_000)]);
 }
 
+pub fn budget_raised() -> RawInput {
+    let mut raw = budget_exhausted();
+    // 01:50Z, after the 100 % click at 01:40: the advertiser raises X's budget to 100 000.
+    raw.campaign.push_str(&campaign(
+        "CAMPAIGN_UPDATED",
+        "2024-01-15T01:50:00Z",
+        "campaign_X",
+        "advertiser_60",
+        "HOME",
+        "식품",
+        1000,
+        100_000,
+        "ACTIVE",
+        "APPROVED",
+        None,
+    ));
+    raw.campaign.push('\n');
+    raw
+}
+
+pub fn check_budget_raised(o: &Outputs) {
+    // The alerts were raised with the budget in force at their clicks (5000).
+    assert_alerts(o, &X_ALERTS);
+    // At T_end (02:00:09Z) the day's spend 5000 < the final budget 100 000: X is ranked again.
+    // m = 0.25 as in `budget_exhausted`: X: pCTR = (5 + 25)/(10 + 100) = 30/110, score = 1000 · 30/110 = 272.72..;
+    // Y: 25/110, score 950 · 25/110 = 215.90..; cpc_X = ceil(215.90../(30/110) = 23750/30 = 791.67) + 10 = 802.
+    assert_rankings(
+        o,
+        &[("HOME", "식품", 1, "campaign_X", 30_000.0 / 110.0, 802), ("HOME", "식품", 2, "campaign_Y", 23_750.0 / 110.0, 100)],
+    );
+}
+
 pub fn budget_time_zones() -> RawInput {
     let (u, s) = ("advertiser_61", "advertiser_62");
     let campaigns = vec![
@@ -278,4 +310,29 @@ pub fn check_refund_below_budget(o: &Outputs) {
     assert_rankings(o, &[("HOME", "sports", 1, "campaign_V", 40.0, 100)]);
     // 1 000 000 − 3000 + 1000.
     assert_eq!(balances(o), vec![("advertiser_63", 998_000)]);
+}
+
+pub fn unknown_advertiser() -> RawInput {
+    // No advertisers.jsonl at all: advertiser_99 opens at balance 0 in Asia/Seoul.
+    let u = ad("campaign_U", "advertiser_99", "식품", 1000);
+    raw(
+        &[approved("2024-01-15T00:00:00Z", "campaign_U", "advertiser_99", "SEARCH", "식품", 1000, 1000)],
+        &[u.on("device_u1").click("2024-01-15T15:30:00Z", 1000, Some("u-1"))],
+        &[],
+    )
+}
+
+pub fn check_unknown_advertiser(o: &Outputs) {
+    // 0 − 1000.
+    assert_eq!(balances(o), vec![("advertiser_99", -1000)]);
+    // 15:30Z is 00:30 of 2024-01-16 in Seoul (on UTC it would still be 2024-01-15): spend 1000 = 100 % of 1000.
+    assert_alerts(
+        o,
+        &[
+            ("campaign_U", "advertiser_99", "2024-01-16", 80, 1000, 1000),
+            ("campaign_U", "advertiser_99", "2024-01-16", 100, 1000, 1000),
+        ],
+    );
+    // T_end = the click: U is paused on that day, so nothing is ranked.
+    assert!(o.rankings.is_empty(), "{:#?}", o.rankings);
 }

@@ -143,12 +143,15 @@ impl RawInput {
         })
     }
 
-    /// Writes the four files into `dir`.
+    /// Writes the files into `dir`; `advertisers.jsonl` (optional in the contract) only when not empty.
     pub fn write_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("campaign-events.jsonl"), &self.campaign)?;
         std::fs::write(dir.join("ad-events.jsonl"), &self.ad)?;
         std::fs::write(dir.join("conversion-events.jsonl"), &self.conversion)?;
+        if self.advertisers.is_empty() {
+            return Ok(());
+        }
         std::fs::write(dir.join("advertisers.jsonl"), &self.advertisers)
     }
 }
