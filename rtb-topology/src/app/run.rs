@@ -291,7 +291,8 @@ fn dead_letter_counts(log: &EmbeddedLog, c: &mut RunCounters) -> Result<()> {
         from = recs.last().map_or(end, |r| r.offset + 1);
         for r in recs {
             let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
-            if dl.stage.starts_with("late") {
+            // Late records are reported through the dead-letter output too (reason LATE_*), per stage.
+            if dl.reason.starts_with("LATE") {
                 *c.late.entry(dl.stage.clone()).or_default() += 1;
                 continue;
             }

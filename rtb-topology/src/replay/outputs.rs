@@ -161,7 +161,7 @@ impl Writer {
                 json!({"idempotency_key": r.entry.idempotency_key, "advertiser_id": r.entry.advertiser_id,
                     "campaign_id": r.entry.campaign_id,
                     "entry_type": match r.entry.kind { LedgerKind::Charge => "CHARGE", LedgerKind::Refund => "REFUND" },
-                    "amount": r.entry.amount, "timestamp": ts(r.entry.event_time), "balance_after": r.balance_after})
+                    "amount": r.entry.amount.abs(), "timestamp": ts(r.entry.event_time), "balance_after": r.balance_after})
             })
             .collect();
         write_all("ledger.jsonl", ledger)?;
