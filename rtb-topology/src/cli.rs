@@ -295,7 +295,7 @@ mod tests {
             "--seed",
             "7",
             "--scale",
-            "0.5",
+            "3",
             "--events",
             "1000",
             "--report-json",
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(a.data_dir, Some(PathBuf::from("d")));
         assert_eq!(a.rate, 2500.0);
         assert_eq!(a.duration, Some(Duration::from_secs(30)));
-        assert_eq!((a.seed, a.scale, a.events), (7, 0.5, Some(1000)));
+        assert_eq!((a.seed, a.scale, a.events), (7, 3, 1000));
         assert_eq!(a.report_json, Some(PathBuf::from("r.json")));
         assert_eq!(a.topology, None);
     }
@@ -320,8 +320,14 @@ mod tests {
         };
         assert_eq!(
             (a.rate, a.seed, a.scale, a.events, a.duration),
-            (1000.0, 42, 1.0, None, None)
+            (5000.0, 42, 1, 100_000, None)
         );
+    }
+
+    #[test]
+    fn zero_scale_is_a_usage_error() {
+        assert!(parse(&["run", "--scale", "0"]).is_err());
+        assert!(parse(&["run", "--scale", "0.5"]).is_err(), "scale is a whole factor");
     }
 
     #[test]

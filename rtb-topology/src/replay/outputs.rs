@@ -5,7 +5,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use rtb_ops::config::TopicNames;
-use rtb_ops::schema::rfc3339;
 use rtb_ops::schema::{CompensationEvent, Invalid};
 use rtb_ops::sink::{Cache, Database, LedgerKind, MetricsScope};
 use rtb_stream::DeadLetter;
@@ -34,8 +33,17 @@ fn line<T: Serialize>(w: &mut impl Write, path: &Path, v: &T) -> Result<()> {
     w.write_all(b"\n").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
 }
 
+/// RFC 3339 UTC, always with milliseconds (`2025-03-10T00:00:00.000Z`).
 fn ts(ms: i64) -> String {
-    rfc3339::format(ms).unwrap_or_default()
+    crate::sim::fmt_ts(ms)
+}
+
+/// A compensation event in the output's timestamp format.
+fn compensation_json(c: &CompensationEvent) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    v["timestamp"] = json!(ts(c.timestamp));
+    v["original_click_timestamps"] = json!(c.original_click_timestamps.iter().map(|t| ts(*t)).collect::<Vec<_>>());
+    v
 }
 
 impl Writer {
@@ -148,7 +156,7 @@ impl Writer {
         let comps = self
             .compensations
             .iter()
-            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .map(compensation_json)
             .collect();
         write_all("compensations.jsonl", comps)?;
 
