@@ -276,3 +276,21 @@ fn matches_a_naive_sorted_sessionizer_on_shuffled_input() {
         }
     }
 }
+
+#[test]
+fn ids_come_from_the_first_click_by_time_and_ties_keep_arrival_order() {
+    let mut f = detector();
+    let mut later = click("d", "a", 10 * SEC, 300);
+    later.campaign_id = "arrived-first".into();
+    f.send(later);
+    let mut earlier = click("d", "a", 0, 100);
+    earlier.campaign_id = "earliest".into();
+    earlier.advertiser_id = "adv-earliest".into();
+    f.send(earlier);
+    f.send(click("d", "a", 10 * SEC, 200)); // same time as the first arrival: after it
+    f.h.advance_watermark(i64::MAX).unwrap();
+    let c = f.comps();
+    assert_eq!((c[0].campaign_id.as_str(), c[0].advertiser_id.as_str()), ("earliest", "adv-earliest"));
+    assert_eq!(c[0].original_click_timestamps, vec![0, 10 * SEC, 10 * SEC]);
+    assert_eq!(c[0].refund_amount, 500);
+}

@@ -241,7 +241,7 @@ impl Database for EmbeddedDatabase {
         let key = campaign_id.as_bytes();
         let r = self.campaigns.transaction(|t| {
             let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
-            if !row.budget_paused_day.is_some_and(|d| d <= through) {
+            if row.budget_paused_day.is_none_or(|d| d > through) {
                 return Ok(false);
             }
             row.budget_paused_day = None;
