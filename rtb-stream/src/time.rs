@@ -56,7 +56,15 @@ impl WatermarkTracker {
     /// A tracker over `partitions` input partitions; `now` is the current processing time in ms.
     pub fn new(partitions: usize, config: WatermarkConfig, now: i64) -> Self {
         let clock = PartitionClock { max_ts: None, last_activity: now, idle: false };
-        Self { config, parts: vec![clock; partitions.max(1)], current: None }
+        Self { config, parts: vec![clock; partitions], current: None }
+    }
+
+    /// Adds an input partition (e.g. an upstream partition first seen through a repartition topic) and
+    /// returns its index. It holds the watermark back from its first record on, like the others; the
+    /// current watermark never goes back.
+    pub fn add_partition(&mut self, now: i64) -> usize {
+        self.parts.push(PartitionClock { max_ts: None, last_activity: now, idle: false });
+        self.parts.len() - 1
     }
 
     /// The configuration.
@@ -89,6 +97,13 @@ impl WatermarkTracker {
                 }
             }
         }
+        self.recompute()
+    }
+
+    /// Stops `partition` from holding the watermark back until it delivers a record again (e.g. an input
+    /// whose records are tracked per origin instead).
+    pub fn retire(&mut self, partition: usize) -> Option<Timestamp> {
+        self.parts[partition].idle = true;
         self.recompute()
     }
 
@@ -193,6 +208,18 @@ mod tests {
         assert_eq!(t.current(), Some(6_000));
         assert_eq!(t.observe(1, 7_000, 1_600), None, "partition 0 (6 000) is now the minimum");
         assert_eq!(t.observe(0, 8_000, 1_600), Some(7_000));
+    }
+
+    #[test]
+    fn added_partitions_join_the_minimum() {
+        let mut t = WatermarkTracker::new(0, cfg(0, None), 0);
+        assert_eq!(t.current(), None);
+        let a = t.add_partition(0);
+        assert_eq!(t.observe(a, 1_000, 0), Some(1_000));
+        let b = t.add_partition(0);
+        assert_eq!(t.observe(a, 2_000, 0), None, "b has not produced: it holds the watermark");
+        assert_eq!(t.observe(b, 1_500, 0), Some(1_500));
+        assert_eq!(t.observe(b, 5_000, 0), Some(2_000));
     }
 
     #[test]

@@ -378,3 +378,24 @@ fn decoder_sees_every_partition_once_per_record() {
         assert_eq!(seen[&p], (0..30).collect::<Vec<u64>>(), "partition {p}");
     }
 }
+
+#[test]
+fn factory_error_starts_no_task_of_the_job() {
+    let log = EmbeddedLog::in_memory();
+    log.create_topic("in", topic(3)).expect("create");
+    let mut rt = Runtime::new(log, Arc::new(MemoryBackend::new()));
+    let err = rt
+        .spawn(JobConfig::new("g", ["in"]), decode_key, |info, scope| {
+            if info.partition == 2 {
+                return Err(Error::Config("cannot build task 2".into()));
+            }
+            count_factory(None)(info, scope)
+        })
+        .expect_err("factory fails for partition 2");
+    assert!(
+        matches!(&err, Error::Task { partition: 2, source, .. } if matches!(**source, Error::Config(_))),
+        "{err}"
+    );
+    let report = join_within(rt, 10).expect("nothing to join");
+    assert!(report.groups.is_empty(), "no task of the job was started");
+}

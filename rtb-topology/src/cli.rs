@@ -38,6 +38,8 @@ pub enum Command {
     Run(RunArgs),
     /// Replay recorded traffic (JSON Lines) through the same operators in batch mode.
     Replay(ReplayArgs),
+    /// Write simulated traffic as replay input files (deterministic per seed).
+    Generate(GenerateArgs),
 }
 
 /// Arguments of `rtb describe`.
@@ -69,8 +71,8 @@ pub struct RunArgs {
     /// Topology file (default: the built-in CPC topology).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
-    /// Generated ad-events per second.
-    #[arg(long, value_name = "EVENTS_PER_SEC", default_value_t = 1000.0, value_parser = positive_f64)]
+    /// Generated events per second (all topics).
+    #[arg(long, value_name = "EVENTS_PER_SEC", default_value_t = 5000.0, value_parser = positive_f64)]
     pub rate: f64,
     /// Stop after this many seconds (default: until --events is reached or Ctrl-C).
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -78,12 +80,15 @@ pub struct RunArgs {
     /// Seed of the traffic generator (same seed, same traffic).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Campaign count factor (1 = the default number of campaigns).
-    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
-    pub scale: f64,
-    /// Stop after generating this many ad-events.
-    #[arg(long, value_name = "N")]
-    pub events: Option<u64>,
+    /// Size factor: 8·scale advertisers, 40·scale campaigns, 2 000·scale devices.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub scale: u32,
+    /// Ad-events to generate in total; a restart on the same data directory continues up to this.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub events: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
     /// Also write the final report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
@@ -102,6 +107,30 @@ pub struct ReplayArgs {
     /// Topology file (default: the built-in CPC topology).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
+    /// Allowed out-of-orderness of the replay's watermark, in ms: records further behind the newest event
+    /// time than this are late (corrected, or reported in dead_letters.jsonl).
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    pub max_out_of_orderness_ms: i64,
+}
+
+/// Arguments of `rtb generate`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct GenerateArgs {
+    /// Directory the input files are written to.
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Ad-events to generate.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub ad_events: u64,
+    /// Seed (same seed, same traffic).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Size factor: 8·scale advertisers, 40·scale campaigns, 2 000·scale devices.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub scale: u32,
+    /// Simulated hours the traffic spans (default 30: crosses a Seoul midnight).
+    #[arg(long, default_value_t = 30)]
+    pub hours: u32,
 }
 
 fn positive_f64(s: &str) -> std::result::Result<f64, String> {
@@ -134,7 +163,8 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Describe(args) => describe(&args, out),
         Command::Validate(args) => validate(&args, out),
         Command::Run(args) => run(&args),
-        Command::Replay(args) => replay(&args),
+        Command::Replay(args) => replay(&args, out),
+        Command::Generate(args) => generate(&args, out),
     }
 }
 
@@ -167,18 +197,72 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
     .map_err(Error::Output)
 }
 
-/// `rtb run`: validates the topology, then (until the coordinator wires the runtime) fails with
-/// [`Error::NotWired`].
+/// `rtb run`: the CPC system on the embedded default with the traffic simulator; prints the report.
 pub fn run(args: &RunArgs) -> Result<()> {
-    let _plan = load_topology(args.topology.as_deref())?.plan()?;
-    Err(Error::NotWired { command: "run" })
+    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let opts = crate::app::run::RunOptions {
+        data_dir: args.data_dir.clone().unwrap_or_else(|| plan.runtime.data_dir.clone()),
+        events: args.events,
+        rate: Some(args.rate),
+        duration: args.duration,
+        seed: args.seed,
+        scale: args.scale,
+        progress: !args.quiet,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    // A second Ctrl-C is not caught: it ends the process at once (state stays consistent).
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+    let outcome = crate::app::run::run(&plan, &opts, stop)?;
+    let text = outcome.report.render(3, 15);
+    println!("{text}");
+    if outcome.complete {
+        println!("complete: all {} ad-events produced and processed ({})", args.events, opts.data_dir.display());
+    } else {
+        println!(
+            "stopped early; run again with the same --data-dir {} to continue",
+            opts.data_dir.display()
+        );
+    }
+    if let Some(path) = &args.report_json {
+        let json = serde_json::to_vec_pretty(&outcome.report).map_err(|e| Error::Run(e.to_string()))?;
+        std::fs::write(path, json).map_err(|e| Error::Io { path: path.clone(), source: e })?;
+    }
+    Ok(())
 }
 
-/// `rtb replay`: validates the topology, then (until the coordinator wires the runtime) fails with
-/// [`Error::NotWired`].
-pub fn replay(args: &ReplayArgs) -> Result<()> {
-    let _plan = load_topology(args.topology.as_deref())?.plan()?;
-    Err(Error::NotWired { command: "replay" })
+/// `rtb replay`: batch replay of recorded traffic through the same operators.
+pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let opts = crate::replay::ReplayOptions {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        max_out_of_orderness_ms: args.max_out_of_orderness_ms,
+        ops: crate::app::run::ops_config(&plan),
+        ad_partitions: plan.topic("ad-events").map_or(8, |t| t.partitions),
+    };
+    let s = crate::replay::replay(&opts)?;
+    let dead: u64 = s.dead_letters.values().sum();
+    let ads = s.events.get("ad-events").copied().unwrap_or(0);
+    writeln!(
+        out,
+        "replayed {} events ({ads} ad-events) in {:.2} s: {:.0} ad-events/s; {dead} dead letters, {} compensations, \
+         {} conversions attributed, {} unattributed; outputs in {}",
+        s.events.values().sum::<u64>(),
+        s.elapsed_s,
+        s.ad_events_per_sec,
+        s.compensations,
+        s.attributed_conversions,
+        s.unattributed_conversions,
+        args.output.display()
+    )
+    .map_err(Error::Output)
+}
+
+/// `rtb generate`: simulated traffic as replay input files.
+pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
+    let n = crate::app::generate::write_inputs(&args.output, args.seed, args.scale, args.ad_events, args.hours)?;
+    writeln!(out, "wrote {n} events ({} ad-events) to {}", args.ad_events, args.output.display()).map_err(Error::Output)
 }
 
 /// The process exit status for a command's result: 0, 2 (invalid topology or usage) or 1 (runtime).
@@ -276,21 +360,16 @@ mod tests {
     }
 
     #[test]
-    fn run_and_replay_are_not_wired_yet_and_exit_1() {
-        let r = execute(parse(&["run"]).expect("valid"), &mut Vec::new());
-        assert!(
-            matches!(r, Err(Error::NotWired { command: "run" })),
-            "{r:?}"
-        );
-        assert_eq!(exit_status(&r), 1);
+    fn replay_of_a_missing_input_dir_fails_naming_the_file_and_exits_2() {
+        let out = tempfile::tempdir().expect("tmp");
         let r = execute(
-            parse(&["replay", "--input", "a", "--output", "b"]).expect("valid"),
+            parse(&["replay", "--input", "/nonexistent/in", "--output", &out.path().display().to_string()])
+                .expect("valid"),
             &mut Vec::new(),
         );
-        assert!(
-            matches!(r, Err(Error::NotWired { command: "replay" })),
-            "{r:?}"
-        );
+        let e = r.as_ref().expect_err("no input");
+        assert!(e.to_string().contains("ad-events.jsonl"), "{e}");
+        assert_eq!(exit_status(&r), 2, "a missing input is bad usage");
     }
 
     #[test]

@@ -303,12 +303,12 @@ pub enum Error {
         /// Where it was written.
         at: Option<Location>,
     },
-    /// A command of the `rtb` binary that this build does not implement yet.
-    #[error("`rtb {command}` is not wired yet")]
-    NotWired {
-        /// The command.
-        command: &'static str,
-    },
+    /// An operator or sink failed.
+    #[error(transparent)]
+    Ops(#[from] rtb_ops::Error),
+    /// The run or replay failed.
+    #[error("{0}")]
+    Run(String),
     /// The topology could not be written as TOML.
     #[error("cannot write topology as TOML: {message}")]
     Serialize {
@@ -329,7 +329,7 @@ impl Error {
     pub fn is_invalid_topology(&self) -> bool {
         !matches!(
             self,
-            Error::NotWired { .. } | Error::Output(_) | Error::Stream(_)
+            Error::Ops(_) | Error::Run(_) | Error::Output(_) | Error::Stream(_)
         )
     }
 
@@ -357,7 +357,8 @@ impl Error {
             | Error::InvalidSetting { at, .. }
             | Error::InvalidRuntime { at, .. } => at.as_ref(),
             Error::Io { .. }
-            | Error::NotWired { .. }
+            | Error::Ops(_)
+            | Error::Run(_)
             | Error::Serialize { .. }
             | Error::Output(_)
             | Error::Stream(_) => None,

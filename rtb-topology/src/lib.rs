@@ -32,6 +32,7 @@
 //! # Ok::<(), rtb_topology::Error>(())
 //! ```
 
+pub mod app;
 pub mod builder;
 pub mod cli;
 pub mod describe;
@@ -39,6 +40,8 @@ pub mod error;
 pub mod kind;
 pub mod model;
 pub mod plan;
+pub mod replay;
+pub mod report;
 pub mod sim;
 pub mod source;
 pub mod units;

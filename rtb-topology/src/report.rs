@@ -168,9 +168,10 @@ impl Report {
             let e = &row.entry;
             let slot = charges_by.entry(e.advertiser_id.clone()).or_default();
             match e.kind {
+                // Ledger amounts are signed balance changes: charges negative, refunds positive.
                 LedgerKind::Charge => {
                     charges += 1;
-                    slot.0 += e.amount;
+                    slot.0 -= e.amount;
                 }
                 LedgerKind::Refund => {
                     refunds += 1;

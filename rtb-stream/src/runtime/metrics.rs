@@ -65,9 +65,9 @@ pub struct RuntimeMetrics {
 }
 
 impl RuntimeMetrics {
-    /// The counters of `group`, created on first use.
-    pub(crate) fn register(&self, group: &str) -> Arc<GroupMetrics> {
-        Arc::clone(self.groups.write().entry(group.to_string()).or_default())
+    /// Publishes the counters of a newly started group.
+    pub(crate) fn insert(&self, group: &str, metrics: Arc<GroupMetrics>) {
+        self.groups.write().insert(group.to_string(), metrics);
     }
 
     /// The live counters of `group`, if it was spawned.

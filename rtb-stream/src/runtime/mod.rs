@@ -83,7 +83,8 @@ pub struct JobConfig {
     /// Topic receiving dead letters as JSON of [`crate::operator::DeadLetter`].
     pub dead_letter_topic: Option<String>,
     /// Batch mode: stop when every input partition is drained (end offsets read at start), then advance
-    /// the watermark to `Timestamp::MAX`, fire, commit and return.
+    /// the watermark to `Timestamp::MAX`, fire, commit and return. The `Timestamp::MAX` watermark is
+    /// committed too: a later run of the same group treats every event time as late.
     pub stop_at_end: bool,
 }
 

@@ -161,7 +161,7 @@ impl Runtime {
         F: Fn(&TaskInfo, &StateScope) -> Result<O> + Send + Sync + 'static,
     {
         let partitions = self.validate(&cfg)?;
-        let metrics = self.metrics.register(&cfg.group);
+        let metrics = Arc::new(GroupMetrics::default());
         let inputs: Vec<Arc<str>> = cfg.inputs.iter().map(|t| Arc::from(t.as_str())).collect();
         let decoder = Arc::new(decoder);
         let mut tasks = Vec::with_capacity(partitions as usize);
@@ -190,6 +190,7 @@ impl Runtime {
             tasks.push(Task::new(setup, Arc::clone(&decoder), op)?);
         }
         self.groups.insert(cfg.group.clone());
+        self.metrics.insert(&cfg.group, Arc::clone(&metrics));
         for (partition, task) in (0..partitions).zip(tasks) {
             let index = self.tasks.len();
             let first_failure = Arc::clone(&self.first_failure);

@@ -63,6 +63,10 @@ pub(crate) struct Task<O: Operator, D> {
     tracker: WatermarkTracker,
     /// Highest origin offset applied, per origin partition.
     marks: FxHashMap<(Arc<str>, u32), u64>,
+    /// Watermark slot per source partition (input partition, or origin partition for repartitioned records).
+    slots: FxHashMap<(Arc<str>, u32), usize>,
+    /// Inputs whose own slot was retired in favour of origin slots.
+    retired: Vec<usize>,
     out: Vec<Output>,
     dead: Vec<DeadLetter>,
     dirty: bool,
@@ -100,6 +104,13 @@ where
         } else {
             None
         };
+        // Watermark slots are created as sources are first seen: one per input partition, or, for records
+        // that carry an origin (repartitioned records), one per origin partition — a repartition topic
+        // interleaves upstream partitions that progress at different speeds, and only each upstream
+        // partition on its own is ordered up to the allowed out-of-orderness (as Flink takes the minimum
+        // over input channels after a shuffle).
+        // Slot i (i < inputs) is input i itself; an input whose records carry origins is retired on its
+        // first such record, so a silent input still holds the watermark back until it is idle.
         let mut tracker = WatermarkTracker::new(s.inputs.len(), s.cfg.watermark, (s.clock)());
         tracker.restore(s.scope.read_meta::<Option<Timestamp>>(META_WATERMARK)?.flatten());
         let marks = s
@@ -119,6 +130,8 @@ where
             stop_at,
             tracker,
             marks,
+            slots: FxHashMap::default(),
+            retired: Vec::new(),
             out: Vec::new(),
             dead: Vec::new(),
             dirty: false,
@@ -257,7 +270,25 @@ where
                 // The operator sees the watermark from before this record: a record is late only against
                 // what came before it.
                 let before = self.tracker.current();
-                let advanced = self.tracker.observe(input, record.timestamp, now);
+                let slot = match &rec.origin {
+                    None => input,
+                    Some(o) => {
+                        let source = (Arc::clone(&o.topic), o.partition);
+                        match self.slots.get(&source) {
+                            Some(&i) => i,
+                            None => {
+                                if !self.retired.contains(&input) {
+                                    self.retired.push(input);
+                                    self.tracker.retire(input);
+                                }
+                                let i = self.tracker.add_partition(now);
+                                self.slots.insert(source, i);
+                                i
+                            }
+                        }
+                    }
+                };
+                let advanced = self.tracker.observe(slot, record.timestamp, now);
                 self.with_context(before, now, |op, ctx| op.process(record, ctx))?;
                 if let Some(wm) = advanced {
                     self.fire_watermark(wm, now)?;

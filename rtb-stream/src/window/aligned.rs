@@ -28,10 +28,12 @@ struct Slot<A> {
     fired: bool,
 }
 
-/// All live windows of one key, sorted by window.
+/// All live windows of one key, sorted by window; inline for the usual one or two (no pointer chase).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: DeserializeOwned"))]
 struct KeyState<A> {
-    slots: Vec<Slot<A>>,
+    #[serde(with = "super::inline_vec")]
+    slots: SmallVec<[Slot<A>; 2]>,
     /// Flush epoch in which the entry was last marked changed (not persisted).
     #[serde(skip)]
     epoch: u64,
@@ -157,7 +159,7 @@ where
                 report_late(&self.late, &mut self.stats, key, ts, input, out);
             }
         } else {
-            let mut state = KeyState { slots: Vec::new(), epoch: self.epoch };
+            let mut state = KeyState { slots: SmallVec::new(), epoch: self.epoch };
             let applied = env.apply(&mut state, &key, &windows, input, out);
             if applied.late {
                 report_late(&self.late, &mut self.stats, key.clone(), ts, input, out);
@@ -249,7 +251,7 @@ where
     }
 
     /// Applies `edit` to the windows of `key`, marking it changed and removing it when no window is left.
-    fn edit_key(&mut self, key: &K, edit: impl FnOnce(&mut Vec<Slot<G::Acc>>)) {
+    fn edit_key(&mut self, key: &K, edit: impl FnOnce(&mut SmallVec<[Slot<G::Acc>; 2]>)) {
         let Some(state) = self.store.get_mut_untracked(key) else { return };
         edit(&mut state.slots);
         if state.slots.is_empty() {

@@ -383,6 +383,30 @@ fn write_meta(scope: &StateScope, meta: &Meta, batch: &mut WriteBatch) -> Result
     scope.write_value(META, meta, batch)
 }
 
+/// Serde for the inline per-key vectors (`SmallVec`), encoded as a plain sequence like a `Vec`.
+mod inline_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use smallvec::{Array, SmallVec};
+
+    pub(super) fn serialize<A, S>(v: &SmallVec<A>, s: S) -> Result<S::Ok, S::Error>
+    where
+        A: Array,
+        A::Item: Serialize,
+        S: Serializer,
+    {
+        s.collect_seq(v.iter())
+    }
+
+    pub(super) fn deserialize<'de, A, D>(d: D) -> Result<SmallVec<A>, D::Error>
+    where
+        A: Array,
+        A::Item: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Vec::<A::Item>::deserialize(d).map(SmallVec::from_vec)
+    }
+}
+
 /// Records a late record under `policy` (once per record): counts it, or emits it as `Late`.
 fn report_late<K, A, I: Clone>(
     policy: &LatePolicy,
@@ -457,6 +481,14 @@ mod tests {
         assert!(Hopping::of(100, 100).validate().is_ok());
         assert!(Timing::new(-1, &LatePolicy::Drop).is_err());
         assert!(Timing::new(0, &LatePolicy::Correct { max_lateness: -5 }).is_err());
+    }
+
+    #[test]
+    fn operators_are_send_for_the_runtime() {
+        fn send<T: Send>() {}
+        send::<WindowedAggregate<String, Count, Tumbling>>();
+        send::<WindowedAggregate<u64, Sum, Hopping>>();
+        send::<SessionWindows<String, Count>>();
     }
 
     #[test]

@@ -26,10 +26,11 @@
 //! For additive aggregates, `current - previous` is therefore exactly the change a downstream total needs.
 //! A late record that overlaps a session older than `max_lateness` is emitted as [`WindowEvent::Late`].
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::{
     read_meta, report_late, write_meta, Aggregate, LatePolicy, Meta, Timing, Window, WindowEvent,
@@ -62,10 +63,12 @@ struct Session<A> {
     scheduled: Timestamp,
 }
 
-/// The sessions of one key, sorted by start (disjoint, so also by end).
+/// The sessions of one key, sorted by start (disjoint, so also by end); inline for the usual one or two.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: DeserializeOwned"))]
 struct KeySessions<A> {
-    sessions: Vec<Session<A>>,
+    #[serde(with = "super::inline_vec")]
+    sessions: SmallVec<[Session<A>; 2]>,
     #[serde(skip)]
     epoch: u64,
 }
@@ -79,8 +82,8 @@ pub struct SessionWindows<K, G: Aggregate> {
     late: LatePolicy,
     timing: Timing,
     store: KeyedStore<K, KeySessions<G::Acc>>,
-    /// `due time → keys`: lazily maintained; a key is checked at the times its sessions are scheduled at.
-    timers: BTreeMap<Timestamp, Vec<K>>,
+    /// `(due time, key)`: lazily maintained; a key is checked at the times its sessions are scheduled at.
+    timers: BTreeSet<(Timestamp, K)>,
     watermark: Option<Timestamp>,
     stats: WindowStats,
     epoch: u64,
@@ -127,7 +130,7 @@ where
             late,
             timing,
             store,
-            timers: BTreeMap::new(),
+            timers: BTreeSet::new(),
             watermark: meta.watermark,
             stats: meta.stats,
             epoch: 1,
@@ -137,7 +140,7 @@ where
             let Some(state) = this.store.get_mut_untracked(&key) else { continue };
             for s in &mut state.sessions {
                 s.scheduled = due(&this.timing, this.gap, s);
-                this.timers.entry(s.scheduled).or_default().push(key.clone());
+                this.timers.insert((s.scheduled, key.clone()));
             }
         }
         tracing::debug!(operator = name, keys = this.store.len(), watermark = ?this.watermark, "sessions restored");
@@ -169,7 +172,7 @@ where
             }
             verdict == Verdict::Late
         } else {
-            let mut state = KeySessions { sessions: Vec::new(), epoch: self.epoch };
+            let mut state = KeySessions { sessions: SmallVec::new(), epoch: self.epoch };
             let verdict = env.apply(&mut state, &key, ts, input, out);
             if verdict == Verdict::Applied {
                 self.store.insert(key.clone(), state);
@@ -190,15 +193,9 @@ where
         }
         self.watermark = Some(wm);
         let mut due_keys: Vec<(Timestamp, K)> = Vec::new();
-        while let Some(entry) = self.timers.first_entry() {
-            if *entry.key() > wm {
-                break;
-            }
-            let (t, keys) = entry.remove_entry();
-            due_keys.extend(keys.into_iter().map(|k| (t, k)));
+        while self.timers.first().is_some_and(|(t, _)| *t <= wm) {
+            due_keys.extend(self.timers.pop_first());
         }
-        due_keys.sort_unstable();
-        due_keys.dedup();
         // Sessions to emit, as (end, key, start): timers are lazy, so their order is not the output order.
         let mut to_fire: Vec<(Timestamp, K, Timestamp)> = Vec::new();
         for (t, key) in due_keys {
@@ -214,7 +211,7 @@ where
                 let at = due(&self.timing, self.gap, s);
                 if at > wm {
                     s.scheduled = at;
-                    self.timers.entry(at).or_default().push(key.clone());
+                    self.timers.insert((at, key.clone()));
                 } else if s.phase == Phase::Fired {
                     state.sessions.remove(i);
                     purged = true;
@@ -264,7 +261,7 @@ where
         }
         if keep {
             s.scheduled = purge_at;
-            self.timers.entry(purge_at).or_default().push(key.clone());
+            self.timers.insert((purge_at, key.clone()));
         } else {
             state.sessions.remove(i);
         }
@@ -333,11 +330,11 @@ struct Env<'a, K, G: Aggregate> {
     timing: Timing,
     gap: i64,
     watermark: Option<Timestamp>,
-    timers: &'a mut BTreeMap<Timestamp, Vec<K>>,
+    timers: &'a mut BTreeSet<(Timestamp, K)>,
     stats: &'a mut WindowStats,
 }
 
-impl<K: Clone, G: Aggregate> Env<'_, K, G> {
+impl<K: Clone + Ord, G: Aggregate> Env<'_, K, G> {
     #[inline]
     fn end(&self, s: &Session<G::Acc>) -> Timestamp {
         s.last.saturating_add(self.gap)
@@ -414,7 +411,7 @@ impl<K: Clone, G: Aggregate> Env<'_, K, G> {
         let at = due(&self.timing, self.gap, &merged);
         if !had_parts || merged.scheduled > at {
             merged.scheduled = at;
-            self.timers.entry(at).or_default().push(key.clone());
+            self.timers.insert((at, key.clone()));
         }
         sessions.insert(lo, merged);
         Verdict::Applied

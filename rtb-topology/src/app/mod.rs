@@ -1,0 +1,8 @@
+//! Running the CPC topology on the embedded default: wiring plan stages to operators, the simulated API
+//! server, and `rtb run` itself.
+
+pub mod generate;
+pub mod pricing;
+pub mod produce;
+pub mod run;
+pub mod wiring;

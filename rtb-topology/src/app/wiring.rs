@@ -1,0 +1,205 @@
+//! From an [`ExecutionPlan`] to running jobs: each stage becomes one `rtb_stream` job whose tasks run the
+//! `rtb_ops` operator of its kind, writing to the plan's sinks.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rtb_ops::config::OpsConfig;
+use rtb_ops::ops::balance::BalanceWorker;
+use rtb_ops::ops::budget::BudgetMonitor;
+use rtb_ops::ops::compensation::CompensationWorker;
+use rtb_ops::ops::conversion::ConversionMatcher;
+use rtb_ops::ops::dedup::DuplicateClickDetector;
+use rtb_ops::ops::performance::PerformanceStatement;
+use rtb_ops::ops::ranking::{Ranker, RankingStatement};
+use rtb_ops::sink::{Cache, Database, EmbeddedCache, EmbeddedDatabase};
+use rtb_ops::wire::WireDecoder;
+use rtb_stream::log::LogRecord;
+use rtb_stream::runtime::{JobConfig, Repartition, Runtime};
+use rtb_stream::Record;
+
+use crate::error::{Error, Result};
+use crate::model::{Backend, SinkKind};
+use crate::plan::{ExecutionPlan, Stage};
+use crate::OperatorKind;
+
+/// The dead-letter topic every job writes to.
+pub const DEAD_LETTER_TOPIC: &str = "dead-letters";
+
+/// The two stores every CPC operator writes to.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    /// Rankings, metrics, budget counters.
+    pub cache: Arc<dyn Cache>,
+    /// Balances, ledger, conversions, campaigns, alerts.
+    pub db: Arc<dyn Database>,
+}
+
+impl Sinks {
+    /// Opens the plan's sinks; embedded ones live under `data_dir` unless the sink names a path.
+    pub fn open(plan: &ExecutionPlan, data_dir: &Path) -> Result<Self> {
+        let mut cache: Option<Arc<dyn Cache>> = None;
+        let mut db: Option<Arc<dyn Database>> = None;
+        for s in &plan.sinks {
+            if s.backend != Backend::Embedded {
+                return Err(Error::Run(format!(
+                    "sink `{}`: backend {:?} is not available in this build (only `embedded`)",
+                    s.name, s.backend
+                )));
+            }
+            let path = s.path.clone().map_or_else(|| data_dir.join(&s.name), |p| data_dir.join(p));
+            match s.kind {
+                SinkKind::Cache => {
+                    cache = Some(Arc::new(EmbeddedCache::open(&path).map_err(|e| ops_err(&s.name, e))?));
+                }
+                SinkKind::Database => {
+                    db = Some(Arc::new(EmbeddedDatabase::open(&path).map_err(|e| ops_err(&s.name, e))?));
+                }
+            }
+        }
+        match (cache, db) {
+            (Some(cache), Some(db)) => Ok(Self { cache, db }),
+            _ => Err(Error::Run("the CPC operators need one cache and one database sink".into())),
+        }
+    }
+}
+
+fn ops_err(what: &str, e: rtb_ops::Error) -> Error {
+    Error::Run(format!("{what}: {e}"))
+}
+
+fn stream_err(e: rtb_ops::Error) -> rtb_stream::Error {
+    rtb_stream::Error::Sink { sink: "rtb-ops".into(), reason: e.to_string() }
+}
+
+/// Job settings of one stage.
+pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> JobConfig {
+    let mut cfg = JobConfig::new(stage.name.clone(), stage.inputs.clone());
+    cfg.watermark = stage.settings.watermark_config();
+    cfg.commit_interval = std::time::Duration::from_millis(plan.runtime.commit_interval.as_ms().max(0) as u64);
+    cfg.max_poll_records = plan.runtime.max_poll_records;
+    cfg.dead_letter_topic = Some(DEAD_LETTER_TOPIC.to_string());
+    cfg.stop_at_end = stop_at_end;
+    cfg
+}
+
+/// Spawns every stage of `plan` on `rt`.
+pub fn spawn_all(
+    rt: &mut Runtime,
+    plan: &ExecutionPlan,
+    sinks: &Sinks,
+    ops: &OpsConfig,
+    wire: &WireDecoder,
+    stop_at_end: bool,
+) -> Result<()> {
+    for stage in &plan.stages {
+        spawn_stage(rt, plan, stage, sinks, ops, wire, stop_at_end)?;
+    }
+    Ok(())
+}
+
+/// A ranker over the sinks (one per task: it caches advertisers' time zones).
+pub fn ranker(cache: &Arc<dyn Cache>, db: &Arc<dyn Database>, ops: &OpsConfig) -> rtb_ops::Result<Ranker> {
+    Ranker::new(
+        Arc::clone(cache),
+        Arc::clone(db),
+        ops.ranking.clone(),
+        ops.budget.pause_at_pct,
+        &ops.budget.default_time_zone,
+    )
+}
+
+/// Spawns one stage.
+pub fn spawn_stage(
+    rt: &mut Runtime,
+    plan: &ExecutionPlan,
+    stage: &Stage,
+    sinks: &Sinks,
+    ops: &OpsConfig,
+    wire: &WireDecoder,
+    stop_at_end: bool,
+) -> Result<()> {
+    let cfg = job_config(plan, stage, stop_at_end);
+    let (cache, db) = (Arc::clone(&sinks.cache), Arc::clone(&sinks.db));
+    let w = wire.clone();
+    match stage.kind {
+        OperatorKind::Repartition => {
+            let info = stage.repartition.clone().ok_or_else(|| {
+                Error::Run(format!("stage `{}` is a repartition without its description", stage.name))
+            })?;
+            let by = info.by.fields().to_vec();
+            let target = info.topic.clone();
+            let source = info.source.clone();
+            let topics = ops.topics.clone();
+            // Re-key by the named field(s) of the validated event; the payload travels unchanged.
+            let decoder = move |rec: &LogRecord| -> std::result::Result<Record<String, Arc<[u8]>>, String> {
+                let value: serde_json::Value = if source == topics.ad_events {
+                    w.ad(rec).map(|_| ())?;
+                    serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?
+                } else if source == topics.conversion_events {
+                    w.conversion(rec).map(|_| ())?;
+                    serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?
+                } else {
+                    serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?
+                };
+                let mut key = String::new();
+                for (i, f) in by.iter().enumerate() {
+                    let part = value.get(f).and_then(|v| v.as_str()).ok_or_else(|| format!("missing field `{f}`"))?;
+                    if i > 0 {
+                        key.push(':');
+                    }
+                    key.push_str(part);
+                }
+                Ok(Record::new(key, Arc::clone(&rec.payload), rec.timestamp, rec.coord()))
+            };
+            rt.spawn(cfg, decoder, move |_, _| {
+                Ok(Repartition::new(target.clone(), |r: &Record<String, Arc<[u8]>>| {
+                    Ok(Some((r.key.as_bytes().to_vec(), r.value.to_vec())))
+                }))
+            })?;
+        }
+        OperatorKind::Ranking => {
+            let ops = ops.clone();
+            rt.spawn(cfg, w.campaign_decoder(), move |_, scope| {
+                let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
+                RankingStatement::new(scope, Arc::clone(&cache), Arc::clone(&db), r).map_err(stream_err)
+            })?;
+        }
+        OperatorKind::Performance => {
+            let ops = ops.clone();
+            rt.spawn(cfg, w.ad_decoder(), move |task, scope| {
+                let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
+                PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance.clone(), r)
+                    .map_err(stream_err)
+            })?;
+        }
+        OperatorKind::ConversionMatching => {
+            let ccfg = ops.conversion;
+            rt.spawn(cfg, w.match_input_decoder(), move |_, scope| {
+                ConversionMatcher::new(scope, Arc::clone(&db), ccfg).map_err(stream_err)
+            })?;
+        }
+        OperatorKind::DuplicateDetection => {
+            let dcfg = ops.dedup.clone();
+            rt.spawn(cfg, w.ad_decoder(), move |_, scope| {
+                DuplicateClickDetector::new(scope, dcfg.clone()).map_err(stream_err)
+            })?;
+        }
+        OperatorKind::Balance => {
+            rt.spawn(cfg, w.ad_decoder(), move |_, _| Ok(BalanceWorker::new(Arc::clone(&db))))?;
+        }
+        OperatorKind::BudgetMonitor => {
+            let bcfg = ops.budget.clone();
+            rt.spawn(cfg, w.ad_decoder(), move |_, scope| {
+                BudgetMonitor::new(scope, Arc::clone(&cache), Arc::clone(&db), bcfg.clone()).map_err(stream_err)
+            })?;
+        }
+        OperatorKind::Compensation => {
+            let tz = ops.budget.default_time_zone.clone();
+            rt.spawn(cfg, w.compensation_decoder(), move |_, _| {
+                CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &tz).map_err(stream_err)
+            })?;
+        }
+    }
+    Ok(())
+}
