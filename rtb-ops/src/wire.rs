@@ -2,7 +2,7 @@
 //!
 //! Each turns a [`LogRecord`] into a `Record<String, Event>` whose event time is the event's `timestamp`
 //! field (not the producer's log timestamp) and whose key is the log key (lossy UTF-8). A rejection is the
-//! [`Invalid`](crate::schema::Invalid) reason as text, which the runtime writes to the dead-letter output
+//! [`Invalid`] reason as text, which the runtime writes to the dead-letter output
 //! with the record's coordinates. The closures returned by the `*_decoder` methods satisfy the runtime's
 //! `Decoder` trait (`Fn(&LogRecord) -> Result<Record<K, V>, String> + Send + Sync + 'static`).
 

@@ -1,6 +1,10 @@
 //! The balance worker: every CLICK in `ad-events` deducts its `actual_price` from the advertiser's
 //! balance at once — no duplicate check here (refunds come from duplicate detection) — with a ledger row.
 //!
+//! By default each click is charged as it is processed. [`BalanceWorker::with_batch_size`] lets the
+//! worker gather up to `n` charges and apply them in one database transaction (one round trip), at the
+//! latest when the runtime commits (`flush_state`), i.e. within one commit interval.
+//!
 //! Exactly once: the ledger's idempotency key is the click's `event_id`, or `{topic}/{partition}/{offset}`
 //! when it carries none (the spec's rule), and the database inserts the row and moves the balance in one
 //! transaction unless the key exists. Replaying records after a crash therefore charges nothing twice.
@@ -8,6 +12,7 @@
 use std::sync::Arc;
 
 use rtb_stream::runtime::Output;
+use rtb_stream::state::WriteBatch;
 use rtb_stream::{Context, Operator, Record, SourceCoord};
 
 use super::click_id;
@@ -30,6 +35,8 @@ pub struct BalanceStats {
 #[derive(Debug)]
 pub struct BalanceWorker {
     db: Arc<dyn Database>,
+    batch_size: usize,
+    pending: Vec<LedgerEntry>,
     stats: BalanceStats,
 }
 
@@ -48,9 +55,35 @@ pub fn charge_entry(ev: &AdEvent, source: &SourceCoord) -> LedgerEntry {
 }
 
 impl BalanceWorker {
-    /// A worker writing to `db`.
+    /// A worker charging each click at once.
     pub fn new(db: Arc<dyn Database>) -> Self {
-        Self { db, stats: BalanceStats::default() }
+        Self::with_batch_size(db, 1)
+    }
+
+    /// A worker applying charges in batches of up to `batch_size` (and at every commit).
+    pub fn with_batch_size(db: Arc<dyn Database>, batch_size: usize) -> Self {
+        Self { db, batch_size: batch_size.max(1), pending: Vec::new(), stats: BalanceStats::default() }
+    }
+
+    /// Applies the gathered charges.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.db.apply_ledger_batch(&self.pending)?;
+        for (entry, outcome) in self.pending.drain(..).zip(outcomes) {
+            match outcome {
+                LedgerOutcome::Applied { .. } => {
+                    self.stats.charged += 1;
+                    self.stats.amount -= entry.amount;
+                }
+                LedgerOutcome::Duplicate => {
+                    self.stats.duplicates += 1;
+                    tracing::debug!(key = %entry.idempotency_key, "charge already applied (replay)");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counters so far.
@@ -58,21 +91,13 @@ impl BalanceWorker {
         self.stats
     }
 
-    /// Charges one click (what `process` does).
-    pub fn charge(&mut self, ev: &AdEvent, source: &SourceCoord) -> Result<LedgerOutcome> {
-        let entry = charge_entry(ev, source);
-        let outcome = self.db.apply_ledger(&entry)?;
-        match outcome {
-            LedgerOutcome::Applied { .. } => {
-                self.stats.charged += 1;
-                self.stats.amount += ev.price();
-            }
-            LedgerOutcome::Duplicate => {
-                self.stats.duplicates += 1;
-                tracing::debug!(key = %entry.idempotency_key, "charge already applied (replay)");
-            }
+    /// Charges one click (what `process` does): gathered, and applied once the batch is full.
+    pub fn charge(&mut self, ev: &AdEvent, source: &SourceCoord) -> Result<()> {
+        self.pending.push(charge_entry(ev, source));
+        if self.pending.len() >= self.batch_size {
+            self.flush()?;
         }
-        Ok(outcome)
+        Ok(())
     }
 }
 
@@ -86,6 +111,10 @@ impl Operator for BalanceWorker {
             self.charge(&record.value, &record.source)?;
         }
         Ok(())
+    }
+
+    fn flush_state(&mut self, _batch: &mut WriteBatch) -> rtb_stream::Result<()> {
+        Ok(self.flush()?)
     }
 }
 
@@ -151,5 +180,21 @@ mod tests {
             let keys: Vec<String> = db.ledger().unwrap().into_iter().map(|r| r.entry.idempotency_key).collect();
             assert_eq!(keys, vec!["e1", "ad-events/2/2", "ad-events/2/3"]);
         }
+    }
+
+    #[test]
+    fn batched_charges_wait_for_a_full_batch_or_the_commit() {
+        let db = Arc::new(EmbeddedDatabase::temporary().unwrap());
+        let mut h = Harness::new(BalanceWorker::with_batch_size(db.clone(), 2));
+        let recs = records();
+        h.process(recs[0].clone()).unwrap();
+        assert_eq!(db.balance("adv").unwrap(), None, "gathered, not applied yet");
+        h.process(recs[1].clone()).unwrap(); // an impression: nothing to gather
+        h.process(recs[2].clone()).unwrap(); // second charge: the batch is full
+        assert_eq!(db.balance("adv").unwrap(), Some(-2000));
+        h.process(recs[3].clone()).unwrap();
+        h.operator.flush_state(&mut WriteBatch::new()).unwrap();
+        assert_eq!(db.balance("adv").unwrap(), Some(-2800));
+        assert_eq!(h.operator.stats(), BalanceStats { charged: 3, duplicates: 0, amount: 2800 });
     }
 }

@@ -198,3 +198,23 @@ fn unknown_campaigns_and_other_time_zones() {
     f.h.process(other).unwrap();
     assert_eq!(f.h.operator.stats().unknown_campaigns, 1);
 }
+
+#[test]
+fn the_end_of_input_watermark_is_no_day_rollover_and_settle_makes_pauses_exact() {
+    let mut f = fixture(BudgetConfig::default());
+    f.h.process(click(ts("2024-01-15T14:00:00Z"), 10_000, 0)).unwrap();
+    f.statuses();
+    f.h.advance_watermark(i64::MAX).unwrap();
+    assert_eq!(f.paused_day(), Some(jan(15)), "finishing the input resumes nothing");
+    assert!(f.statuses().is_empty());
+    let cfg = BudgetConfig::default();
+    // At the last event time (still Jan 15 in Seoul) the pause is right: nothing changes.
+    assert_eq!(settle_pauses(&f.cache, &f.db, &cfg, ts("2024-01-15T14:30:00Z")).unwrap(), 0);
+    // Had the data ended on Jan 16 (Seoul), the campaign is not exhausted that day: resumed.
+    assert_eq!(settle_pauses(&f.cache, &f.db, &cfg, ts("2024-01-15T15:30:00Z")).unwrap(), 1);
+    assert_eq!(f.paused_day(), None);
+    // And a campaign exhausted on the final day without a stored pause gets one.
+    f.cache.add_spend_once("c1", jan(16), 10_000, "x").unwrap();
+    assert_eq!(settle_pauses(&f.cache, &f.db, &cfg, ts("2024-01-15T15:30:00Z")).unwrap(), 1);
+    assert_eq!(f.paused_day(), Some(jan(16)));
+}

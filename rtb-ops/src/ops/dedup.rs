@@ -66,6 +66,8 @@ pub struct DedupStats {
     pub duplicates: u64,
     /// Clicks that arrived too late to be placed (dead-lettered).
     pub late_clicks: u64,
+    /// Clicks delivered again with the identity of a buffered click (ignored: not duplicates).
+    pub redelivered: u64,
 }
 
 /// A buffered click.
@@ -75,6 +77,9 @@ struct Click {
     price: i64,
     campaign_id: String,
     advertiser_id: String,
+    /// The click's identity (`event_id`, else source coordinates): a redelivered click is not a duplicate.
+    #[serde(default)]
+    id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,9 +192,19 @@ impl Operator for DuplicateClickDetector {
             ctx.dead_letter(dead_letter(&record.source, "duplicate-detector", reason, ev));
             return Ok(());
         }
+        let id = super::click_id(ev, &record.source);
         let mut st = self.keys.remove(&key).unwrap_or_default();
+        if st.pending.iter().any(|c| c.id == id) {
+            // The same click delivered again (a producer retry): the balance worker charged it once, and it
+            // must not count as a second click — that would refund a real, billable click.
+            self.stats.redelivered += 1;
+            if let Some(d) = self.deadline(&st) {
+                self.keys.insert_with_expiry(key, st, d);
+            }
+            return Ok(());
+        }
         let at = st.pending.partition_point(|c| c.ts <= ts);
-        let click = Click { ts, price: ev.price(), campaign_id: ev.campaign_id.clone(), advertiser_id: ev.advertiser_id.clone() };
+        let click = Click { ts, price: ev.price(), campaign_id: ev.campaign_id.clone(), advertiser_id: ev.advertiser_id.clone(), id };
         st.pending.insert(at, click);
         if let Some(w) = wm {
             self.close(&key, &mut st, w, ctx)?;

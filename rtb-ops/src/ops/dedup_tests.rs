@@ -276,3 +276,49 @@ fn matches_a_naive_sorted_sessionizer_on_shuffled_input() {
         }
     }
 }
+
+#[test]
+fn ids_come_from_the_first_click_by_time_and_ties_keep_arrival_order() {
+    let mut f = detector();
+    let mut later = click("d", "a", 10 * SEC, 300);
+    later.campaign_id = "arrived-first".into();
+    f.send(later);
+    let mut earlier = click("d", "a", 0, 100);
+    earlier.campaign_id = "earliest".into();
+    earlier.advertiser_id = "adv-earliest".into();
+    f.send(earlier);
+    f.send(click("d", "a", 10 * SEC, 200)); // same time as the first arrival: after it
+    f.h.advance_watermark(i64::MAX).unwrap();
+    let c = f.comps();
+    assert_eq!((c[0].campaign_id.as_str(), c[0].advertiser_id.as_str()), ("earliest", "adv-earliest"));
+    assert_eq!(c[0].original_click_timestamps, vec![0, 10 * SEC, 10 * SEC]);
+    assert_eq!(c[0].refund_amount, 500);
+}
+
+#[test]
+fn a_redelivered_click_is_not_a_duplicate_but_a_second_real_click_is() {
+    let mut f = detector();
+    let t0 = ts("2024-01-15T10:30:15Z");
+    let mut first = click("device_12345", "ad_001", t0, 1200);
+    first.event_id = Some("click-1".into());
+    f.send(first.clone());
+    // The producer retries: the same click (same event_id) arrives again a moment later.
+    f.send(first);
+    assert!(f.comps().is_empty());
+    f.h.advance_watermark(t0 + 5 * MINUTE).unwrap();
+    assert!(f.comps().is_empty(), "one real click: nothing to refund");
+    assert_eq!(f.h.operator.stats().redelivered, 1);
+
+    // A second real click (another event_id) inside the window is a duplicate and is refunded.
+    let t1 = t0 + 10 * MINUTE;
+    let mut a = click("device_12345", "ad_001", t1, 1200);
+    a.event_id = Some("click-2".into());
+    let mut b = click("device_12345", "ad_001", t1 + 3_000, 1200);
+    b.event_id = Some("click-3".into());
+    f.send(a);
+    f.send(b);
+    f.h.advance_watermark(t1 + 5 * MINUTE).unwrap();
+    let comps = f.comps();
+    assert_eq!(comps.len(), 1);
+    assert_eq!((comps[0].duplicate_click_count, comps[0].refund_amount), (2, 1200));
+}

@@ -128,12 +128,29 @@ pub fn check_database(db: &dyn Database) {
     assert_eq!(db.balance("a1").unwrap(), Some(98_800));
     assert_eq!(db.balance("ghost").unwrap(), None);
     let rows = db.ledger().unwrap();
-    assert_eq!(rows.iter().map(|r| r.entry.idempotency_key.as_str()).collect::<Vec<_>>(), vec!["k1", "k2", "r1", "k3"]);
+    assert_eq!(rows.iter().map(|r| r.entry.idempotency_key.as_str()).collect::<Vec<_>>(), vec!["k1", "k2", "r1", "k3"], "application order");
     assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(rows[2].balance_after, 98_800);
     let advs = db.advertisers().unwrap();
     assert_eq!(advs.iter().map(|a| (a.advertiser_id.as_str(), a.balance)).collect::<Vec<_>>(), vec![("a1", 98_800), ("new", 1_500)]);
     assert_eq!(db.advertiser("new").unwrap().map(|a| a.time_zone), Some("UTC".to_string()));
+    // A batch applies in order, each key once (also a key repeated inside the batch).
+    let batch = [
+        ledger("b1", "a1", LedgerKind::Charge, -100),
+        ledger("k1", "a1", LedgerKind::Charge, -1200),
+        ledger("b2", "a1", LedgerKind::Charge, -200),
+        ledger("b1", "a1", LedgerKind::Charge, -100),
+    ];
+    assert_eq!(
+        db.apply_ledger_batch(&batch).unwrap(),
+        vec![
+            LedgerOutcome::Applied { balance: 98_700 },
+            LedgerOutcome::Duplicate,
+            LedgerOutcome::Applied { balance: 98_500 },
+            LedgerOutcome::Duplicate
+        ]
+    );
+    assert_eq!(db.ledger().unwrap().len(), 6);
 
     // Conversions: one per order.
     let conv = |order: &str, campaign: Option<&str>| ConversionRow {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::TransactionalTree;
 use sled::{Transactional, Tree};
 
 use super::embedded_cache::{abort, dec, enc, tx, TxResult};
@@ -17,14 +18,14 @@ const SINK: &str = "embedded-database";
 
 /// A durable [`Database`] on sled. Cheap to clone; `Send + Sync`.
 ///
-/// Trees (prefixed `db/`): `advertisers`, `ledger_keys` (idempotency key → seq, the unique constraint),
-/// `ledger` (seq → row), `conversions` (order id → row), `campaigns`, `campaign_index`
-/// (placement ‖ category ‖ campaign id), `alerts` (key → row).
+/// Trees (prefixed `db/`): `advertisers`, `ledger` (idempotency key → row: the key is the unique
+/// constraint, the row carries its sequence number), `conversions` (order id → row), `campaigns`,
+/// `campaign_index` (placement ‖ category ‖ campaign id), `alerts` (key → row). A ledger entry touches
+/// two trees in one transaction; [`Database::apply_ledger_batch`] puts a whole batch in one.
 #[derive(Debug, Clone)]
 pub struct EmbeddedDatabase {
     db: sled::Db,
     advertisers: Tree,
-    ledger_keys: Tree,
     ledger: Tree,
     conversions: Tree,
     campaigns: Tree,
@@ -45,7 +46,7 @@ fn index_key(row: &CampaignRow) -> Vec<u8> {
     k
 }
 
-fn tx_get<T: Serialize + DeserializeOwned>(tree: &sled::transaction::TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+fn tx_get<T: Serialize + DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
     match tree.get(key)? {
         None => Ok(None),
         Some(b) => match dec(SINK, key, &b) {
@@ -55,7 +56,7 @@ fn tx_get<T: Serialize + DeserializeOwned>(tree: &sled::transaction::Transaction
     }
 }
 
-fn tx_put<T: Serialize + DeserializeOwned>(tree: &sled::transaction::TransactionalTree, key: &[u8], what: &'static str, v: &T) -> TxResult<()> {
+fn tx_put<T: Serialize + DeserializeOwned>(tree: &TransactionalTree, key: &[u8], what: &'static str, v: &T) -> TxResult<()> {
     match enc(what, v) {
         Ok(b) => {
             tree.insert(key, b)?;
@@ -63,6 +64,26 @@ fn tx_put<T: Serialize + DeserializeOwned>(tree: &sled::transaction::Transaction
         }
         Err(e) => abort(e),
     }
+}
+
+/// One ledger entry inside a transaction: unique key check, balance move, row insert.
+fn apply_one(ledger: &TransactionalTree, advs: &TransactionalTree, entry: &LedgerEntry) -> TxResult<LedgerOutcome> {
+    let key = entry.idempotency_key.as_bytes();
+    if ledger.get(key)?.is_some() {
+        return Ok(LedgerOutcome::Duplicate);
+    }
+    let adv_key = entry.advertiser_id.as_bytes();
+    let mut adv: AdvertiserRow = tx_get(advs, adv_key)?.unwrap_or_else(|| AdvertiserRow {
+        advertiser_id: entry.advertiser_id.clone(),
+        opening_balance: 0,
+        balance: 0,
+        time_zone: DEFAULT_TIME_ZONE.to_string(),
+    });
+    adv.balance += entry.amount;
+    let row = LedgerRow { seq: ledger.generate_id()?, entry: entry.clone(), balance_after: adv.balance };
+    tx_put(ledger, key, "ledger row", &row)?;
+    tx_put(advs, adv_key, "advertiser", &adv)?;
+    Ok(LedgerOutcome::Applied { balance: adv.balance })
 }
 
 impl EmbeddedDatabase {
@@ -84,7 +105,6 @@ impl EmbeddedDatabase {
         Ok(Self {
             db: db.clone(),
             advertisers: t("advertisers")?,
-            ledger_keys: t("ledger_keys")?,
             ledger: t("ledger")?,
             conversions: t("conversions")?,
             campaigns: t("campaigns")?,
@@ -152,31 +172,20 @@ impl Database for EmbeddedDatabase {
     }
 
     fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome> {
-        let key = entry.idempotency_key.as_bytes();
-        let adv_key = entry.advertiser_id.as_bytes();
-        let r = (&self.ledger_keys, &self.ledger, &self.advertisers).transaction(|(keys, ledger, advs)| {
-            if keys.get(key)?.is_some() {
-                return Ok(LedgerOutcome::Duplicate);
-            }
-            let mut adv: AdvertiserRow = tx_get(advs, adv_key)?.unwrap_or_else(|| AdvertiserRow {
-                advertiser_id: entry.advertiser_id.clone(),
-                opening_balance: 0,
-                balance: 0,
-                time_zone: DEFAULT_TIME_ZONE.to_string(),
-            });
-            adv.balance += entry.amount;
-            let seq = keys.generate_id()?;
-            keys.insert(key, &seq.to_be_bytes())?;
-            let row = LedgerRow { seq, entry: entry.clone(), balance_after: adv.balance };
-            tx_put(ledger, &seq.to_be_bytes(), "ledger row", &row)?;
-            tx_put(advs, adv_key, "advertiser", &adv)?;
-            Ok(LedgerOutcome::Applied { balance: adv.balance })
-        });
+        let r = (&self.ledger, &self.advertisers).transaction(|(ledger, advs)| apply_one(ledger, advs, entry));
         tx(SINK, "apply_ledger", r)
     }
 
+    fn apply_ledger_batch(&self, entries: &[LedgerEntry]) -> Result<Vec<LedgerOutcome>> {
+        let r = (&self.ledger, &self.advertisers)
+            .transaction(|(ledger, advs)| entries.iter().map(|e| apply_one(ledger, advs, e)).collect::<TxResult<Vec<_>>>());
+        tx(SINK, "apply_ledger_batch", r)
+    }
+
     fn ledger(&self) -> Result<Vec<LedgerRow>> {
-        self.all(&self.ledger, "ledger")
+        let mut rows: Vec<LedgerRow> = self.all(&self.ledger, "ledger")?;
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
     }
 
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool> {
@@ -241,7 +250,7 @@ impl Database for EmbeddedDatabase {
         let key = campaign_id.as_bytes();
         let r = self.campaigns.transaction(|t| {
             let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
-            if !row.budget_paused_day.is_some_and(|d| d <= through) {
+            if row.budget_paused_day.is_none_or(|d| d > through) {
                 return Ok(false);
             }
             row.budget_paused_day = None;

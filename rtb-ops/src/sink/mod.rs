@@ -84,6 +84,11 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// `entry.amount`, in one atomic transaction. An advertiser seen for the first time is created with
     /// opening balance 0 and the default time zone.
     fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome>;
+    /// [`Database::apply_ledger`] for several entries in order (a key repeated inside the batch applies
+    /// once). Implementations should make it one transaction / round trip; the default loops.
+    fn apply_ledger_batch(&self, entries: &[LedgerEntry]) -> Result<Vec<LedgerOutcome>> {
+        entries.iter().map(|e| self.apply_ledger(e)).collect()
+    }
     /// The whole ledger in application order.
     fn ledger(&self) -> Result<Vec<LedgerRow>>;
 
