@@ -40,6 +40,22 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Write simulated traffic as replay input files (deterministic per seed).
     Generate(GenerateArgs),
+    /// Write the stores of a stopped `rtb run` data directory as JSON Lines (the replay's output format).
+    Export(ExportArgs),
+}
+
+/// Arguments of `rtb export`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ExportArgs {
+    /// Data directory of a stopped `rtb run`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Directory the JSON Lines files are written to.
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Topology file (default: the built-in CPC topology).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
 }
 
 /// Arguments of `rtb describe`.
@@ -165,6 +181,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Run(args) => run(&args),
         Command::Replay(args) => replay(&args, out),
         Command::Generate(args) => generate(&args, out),
+        Command::Export(args) => export(&args, out),
     }
 }
 
@@ -257,6 +274,14 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
         args.output.display()
     )
     .map_err(Error::Output)
+}
+
+/// `rtb export`: a stopped run's stores as JSON Lines.
+pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let s = crate::app::export::export(&plan, &args.data_dir, &args.output)?;
+    writeln!(out, "exported {} ({} compensations) to {}", args.data_dir.display(), s.compensations, args.output.display())
+        .map_err(Error::Output)
 }
 
 /// `rtb generate`: simulated traffic as replay input files.

@@ -88,14 +88,18 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn run_and_replay_exit_1_until_wired() {
-    let out = rtb(&["run", "--events", "10"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("`rtb run` is not wired yet"));
-    assert_eq!(
-        rtb(&["replay", "--input", "a", "--output", "b"])
-            .status
-            .code(),
-        Some(1)
-    );
+fn run_completes_with_a_report_and_refuses_another_seed_on_the_same_data_dir() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data").display().to_string();
+    let out = rtb(&["run", "--data-dir", &data, "--events", "3000", "--rate", "200000", "--quiet"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout, text(&out.stderr));
+    for section in ["-- rankings", "-- campaigns", "-- advertisers", "-- money --", "-- budget --", "-- dead letters"] {
+        assert!(stdout.contains(section), "report lacks {section}:\n{stdout}");
+    }
+    assert!(stdout.contains("complete: all 3000 ad-events"), "{stdout}");
+    assert!(!stdout.contains("MISMATCH"), "every balance reconciles:\n{stdout}");
+    let other = rtb(&["run", "--data-dir", &data, "--events", "3000", "--seed", "7", "--quiet"]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(text(&other.stderr).contains("--seed 42"), "{}", text(&other.stderr));
 }

@@ -8,7 +8,7 @@
 //! recomputed with the final metrics. Operator state is bounded by the windows and TTLs, not by the input.
 
 pub mod input;
-mod outputs;
+pub(crate) mod outputs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,11 +16,11 @@ use crate::error::{Error, Result};
 use crate::sim::Advertiser as AdvertiserLine;
 
 /// Streams the per-record outputs (dead letters, compensations) and writes the rest from the stores at the end.
-pub(super) struct Writer {
+pub(crate) struct Writer {
     dir: PathBuf,
     dead: BufWriter<File>,
     compensations: Vec<CompensationEvent>,
-    pub(super) topics: TopicNames,
+    pub(crate) topics: TopicNames,
 }
 
 fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
@@ -47,12 +47,12 @@ fn compensation_json(c: &CompensationEvent) -> serde_json::Value {
 }
 
 impl Writer {
-    pub(super) fn create(dir: &Path, topics: TopicNames) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, topics: TopicNames) -> Result<Self> {
         Ok(Self { dir: dir.to_path_buf(), dead: create(dir, "dead_letters.jsonl")?, compensations: Vec::new(), topics })
     }
 
     /// An input line that failed validation.
-    pub(super) fn invalid(
+    pub(crate) fn invalid(
         &mut self,
         topic: &str,
         partition: u32,
@@ -74,7 +74,7 @@ impl Writer {
     }
 
     /// A record an operator rejected (late records included).
-    pub(super) fn dead_letter(&mut self, dl: &DeadLetter, _summary: &mut ReplaySummary) -> Result<()> {
+    pub(crate) fn dead_letter(&mut self, dl: &DeadLetter, _summary: &mut ReplaySummary) -> Result<()> {
         let path = self.dir.join("dead_letters.jsonl");
         line(
             &mut self.dead,
@@ -86,13 +86,13 @@ impl Writer {
         )
     }
 
-    pub(super) fn compensation(&mut self, ev: &CompensationEvent) -> Result<()> {
+    pub(crate) fn compensation(&mut self, ev: &CompensationEvent) -> Result<()> {
         self.compensations.push(ev.clone());
         Ok(())
     }
 
     /// Writes everything read from the stores, and the summary.
-    pub(super) fn finish(mut self, cache: &dyn Cache, db: &dyn Database, summary: &ReplaySummary) -> Result<()> {
+    pub(crate) fn finish(mut self, cache: &dyn Cache, db: &dyn Database, summary: &ReplaySummary) -> Result<()> {
         let dead_path = self.dir.join("dead_letters.jsonl");
         self.dead.flush().map_err(|e| Error::Io { path: dead_path, source: e })?;
         let dir = self.dir.clone();
@@ -211,7 +211,7 @@ impl Writer {
 }
 
 /// Reads `advertisers.jsonl` (missing file: no advertisers).
-pub(super) fn read_advertisers(path: &Path) -> Result<Vec<AdvertiserLine>> {
+pub(crate) fn read_advertisers(path: &Path) -> Result<Vec<AdvertiserLine>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
