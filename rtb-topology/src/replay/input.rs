@@ -15,69 +15,119 @@ pub struct Line<T> {
     pub item: T,
 }
 
-/// A file decoded on its own thread; batches arrive in file order.
+/// A file decoded on background threads; lines arrive in file order.
+///
+/// One thread reads and splits the file into batches of lines; `workers` threads decode batches (round
+/// robin); the consumer takes results back in batch order, so the order of lines is kept.
 #[derive(Debug)]
 pub struct DecodedFile<T> {
-    rx: Receiver<std::io::Result<Vec<Line<T>>>>,
+    outputs: Vec<Receiver<std::io::Result<Vec<Line<T>>>>>,
+    next_worker: usize,
     batch: std::vec::IntoIter<Line<T>>,
-    handle: Option<JoinHandle<()>>,
+    handles: Vec<JoinHandle<()>>,
     path: PathBuf,
+    done: bool,
 }
 
 const BATCH: usize = 2_048;
 
+/// Raw lines of one batch: (line number, bytes).
+type RawBatch = std::io::Result<Vec<(u64, Vec<u8>)>>;
+
 impl<T: Send + 'static> DecodedFile<T> {
-    /// Starts decoding `path` with `decode(line_bytes, line_number)`. A missing file reads as empty when
-    /// `optional` is set.
+    /// Starts decoding `path` with `decode(line_bytes, line_number)` on one worker. A missing file reads as
+    /// empty when `optional` is set.
     pub fn open(
         path: &Path,
         optional: bool,
-        decode: impl Fn(&[u8], u64) -> T + Send + 'static,
+        decode: impl Fn(&[u8], u64) -> T + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        Self::open_with_workers(path, optional, 1, decode)
+    }
+
+    /// As [`Self::open`], with `workers` decoding threads.
+    pub fn open_with_workers(
+        path: &Path,
+        optional: bool,
+        workers: usize,
+        decode: impl Fn(&[u8], u64) -> T + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let file = match File::open(path) {
             Ok(f) => Some(f),
             Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         };
-        let (tx, rx) = sync_channel(8);
-        let handle = std::thread::Builder::new()
-            .name(format!("decode-{}", path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default()))
-            .spawn(move || {
-                let Some(file) = file else { return };
-                let mut reader = BufReader::with_capacity(1 << 20, file);
-                let mut buf = Vec::with_capacity(1024);
-                let mut line_no = 0u64;
-                let mut batch = Vec::with_capacity(BATCH);
-                loop {
-                    buf.clear();
-                    match reader.read_until(b'\n', &mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {
-                            let mut end = buf.len();
-                            while end > 0 && (buf[end - 1] == b'\n' || buf[end - 1] == b'\r') {
-                                end -= 1;
-                            }
-                            if end > 0 {
-                                batch.push(Line { line: line_no, item: decode(&buf[..end], line_no) });
-                            }
-                            line_no += 1;
-                            if batch.len() == BATCH
-                                && tx.send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))).is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
+        let workers = workers.max(1);
+        let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let decode = std::sync::Arc::new(decode);
+        let mut inputs = Vec::new();
+        let mut outputs = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (in_tx, in_rx) = sync_channel::<RawBatch>(4);
+            let (out_tx, out_rx) = sync_channel(4);
+            let decode = std::sync::Arc::clone(&decode);
+            handles.push(std::thread::Builder::new().name(format!("decode-{name}-{w}")).spawn(move || {
+                for raw in in_rx {
+                    let done = match raw {
+                        Ok(lines) => out_tx.send(Ok(lines
+                            .into_iter()
+                            .map(|(line, bytes)| Line { line, item: decode(&bytes, line) })
+                            .collect())),
+                        Err(e) => out_tx.send(Err(e)),
+                    };
+                    if done.is_err() {
+                        return;
                     }
                 }
-                if !batch.is_empty() {
-                    let _ = tx.send(Ok(batch));
+            })?);
+            inputs.push(in_tx);
+            outputs.push(out_rx);
+        }
+        handles.push(std::thread::Builder::new().name(format!("read-{name}")).spawn(move || {
+            let Some(file) = file else { return };
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            let mut line_no = 0u64;
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut target = 0usize;
+            loop {
+                let mut buf = Vec::with_capacity(512);
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            buf.pop();
+                        }
+                        if !buf.is_empty() {
+                            batch.push((line_no, buf));
+                        }
+                        line_no += 1;
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if inputs[target].send(Ok(full)).is_err() {
+                                return;
+                            }
+                            target = (target + 1) % inputs.len();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = inputs[target].send(Err(e));
+                        return;
+                    }
                 }
-            })?;
-        Ok(Self { rx, batch: Vec::new().into_iter(), handle: Some(handle), path: path.to_path_buf() })
+            }
+            if !batch.is_empty() {
+                let _ = inputs[target].send(Ok(batch));
+            }
+        })?);
+        Ok(Self {
+            outputs,
+            next_worker: 0,
+            batch: Vec::new().into_iter(),
+            handles,
+            path: path.to_path_buf(),
+            done: false,
+        })
     }
 
     /// The next decoded line, `None` at end of file.
@@ -86,13 +136,21 @@ impl<T: Send + 'static> DecodedFile<T> {
             if let Some(l) = self.batch.next() {
                 return Ok(Some(l));
             }
-            match self.rx.recv() {
-                Ok(Ok(b)) => self.batch = b.into_iter(),
+            if self.done {
+                return Ok(None);
+            }
+            match self.outputs[self.next_worker].recv() {
+                Ok(Ok(b)) => {
+                    self.batch = b.into_iter();
+                    self.next_worker = (self.next_worker + 1) % self.outputs.len();
+                }
                 Ok(Err(e)) => {
                     return Err(std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
                 }
                 Err(_) => {
-                    if let Some(h) = self.handle.take() {
+                    // The worker whose turn it is has no more batches: the reader is done.
+                    self.done = true;
+                    for h in self.handles.drain(..) {
                         let _ = h.join();
                     }
                     return Ok(None);
@@ -118,15 +176,19 @@ mod tests {
             }
         }
         std::fs::write(&p, text).expect("write");
-        let mut f = DecodedFile::open(&p, false, |b, _| String::from_utf8_lossy(b).parse::<u32>().ok())
+        for workers in [1, 3] {
+            let mut f = DecodedFile::open_with_workers(&p, false, workers, |b, _| {
+                String::from_utf8_lossy(b).parse::<u32>().ok()
+            })
             .expect("open");
-        let mut n = 0;
-        while let Some(l) = f.next_line().expect("read") {
-            assert_eq!(l.item, Some(n));
-            assert_eq!(l.line, u64::from(n) + u64::from(n > 10));
-            n += 1;
+            let mut n = 0;
+            while let Some(l) = f.next_line().expect("read") {
+                assert_eq!(l.item, Some(n), "{workers} workers keep the file order");
+                assert_eq!(l.line, u64::from(n) + u64::from(n > 10));
+                n += 1;
+            }
+            assert_eq!(n, 5_000);
         }
-        assert_eq!(n, 5_000);
     }
 
     #[test]

@@ -240,7 +240,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         decode(b, SourceCoord::new(t1.as_str(), 0, line), |b, c| v1.campaign_event(b, c, now))
     })
     .map_err(|e| io_err(&opts.input, e))?;
-    let mut ads = DecodedFile::open(&opts.input.join("ad-events.jsonl"), false, move |b, line| {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let mut ads = DecodedFile::open_with_workers(&opts.input.join("ad-events.jsonl"), false, workers, move |b, line| {
         decode(b, SourceCoord::new(t2.as_str(), 0, line), |b, c| v2.ad_event(b, c, now))
     })
     .map_err(|e| io_err(&opts.input, e))?;

@@ -1,0 +1,60 @@
+//! `rtb replay` throughput: N ad-events (default 10 M, env `RTB_REPLAY_EVENTS`) of simulated traffic, plus
+//! their campaign and conversion events, replayed through every CPC operator. Prints ad-events/s and the
+//! peak resident memory of the replay (the generation step is excluded: its peak is reset before).
+//!
+//! `cargo bench --bench replay` (input cached under `target/replay-bench/N`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rtb_topology::replay::{replay, ReplayOptions};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    // Criterion-style flags (`--bench`, filters) are accepted and ignored.
+    let n: u64 = std::env::var("RTB_REPLAY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("replay-bench");
+    let input = root.join(format!("in-{n}"));
+    if !input.join("ad-events.jsonl").exists() {
+        eprintln!("generating {n} ad-events into {} ...", input.display());
+        let t = Instant::now();
+        let scale = u32::try_from((n / 250_000).clamp(1, 40)).unwrap_or(1);
+        rtb_topology::app::generate::write_inputs(&input, 42, scale, n, 72).expect("generate");
+        eprintln!("generated in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    // Reset the peak-RSS watermark so it measures the replay alone.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let output = root.join(format!("out-{n}"));
+    let opts = ReplayOptions {
+        input,
+        output,
+        max_out_of_orderness_ms: 300_000,
+        ops: rtb_ops::config::OpsConfig::default(),
+        ad_partitions: 8,
+    };
+    let t = Instant::now();
+    let s = replay(&opts).expect("replay");
+    let total = t.elapsed().as_secs_f64();
+    let ads = s.events.get("ad-events").copied().unwrap_or(0);
+    println!(
+        "replay: {} events ({ads} ad-events), {:.2} s processing + outputs {:.2} s; dead letters {}, compensations {}, conversions {}",
+        s.events.values().sum::<u64>(),
+        s.elapsed_s,
+        total - s.elapsed_s,
+        s.dead_letters.values().sum::<u64>(),
+        s.compensations,
+        s.attributed_conversions
+    );
+    println!("EVENTS_PER_SEC name=replay_ad_events value={:.0}", s.ad_events_per_sec);
+    println!("EVENTS_PER_SEC name=replay_ad_events_incl_outputs value={:.0}", ads as f64 / total);
+    if let Some(kib) = peak_rss_kib() {
+        println!("PEAK_RSS_MIB name=replay value={:.0}", kib as f64 / 1024.0);
+    }
+}
