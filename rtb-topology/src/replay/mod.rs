@@ -202,8 +202,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let started = Instant::now();
     opts.ops.validate()?;
     std::fs::create_dir_all(&opts.output).map_err(|e| Error::Io { path: opts.output.clone(), source: e })?;
-    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    let mem_cache = Arc::new(MemoryCache::new());
+    let mem_db = Arc::new(MemoryDatabase::new());
+    let cache: Arc<dyn Cache> = Arc::clone(&mem_cache) as Arc<dyn Cache>;
+    let db: Arc<dyn Database> = Arc::clone(&mem_db) as Arc<dyn Database>;
+    // Windows are final once the watermark passes end − 1 + grace + max lateness.
+    let horizon = opts.ops.performance.grace_ms + opts.ops.performance.max_lateness_ms;
     for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
         db.upsert_advertiser(&Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone })?;
     }
@@ -316,6 +320,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         if n % 256 == 0 {
             if let Some(wm) = tracker.current() {
                 d.advance(wm)?;
+                if n % 65_536 == 0 {
+                    let windows = mem_cache.take_windows_ending_by(wm.saturating_sub(horizon));
+                    d.writer.spill(windows, mem_db.take_ledger())?;
+                }
             }
         }
     }

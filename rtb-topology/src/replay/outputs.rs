@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rtb_ops::config::TopicNames;
 use rtb_ops::schema::{CompensationEvent, Invalid};
-use rtb_ops::sink::{Cache, Database, LedgerKind, MetricsScope};
+use rtb_ops::sink::{Cache, Database, LedgerKind, LedgerRow, Metrics, MetricsScope, WindowMetrics};
 use rtb_stream::DeadLetter;
 use serde::Serialize;
 use serde_json::json;
@@ -19,6 +19,8 @@ use crate::sim::Advertiser as AdvertiserLine;
 pub(crate) struct Writer {
     dir: PathBuf,
     dead: BufWriter<File>,
+    metrics: BufWriter<File>,
+    ledger: BufWriter<File>,
     compensations: Vec<CompensationEvent>,
     pub(crate) topics: TopicNames,
 }
@@ -48,7 +50,28 @@ fn compensation_json(c: &CompensationEvent) -> serde_json::Value {
 
 impl Writer {
     pub(crate) fn create(dir: &Path, topics: TopicNames) -> Result<Self> {
-        Ok(Self { dir: dir.to_path_buf(), dead: create(dir, "dead_letters.jsonl")?, compensations: Vec::new(), topics })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            dead: create(dir, "dead_letters.jsonl")?,
+            metrics: create(dir, "metrics.jsonl")?,
+            ledger: create(dir, "ledger.jsonl")?,
+            compensations: Vec::new(),
+            topics,
+        })
+    }
+
+    /// Streams out campaign windows (final: they can no longer be corrected) and ledger rows, so the replay's
+    /// memory holds only what can still change. Per-ad windows are not part of the output and are dropped.
+    pub(crate) fn spill(&mut self, windows: Vec<WindowMetrics>, ledger: Vec<LedgerRow>) -> Result<()> {
+        let path = self.dir.join("metrics.jsonl");
+        for w in windows.iter().filter(|w| w.scope == MetricsScope::Campaign && w.metrics != Metrics::default()) {
+            line(&mut self.metrics, &path, &metrics_json(&w.campaign_id, w.window_start, w.window_end, &w.metrics))?;
+        }
+        let path = self.dir.join("ledger.jsonl");
+        for r in &ledger {
+            line(&mut self.ledger, &path, &ledger_json(r))?;
+        }
+        Ok(())
     }
 
     /// An input line that failed validation.
@@ -117,24 +140,17 @@ impl Writer {
         }
         write_all("rankings.jsonl", rankings)?;
 
-        // Metrics: campaign windows, shards merged.
+        // Metrics: the campaign windows still held (the others were spilled), shards merged.
         let mut windows = std::collections::BTreeMap::new();
         for w in cache.all_window_metrics(MetricsScope::Campaign)? {
-            let slot = windows
-                .entry((w.campaign_id.clone(), w.window_start))
-                .or_insert((w.window_end, rtb_ops::sink::Metrics::default()));
+            let slot = windows.entry((w.campaign_id.clone(), w.window_start)).or_insert((w.window_end, Metrics::default()));
             slot.1 = slot.1.plus(w.metrics);
         }
-        let metrics = windows
-            .into_iter()
-            .filter(|(_, (_, m))| *m != rtb_ops::sink::Metrics::default())
-            .map(|((c, start), (end, m))| {
-                json!({"campaign_id": c, "window_start": ts(start), "window_end": ts(end),
-                    "impressions": m.impressions, "clicks": m.clicks, "conversions": m.conversions,
-                    "spend": m.spend, "revenue": m.revenue, "ctr": m.ctr(), "cvr": m.cvr()})
-            })
-            .collect();
-        write_all("metrics.jsonl", metrics)?;
+        let path = dir.join("metrics.jsonl");
+        for ((c, start), (end, m)) in windows.into_iter().filter(|(_, (_, m))| *m != Metrics::default()) {
+            line(&mut self.metrics, &path, &metrics_json(&c, start, end, &m))?;
+        }
+        self.metrics.flush().map_err(|e| Error::Io { path, source: e })?;
 
         // Conversions (attributed).
         let mut conv = db.conversions()?;
@@ -160,19 +176,12 @@ impl Writer {
             .collect();
         write_all("compensations.jsonl", comps)?;
 
-        // Ledger and balances.
-        let mut ledger = db.ledger()?;
-        ledger.sort_by(|a, b| a.entry.idempotency_key.cmp(&b.entry.idempotency_key));
-        let ledger = ledger
-            .into_iter()
-            .map(|r| {
-                json!({"idempotency_key": r.entry.idempotency_key, "advertiser_id": r.entry.advertiser_id,
-                    "campaign_id": r.entry.campaign_id,
-                    "entry_type": match r.entry.kind { LedgerKind::Charge => "CHARGE", LedgerKind::Refund => "REFUND" },
-                    "amount": r.entry.amount.abs(), "timestamp": ts(r.entry.event_time), "balance_after": r.balance_after})
-            })
-            .collect();
-        write_all("ledger.jsonl", ledger)?;
+        // Ledger rows not spilled yet, then balances.
+        let path = dir.join("ledger.jsonl");
+        for r in db.ledger()? {
+            line(&mut self.ledger, &path, &ledger_json(&r))?;
+        }
+        self.ledger.flush().map_err(|e| Error::Io { path, source: e })?;
         let mut adv = db.advertisers()?;
         adv.sort_by(|a, b| a.advertiser_id.cmp(&b.advertiser_id));
         write_all(
@@ -208,6 +217,19 @@ impl Writer {
         std::fs::write(&path, serde_json::to_vec_pretty(summary).unwrap_or_default())
             .map_err(|e| Error::Io { path, source: e })
     }
+}
+
+fn metrics_json(campaign: &str, start: i64, end: i64, m: &Metrics) -> serde_json::Value {
+    json!({"campaign_id": campaign, "window_start": ts(start), "window_end": ts(end),
+        "impressions": m.impressions, "clicks": m.clicks, "conversions": m.conversions,
+        "spend": m.spend, "revenue": m.revenue, "ctr": m.ctr(), "cvr": m.cvr()})
+}
+
+fn ledger_json(r: &LedgerRow) -> serde_json::Value {
+    json!({"idempotency_key": r.entry.idempotency_key, "advertiser_id": r.entry.advertiser_id,
+        "campaign_id": r.entry.campaign_id,
+        "entry_type": match r.entry.kind { LedgerKind::Charge => "CHARGE", LedgerKind::Refund => "REFUND" },
+        "amount": r.entry.amount.abs(), "timestamp": ts(r.entry.event_time), "balance_after": r.balance_after})
 }
 
 /// Reads `advertisers.jsonl` (missing file: no advertisers).
