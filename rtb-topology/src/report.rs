@@ -248,7 +248,7 @@ impl Report {
             );
         }
         let _ = writeln!(s, "\n-- advertisers --");
-        let _ = writeln!(s, "{:<16} {:>12} {:>10} {:>9} {:>12} {}", "advertiser", "opening", "charges", "refunds", "balance", "check");
+        let _ = writeln!(s, "{:<16} {:>12} {:>10} {:>9} {:>12} check", "advertiser", "opening", "charges", "refunds", "balance");
         for a in &self.advertisers {
             let _ = writeln!(
                 s,

@@ -103,7 +103,7 @@ pub fn ranker(cache: &Arc<dyn Cache>, db: &Arc<dyn Database>, ops: &OpsConfig) -
     Ranker::new(
         Arc::clone(cache),
         Arc::clone(db),
-        ops.ranking.clone(),
+        ops.ranking,
         ops.budget.pause_at_pct,
         &ops.budget.default_time_zone,
     )
@@ -169,7 +169,7 @@ pub fn spawn_stage(
             let ops = ops.clone();
             rt.spawn(cfg, w.ad_decoder(), move |task, scope| {
                 let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
-                PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance.clone(), r)
+                PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance, r)
                     .map_err(stream_err)
             })?;
         }

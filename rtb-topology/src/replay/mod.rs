@@ -216,19 +216,19 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let scope = rtb_stream::StateScope::in_memory();
     let ops = Ops {
         ranking: RankingStatement::new(&scope.child("ranking"), Arc::clone(&cache), Arc::clone(&db), ranker()?)?,
-        performance: PerformanceStatement::new(&scope.child("performance"), 0, Arc::clone(&cache), ops_cfg.performance.clone(), ranker()?)?,
+        performance: PerformanceStatement::new(&scope.child("performance"), 0, Arc::clone(&cache), ops_cfg.performance, ranker()?)?,
         conversion: ConversionMatcher::new(&scope.child("conversion"), Arc::clone(&db), ops_cfg.conversion)?,
         dedup: DuplicateClickDetector::new(&scope.child("dedup"), ops_cfg.dedup.clone())?,
         balance: BalanceWorker::new(Arc::clone(&db)),
         budget: BudgetMonitor::new(&scope.child("budget"), Arc::clone(&cache), Arc::clone(&db), ops_cfg.budget.clone())?,
         compensation: CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &ops_cfg.budget.default_time_zone)?,
     };
-    let validator = Validator::new(ops_cfg.validation.clone());
+    let validator = Validator::new(ops_cfg.validation);
     let now = Some(now_ms());
     let topics = ops_cfg.topics.clone();
     let mut d = Driver {
         ops,
-        validator: validator.clone(),
+        validator,
         out: Vec::new(),
         dead: Vec::new(),
         watermark: None,
@@ -237,7 +237,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         ranker: ranker()?,
     };
 
-    let (v1, v2, v3) = (validator.clone(), validator.clone(), validator);
+    let (v1, v2, v3) = (validator, validator, validator);
     let (t1, t2, t3) = (topics.campaign_events.clone(), topics.ad_events.clone(), topics.conversion_events.clone());
     let parts = opts.ad_partitions.max(1);
     let mut campaigns = DecodedFile::open(&opts.input.join("campaign-events.jsonl"), true, move |b, line| {
