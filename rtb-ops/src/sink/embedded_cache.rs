@@ -130,6 +130,10 @@ impl EmbeddedCache {
 }
 
 impl Cache for EmbeddedCache {
+    fn sync(&self) -> Result<()> {
+        self.flush()
+    }
+
     fn put_ranking(&self, placement: Placement, category: &str, entries: &[RankedEntry]) -> Result<()> {
         let value = enc("ranking", &(placement.as_str(), category, entries))?;
         self.rankings.insert(ranking_key(placement, category), value).map_err(|e| Error::sink(SINK, "put_ranking", e))?;

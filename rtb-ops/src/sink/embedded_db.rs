@@ -142,6 +142,10 @@ impl EmbeddedDatabase {
 }
 
 impl Database for EmbeddedDatabase {
+    fn sync(&self) -> Result<()> {
+        self.flush()
+    }
+
     fn upsert_advertiser(&self, a: &Advertiser) -> Result<()> {
         let key = a.advertiser_id.as_bytes();
         let r = self.advertisers.transaction(|t| {

@@ -65,6 +65,13 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
 
     /// Sets `key` if absent; true the first time only (Redis `SET NX`).
     fn mark_once(&self, key: &str) -> Result<bool>;
+
+    /// Makes every write so far durable. The runtime calls it before it commits the offsets of the records
+    /// whose effects these writes are, so a crash can never keep the offsets and lose the effects. A store
+    /// whose writes are durable when they return (a server) does nothing.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Balances, ledger, conversions, campaigns and alerts (PostgreSQL-shaped). `Send + Sync`;
@@ -118,4 +125,9 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool>;
     /// Every alert, ordered by key.
     fn alerts(&self) -> Result<Vec<AlertRow>>;
+
+    /// Makes every write so far durable (see [`Cache::sync`]).
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -16,7 +16,9 @@ use rtb_ops::sink::{Cache, Database, EmbeddedCache, EmbeddedDatabase};
 use rtb_ops::wire::WireDecoder;
 use rtb_stream::log::LogRecord;
 use rtb_stream::runtime::{JobConfig, Repartition, Runtime};
-use rtb_stream::Record;
+use rtb_stream::runtime::Output;
+use rtb_stream::state::WriteBatch;
+use rtb_stream::{Context, Operator, Record};
 
 use crate::error::{Error, Result};
 use crate::model::{Backend, SinkKind};
@@ -72,6 +74,46 @@ fn stream_err(e: rtb_ops::Error) -> rtb_stream::Error {
     rtb_stream::Error::Sink { sink: "rtb-ops".into(), reason: e.to_string() }
 }
 
+/// Runs an operator and makes the sinks durable before the runtime commits the task's state and offsets:
+/// the effects of a record must never be less durable than the offset that says it was processed (the
+/// embedded sinks and the task state are separate sled databases, flushed on their own timers).
+#[derive(Debug)]
+pub struct Durable<O> {
+    inner: O,
+    sinks: Sinks,
+}
+
+impl<O: Operator<Out = Output>> Durable<O> {
+    /// Wraps `inner`.
+    pub fn new(inner: O, sinks: Sinks) -> Self {
+        Self { inner, sinks }
+    }
+}
+
+impl<O: Operator<Out = Output>> Operator for Durable<O> {
+    type Key = O::Key;
+    type In = O::In;
+    type Out = Output;
+
+    fn process(&mut self, record: Record<O::Key, O::In>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        self.inner.process(record, ctx)
+    }
+
+    fn on_watermark(&mut self, wm: rtb_stream::Timestamp, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        self.inner.on_watermark(wm, ctx)
+    }
+
+    fn on_processing_time(&mut self, now: i64, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        self.inner.on_processing_time(now, ctx)
+    }
+
+    fn flush_state(&mut self, batch: &mut WriteBatch) -> rtb_stream::Result<()> {
+        self.inner.flush_state(batch)?;
+        self.sinks.cache.sync().map_err(stream_err)?;
+        self.sinks.db.sync().map_err(stream_err)
+    }
+}
+
 /// Job settings of one stage.
 pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> JobConfig {
     let mut cfg = JobConfig::new(stage.name.clone(), stage.inputs.clone());
@@ -121,6 +163,7 @@ pub fn spawn_stage(
 ) -> Result<()> {
     let cfg = job_config(plan, stage, stop_at_end);
     let (cache, db) = (Arc::clone(&sinks.cache), Arc::clone(&sinks.db));
+    let durable = sinks.clone();
     let w = wire.clone();
     match stage.kind {
         OperatorKind::Repartition => {
@@ -162,21 +205,24 @@ pub fn spawn_stage(
             let ops = ops.clone();
             rt.spawn(cfg, w.campaign_decoder(), move |_, scope| {
                 let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
-                RankingStatement::new(scope, Arc::clone(&cache), Arc::clone(&db), r).map_err(stream_err)
+                let op = RankingStatement::new(scope, Arc::clone(&cache), Arc::clone(&db), r).map_err(stream_err)?;
+                Ok(Durable::new(op, durable.clone()))
             })?;
         }
         OperatorKind::Performance => {
             let ops = ops.clone();
             rt.spawn(cfg, w.ad_decoder(), move |task, scope| {
                 let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
-                PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance, r)
-                    .map_err(stream_err)
+                let op = PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance, r)
+                    .map_err(stream_err)?;
+                Ok(Durable::new(op, durable.clone()))
             })?;
         }
         OperatorKind::ConversionMatching => {
             let ccfg = ops.conversion;
             rt.spawn(cfg, w.match_input_decoder(), move |_, scope| {
-                ConversionMatcher::new(scope, Arc::clone(&db), ccfg).map_err(stream_err)
+                let op = ConversionMatcher::new(scope, Arc::clone(&db), ccfg).map_err(stream_err)?;
+                Ok(Durable::new(op, durable.clone()))
             })?;
         }
         OperatorKind::DuplicateDetection => {
@@ -186,18 +232,20 @@ pub fn spawn_stage(
             })?;
         }
         OperatorKind::Balance => {
-            rt.spawn(cfg, w.ad_decoder(), move |_, _| Ok(BalanceWorker::new(Arc::clone(&db))))?;
+            rt.spawn(cfg, w.ad_decoder(), move |_, _| Ok(Durable::new(BalanceWorker::new(Arc::clone(&db)), durable.clone())))?;
         }
         OperatorKind::BudgetMonitor => {
             let bcfg = ops.budget.clone();
             rt.spawn(cfg, w.ad_decoder(), move |_, scope| {
-                BudgetMonitor::new(scope, Arc::clone(&cache), Arc::clone(&db), bcfg.clone()).map_err(stream_err)
+                let op = BudgetMonitor::new(scope, Arc::clone(&cache), Arc::clone(&db), bcfg.clone()).map_err(stream_err)?;
+                Ok(Durable::new(op, durable.clone()))
             })?;
         }
         OperatorKind::Compensation => {
             let tz = ops.budget.default_time_zone.clone();
             rt.spawn(cfg, w.compensation_decoder(), move |_, _| {
-                CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &tz).map_err(stream_err)
+                let op = CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &tz).map_err(stream_err)?;
+                Ok(Durable::new(op, durable.clone()))
             })?;
         }
     }
