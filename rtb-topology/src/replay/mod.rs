@@ -296,7 +296,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                 match item {
                     Decoded::Ok(ev) => {
                         observe(&mut tracker, &mut max_ts, ev.timestamp);
-                        let p = partition_for_key(ev.device_id.as_bytes(), parts);
+                        // Source coordinates identify a click only when it has no event_id (ledger key).
+                        let p = if ev.event_id.is_some() { 0 } else { partition_for_key(ev.device_id.as_bytes(), parts) };
                         let key = ev.device_id.clone();
                         let ts = ev.timestamp;
                         d.ad(Record::new(key, ev, ts, SourceCoord::new(topics.ad_events.as_str(), p, line)))?;
