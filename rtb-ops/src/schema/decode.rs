@@ -320,7 +320,10 @@ fn parse_raw<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Invalid> {
         Some(b'{') => {}
         _ => return Err(Invalid::MalformedJson { detail: "not a JSON object".to_string() }),
     }
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+    // One UTF-8 check for the whole line; `from_str` then skips the per-string checks of `from_slice`.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Invalid::MalformedJson { detail: format!("not UTF-8: {e}") })?;
+    serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Invalid::BadField { detail: e.to_string() },
         _ => Invalid::MalformedJson { detail: e.to_string() },
     })
