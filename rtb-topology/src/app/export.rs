@@ -59,7 +59,8 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
     Ok(summary)
 }
 
-fn read_all(log: &EmbeddedLog, topic: &str) -> Result<Vec<rtb_stream::log::LogRecord>> {
+/// Every record of `topic`, partition by partition.
+pub(crate) fn read_all(log: &EmbeddedLog, topic: &str) -> Result<Vec<rtb_stream::log::LogRecord>> {
     let mut out = Vec::new();
     for p in 0..log.topic_config(topic)?.partitions {
         let end = log.end_offset(topic, p)?;

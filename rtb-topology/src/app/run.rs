@@ -281,26 +281,17 @@ fn progress_bar(opts: &RunOptions, total: u64) -> ProgressBar {
 /// Counts dead letters (once per source record, although several stages reject the same record).
 fn dead_letter_counts(log: &EmbeddedLog, c: &mut RunCounters) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    let end = log.end_offset(DEAD_LETTER_TOPIC, 0)?;
-    let mut from = log.start_offset(DEAD_LETTER_TOPIC, 0)?;
-    while from < end {
-        let recs = log.read(DEAD_LETTER_TOPIC, 0, from, 4_096)?;
-        if recs.is_empty() {
-            break;
+    for r in super::export::read_all(log, DEAD_LETTER_TOPIC)? {
+        let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
+        // Late records are reported through the dead-letter output too (reason LATE_*), per stage.
+        if dl.reason.starts_with("LATE") {
+            *c.late.entry(dl.stage.clone()).or_default() += 1;
+            continue;
         }
-        from = recs.last().map_or(end, |r| r.offset + 1);
-        for r in recs {
-            let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
-            // Late records are reported through the dead-letter output too (reason LATE_*), per stage.
-            if dl.reason.starts_with("LATE") {
-                *c.late.entry(dl.stage.clone()).or_default() += 1;
-                continue;
-            }
-            if seen.insert(dl.source.clone()) {
-                *c.dead_letters.entry(dl.source.topic.to_string()).or_default() += 1;
-                let reason = dl.reason.split(':').next().unwrap_or(&dl.reason).to_string();
-                *c.dead_letter_reasons.entry(reason).or_default() += 1;
-            }
+        if seen.insert(dl.source.clone()) {
+            *c.dead_letters.entry(dl.source.topic.to_string()).or_default() += 1;
+            let reason = dl.reason.split(':').next().unwrap_or(&dl.reason).to_string();
+            *c.dead_letter_reasons.entry(reason).or_default() += 1;
         }
     }
     Ok(())
