@@ -197,6 +197,9 @@ impl Report {
             .collect();
         let conv = db.conversions()?;
         let attributed: Vec<_> = conv.iter().filter(|c| c.is_attributed()).collect();
+        // The matcher stores unattributed orders too (claiming the order id): count them from the store.
+        let mut run = run;
+        run.unattributed_conversions = run.unattributed_conversions.max((conv.len() - attributed.len()) as u64);
         let alerts = db
             .alerts()?
             .into_iter()
