@@ -13,6 +13,7 @@ use rtb_ops::ops::dedup::DuplicateClickDetector;
 use rtb_ops::ops::performance::PerformanceStatement;
 use rtb_ops::ops::ranking::{Ranker, RankingStatement};
 use rtb_ops::sink::{Cache, Database, EmbeddedCache, EmbeddedDatabase};
+use rtb_ops::schema::{AdEvent, ConversionEvent};
 use rtb_ops::wire::WireDecoder;
 use rtb_stream::log::LogRecord;
 use rtb_stream::runtime::{JobConfig, Repartition, Runtime};
@@ -114,6 +115,50 @@ impl<O: Operator<Out = Output>> Operator for Durable<O> {
     }
 }
 
+/// The key of a repartitioned record: the named fields joined with `:` (as the topology's `placement+category`).
+fn join_key<'v>(fields: &[String], get: impl Fn(&str) -> Option<&'v str>) -> std::result::Result<String, String> {
+    let mut key = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        let part = get(f).ok_or_else(|| format!("missing field `{f}`"))?;
+        if i > 0 {
+            key.push(':');
+        }
+        key.push_str(part);
+    }
+    Ok(key)
+}
+
+/// A text field of an ad-event by its wire name.
+fn ad_field<'e>(ev: &'e AdEvent, field: &str) -> Option<&'e str> {
+    Some(match field {
+        "device_id" => &ev.device_id,
+        "ad_id" => &ev.ad_id,
+        "campaign_id" => &ev.campaign_id,
+        "advertiser_id" => &ev.advertiser_id,
+        "category" => &ev.category,
+        "placement" => ev.placement.as_str(),
+        "product_id" => ev.product_id.as_deref()?,
+        "session_id" => ev.session_id.as_deref()?,
+        "event_id" => ev.event_id.as_deref()?,
+        "order_id" => ev.order_id.as_deref()?,
+        "search_term" => ev.search_term.as_deref()?,
+        _ => return None,
+    })
+}
+
+/// A text field of a conversion event by its wire name.
+fn conversion_field<'e>(ev: &'e ConversionEvent, field: &str) -> Option<&'e str> {
+    Some(match field {
+        "device_id" => &ev.device_id,
+        "order_id" => &ev.order_id,
+        "product_id" => &ev.product_id,
+        "session_id" => ev.session_id.as_deref()?,
+        "event_id" => ev.event_id.as_deref()?,
+        "referrer_url" => ev.referrer_url.as_deref()?,
+        _ => return None,
+    })
+}
+
 /// Job settings of one stage.
 pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> JobConfig {
     let mut cfg = JobConfig::new(stage.name.clone(), stage.inputs.clone());
@@ -174,25 +219,18 @@ pub fn spawn_stage(
             let target = info.topic.clone();
             let source = info.source.clone();
             let topics = ops.topics.clone();
-            // Re-key by the named field(s) of the validated event; the payload travels unchanged.
+            // Re-key by the named field(s) of the validated event (decoded once); the payload travels unchanged.
             let decoder = move |rec: &LogRecord| -> std::result::Result<Record<String, Arc<[u8]>>, String> {
-                let value: serde_json::Value = if source == topics.ad_events {
-                    w.ad(rec).map(|_| ())?;
-                    serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?
+                let key = if source == topics.ad_events {
+                    let ev = w.ad(rec)?.value;
+                    join_key(&by, |f| ad_field(&ev, f))?
                 } else if source == topics.conversion_events {
-                    w.conversion(rec).map(|_| ())?;
-                    serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?
+                    let ev = w.conversion(rec)?.value;
+                    join_key(&by, |f| conversion_field(&ev, f))?
                 } else {
-                    serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?
+                    let value: serde_json::Value = serde_json::from_slice(&rec.payload).map_err(|e| e.to_string())?;
+                    join_key(&by, |f| value.get(f).and_then(|v| v.as_str()))?
                 };
-                let mut key = String::new();
-                for (i, f) in by.iter().enumerate() {
-                    let part = value.get(f).and_then(|v| v.as_str()).ok_or_else(|| format!("missing field `{f}`"))?;
-                    if i > 0 {
-                        key.push(':');
-                    }
-                    key.push_str(part);
-                }
                 Ok(Record::new(key, Arc::clone(&rec.payload), rec.timestamp, rec.coord()))
             };
             rt.spawn(cfg, decoder, move |_, _| {
@@ -250,4 +288,27 @@ pub fn spawn_stage(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtb_ops::schema::{ValidationConfig, Validator};
+    use rtb_stream::SourceCoord;
+
+    #[test]
+    fn repartition_keys_come_from_the_decoded_event() {
+        let raw = br#"{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"device_12345","ad_id":"ad_001","campaign_id":"campaign_100","advertiser_id":"advertiser_50","placement":"HOME","category":"c","bid_price":1500,"actual_price":1200}"#;
+        let ev = Validator::new(ValidationConfig::default())
+            .ad_event(raw, &SourceCoord::new("ad-events", 0, 0), None)
+            .expect("valid");
+        let by = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(join_key(&by(&["campaign_id"]), |f| ad_field(&ev, f)), Ok("campaign_100".to_string()));
+        assert_eq!(join_key(&by(&["placement", "category"]), |f| ad_field(&ev, f)), Ok("HOME:c".to_string()));
+        assert_eq!(
+            join_key(&by(&["product_id"]), |f| ad_field(&ev, f)),
+            Err("missing field `product_id`".to_string()),
+            "an absent optional field cannot be a key"
+        );
+    }
 }

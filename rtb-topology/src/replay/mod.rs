@@ -162,8 +162,7 @@ impl Driver {
             let outs = std::mem::take(&mut self.out);
             for (i, o) in outs.into_iter().enumerate() {
                 let coord = SourceCoord::new(o.topic.clone(), 0, i as u64);
-                let topics = &self.ops_topics();
-                if o.topic == topics.0 {
+                if o.topic == self.writer.topics.compensation_events {
                     let ev = self
                         .validator
                         .compensation_event(&o.record.payload, &coord, None)
@@ -173,7 +172,7 @@ impl Driver {
                     let key = ev.advertiser_id.clone();
                     let ts = ev.timestamp;
                     run_op(&mut self.ops.compensation, Record::new(key, ev, ts, coord), &mut self.out, &mut self.dead, self.watermark)?;
-                } else if o.topic == topics.1 {
+                } else if o.topic == self.writer.topics.campaign_events {
                     let ev = self
                         .validator
                         .campaign_event(&o.record.payload, &coord, None)
@@ -190,10 +189,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    fn ops_topics(&self) -> (String, String) {
-        (self.writer.topics.compensation_events.clone(), self.writer.topics.campaign_events.clone())
     }
 }
 
