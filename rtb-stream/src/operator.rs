@@ -23,11 +23,13 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
-/// What an operator sees besides the record: where to send outputs and dead letters, and the clocks.
+/// What an operator sees besides the record: where to send outputs, dead letters and late records, and the
+/// clocks.
 #[derive(Debug)]
 pub struct Context<'a, O> {
     out: &'a mut Vec<O>,
     dead_letters: &'a mut Vec<DeadLetter>,
+    late: Option<&'a mut Vec<DeadLetter>>,
     watermark: Option<Timestamp>,
     now: i64,
 }
@@ -40,15 +42,34 @@ impl<'a, O> Context<'a, O> {
         watermark: Option<Timestamp>,
         now: i64,
     ) -> Self {
-        Self { out, dead_letters, watermark, now }
+        Self { out, dead_letters, late: None, watermark, now }
+    }
+    /// A context that keeps late records apart from dead letters (see [`Context::late`]).
+    pub fn with_late(
+        out: &'a mut Vec<O>,
+        dead_letters: &'a mut Vec<DeadLetter>,
+        late: &'a mut Vec<DeadLetter>,
+        watermark: Option<Timestamp>,
+        now: i64,
+    ) -> Self {
+        Self { out, dead_letters, late: Some(late), watermark, now }
     }
     /// Emits one output.
     pub fn emit(&mut self, o: O) {
         self.out.push(o);
     }
-    /// Sends a record to the dead-letter output.
+    /// Sends a record to the dead-letter output (invalid input).
     pub fn dead_letter(&mut self, dl: DeadLetter) {
         self.dead_letters.push(dl);
+    }
+    /// Sends a valid record that arrived too late to be applied to the late-records output (not the
+    /// dead-letter output: a late record is valid input that arrived late). `reason` says why it is late.
+    /// Without a separate late buffer (a plain [`Context::new`]) it goes with the dead letters.
+    pub fn late(&mut self, dl: DeadLetter) {
+        match self.late.as_deref_mut() {
+            Some(late) => late.push(dl),
+            None => self.dead_letters.push(dl),
+        }
     }
     /// The current event-time watermark of the task, if any.
     pub fn watermark(&self) -> Option<Timestamp> {
@@ -105,6 +126,8 @@ pub struct Harness<O: Operator> {
     pub out: Vec<O::Out>,
     /// Every dead letter so far.
     pub dead_letters: Vec<DeadLetter>,
+    /// Every late record so far.
+    pub late: Vec<DeadLetter>,
     watermark: Option<Timestamp>,
     now: i64,
 }
@@ -112,11 +135,12 @@ pub struct Harness<O: Operator> {
 impl<O: Operator> Harness<O> {
     /// Wraps an operator.
     pub fn new(operator: O) -> Self {
-        Self { operator, out: Vec::new(), dead_letters: Vec::new(), watermark: None, now: 0 }
+        Self { operator, out: Vec::new(), dead_letters: Vec::new(), late: Vec::new(), watermark: None, now: 0 }
     }
     /// Feeds one record.
     pub fn process(&mut self, record: Record<O::Key, O::In>) -> Result<()> {
-        let mut ctx = Context::new(&mut self.out, &mut self.dead_letters, self.watermark, self.now);
+        let mut ctx =
+            Context::with_late(&mut self.out, &mut self.dead_letters, &mut self.late, self.watermark, self.now);
         self.operator.process(record, &mut ctx)
     }
     /// Advances the watermark (ignored if not ahead of the current one).
@@ -125,13 +149,15 @@ impl<O: Operator> Harness<O> {
             return Ok(());
         }
         self.watermark = Some(wm);
-        let mut ctx = Context::new(&mut self.out, &mut self.dead_letters, self.watermark, self.now);
+        let mut ctx =
+            Context::with_late(&mut self.out, &mut self.dead_letters, &mut self.late, self.watermark, self.now);
         self.operator.on_watermark(wm, &mut ctx)
     }
     /// Advances processing time.
     pub fn advance_processing_time(&mut self, now: i64) -> Result<()> {
         self.now = now;
-        let mut ctx = Context::new(&mut self.out, &mut self.dead_letters, self.watermark, self.now);
+        let mut ctx =
+            Context::with_late(&mut self.out, &mut self.dead_letters, &mut self.late, self.watermark, self.now);
         self.operator.on_processing_time(now, &mut ctx)
     }
     /// Takes the outputs collected so far.

@@ -15,6 +15,8 @@ pub struct GroupMetrics {
     pub records_out: AtomicU64,
     /// Dead letters written (undecodable records and those an operator rejected).
     pub dead_letters: AtomicU64,
+    /// Late records (valid input that arrived too late to be applied), written to the late-records output.
+    pub late_records: AtomicU64,
     /// Repartitioned records skipped because their origin was already applied.
     pub duplicates_skipped: AtomicU64,
     /// Successful commits of state + offsets.
@@ -34,6 +36,7 @@ impl GroupMetrics {
             records_in: self.records_in.load(Ordering::Relaxed),
             records_out: self.records_out.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            late_records: self.late_records.load(Ordering::Relaxed),
             duplicates_skipped: self.duplicates_skipped.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             tasks: self.tasks.load(Ordering::Relaxed),
@@ -50,6 +53,8 @@ pub struct GroupCounters {
     pub records_out: u64,
     /// Dead letters written.
     pub dead_letters: u64,
+    /// Late records written.
+    pub late_records: u64,
     /// Duplicates skipped by origin.
     pub duplicates_skipped: u64,
     /// Commits.

@@ -82,6 +82,9 @@ pub struct JobConfig {
     pub max_poll_records: usize,
     /// Topic receiving dead letters as JSON of [`crate::operator::DeadLetter`].
     pub dead_letter_topic: Option<String>,
+    /// Topic receiving late records ([`crate::Context::late`]) as JSON of [`crate::operator::DeadLetter`];
+    /// without one they go to `dead_letter_topic` (still counted as late).
+    pub late_topic: Option<String>,
     /// Batch mode: stop when every input partition is drained (end offsets read at start), then advance
     /// the watermark to `Timestamp::MAX`, fire, commit and return. The `Timestamp::MAX` watermark is
     /// committed too: a later run of the same group treats every event time as late.
@@ -98,6 +101,7 @@ impl JobConfig {
             commit_interval: Duration::from_millis(200),
             max_poll_records: 1024,
             dead_letter_topic: None,
+            late_topic: None,
             stop_at_end: false,
         }
     }

@@ -241,8 +241,8 @@ impl Runtime {
             }
             counts.push((topic, self.log.topic_config(topic)?.partitions));
         }
-        if let Some(dlq) = &cfg.dead_letter_topic {
-            self.log.topic_config(dlq)?;
+        for topic in cfg.dead_letter_topic.iter().chain(&cfg.late_topic) {
+            self.log.topic_config(topic)?;
         }
         let partitions = counts[0].1;
         if counts.iter().any(|(_, n)| *n != partitions) {

@@ -49,6 +49,7 @@ struct Counters {
     records_in: u64,
     records_out: u64,
     dead_letters: u64,
+    late: u64,
     duplicates: u64,
 }
 
@@ -69,6 +70,7 @@ pub(crate) struct Task<O: Operator, D> {
     retired: Vec<usize>,
     out: Vec<Output>,
     dead: Vec<DeadLetter>,
+    late: Vec<DeadLetter>,
     dirty: bool,
     last_commit: Instant,
     /// Input and offset being handled (for error messages).
@@ -134,6 +136,7 @@ where
             retired: Vec::new(),
             out: Vec::new(),
             dead: Vec::new(),
+            late: Vec::new(),
             dirty: false,
             last_commit: Instant::now(),
             position: (0, 0),
@@ -309,7 +312,7 @@ where
         now: i64,
         f: impl FnOnce(&mut O, &mut Context<'_, Output>) -> Result<()>,
     ) -> Result<()> {
-        let mut ctx = Context::new(&mut self.out, &mut self.dead, wm, now);
+        let mut ctx = Context::with_late(&mut self.out, &mut self.dead, &mut self.late, wm, now);
         f(&mut self.op, &mut ctx)
     }
 
@@ -329,13 +332,36 @@ where
                 self.counters.records_out += n;
             }
         }
+        if !self.late.is_empty() {
+            let late = std::mem::take(&mut self.late);
+            match self.s.cfg.late_topic.clone().or_else(|| self.s.cfg.dead_letter_topic.clone()) {
+                Some(topic) => {
+                    self.append_letters(&topic, &late)?;
+                    self.counters.late += late.len() as u64;
+                }
+                None => self.dead.extend(late),
+            }
+        }
         if !self.dead.is_empty() {
             let Some(dlq) = self.s.cfg.dead_letter_topic.clone() else {
                 return Err(self.undeliverable_dead_letter());
             };
+            let dead = std::mem::take(&mut self.dead);
+            for dl in &dead {
+                tracing::debug!(source = %dl.source, stage = %dl.stage, reason = %dl.reason, topic = %dlq, "dead letter");
+            }
+            self.append_letters(&dlq, &dead)?;
+            self.counters.dead_letters += dead.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Appends dead letters or late records, as JSON, to `topic`.
+    fn append_letters(&mut self, topic: &str, letters: &[DeadLetter]) -> Result<()> {
+        {
+            let dlq = topic.to_string();
             let now = (self.s.clock)();
-            let recs = self
-                .dead
+            let recs = letters
                 .iter()
                 .map(|dl| {
                     let payload = serde_json::to_vec(dl).map_err(|e| Error::Sink {
@@ -345,13 +371,7 @@ where
                     Ok(ProduceRecord { key: None, payload, timestamp: now, partition: None, origin: None })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let n = recs.len() as u64;
-            for dl in &self.dead {
-                tracing::debug!(source = %dl.source, stage = %dl.stage, reason = %dl.reason, topic = %dlq, "dead letter");
-            }
             self.s.log.append_batch(&dlq, recs)?;
-            self.dead.clear();
-            self.counters.dead_letters += n;
         }
         Ok(())
     }
@@ -440,6 +460,7 @@ where
         GroupMetrics::add(&m.records_in, c.records_in);
         GroupMetrics::add(&m.records_out, c.records_out);
         GroupMetrics::add(&m.dead_letters, c.dead_letters);
+        GroupMetrics::add(&m.late_records, c.late);
         GroupMetrics::add(&m.duplicates_skipped, c.duplicates);
     }
 }

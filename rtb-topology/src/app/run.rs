@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::produce;
 use super::pricing::GspPricer;
-use super::wiring::{self, Sinks, DEAD_LETTER_TOPIC};
+use super::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use crate::report::{Report, RunCounters};
@@ -78,6 +78,7 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
         log.create_topic(&t.name, t.topic_config())?;
     }
     log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
+    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
     let state: Arc<dyn StoreBackend> = Arc::new(SledBackend::open(opts.data_dir.join("state"), "tasks")?);
     let sinks = Sinks::open(plan, &opts.data_dir)?;
 

@@ -26,8 +26,10 @@ use crate::model::{Backend, SinkKind};
 use crate::plan::{ExecutionPlan, Stage};
 use crate::OperatorKind;
 
-/// The dead-letter topic every job writes to.
+/// The dead-letter topic every job writes to (invalid input).
 pub const DEAD_LETTER_TOPIC: &str = "dead-letters";
+/// The late-records topic every job writes to (valid input that arrived too late to be applied).
+pub const LATE_TOPIC: &str = "late-events";
 
 /// The two stores every CPC operator writes to.
 #[derive(Debug, Clone)]
@@ -166,6 +168,7 @@ pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> Job
     cfg.commit_interval = std::time::Duration::from_millis(plan.runtime.commit_interval.as_ms().max(0) as u64);
     cfg.max_poll_records = plan.runtime.max_poll_records;
     cfg.dead_letter_topic = Some(DEAD_LETTER_TOPIC.to_string());
+    cfg.late_topic = Some(LATE_TOPIC.to_string());
     cfg.stop_at_end = stop_at_end;
     cfg
 }
