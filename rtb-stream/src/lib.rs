@@ -13,6 +13,8 @@
 //! - [`timer`] — per-key event-time and processing-time timers.
 //! - [`operator`] — the operator trait and a hand-driven harness.
 //! - [`log`] — an embedded partitioned log (in-memory or on disk) with Kafka's key partitioner.
+//! - [`io`] — the traits the runtime reads and appends through (`LogIo`, `PartitionReader`, `Producer`);
+//!   the embedded log implements them, a Kafka client can too.
 //! - [`runtime`] — runs operators over partitions, feeds watermarks, commits, shuts down cleanly.
 //!
 //! ## Example
@@ -33,6 +35,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod io;
 pub mod join;
 pub mod log;
 pub mod operator;

@@ -5,9 +5,13 @@
 //!
 //! [`WatermarkTracker`] keeps one bounded-out-of-orderness watermark per input partition:
 //! `partition watermark = max timestamp seen − allowed out-of-orderness`. The operator's watermark is the
-//! minimum over its partitions. A partition that has received nothing for `idle_timeout` of processing time
-//! is *idle* and stops holding the minimum back until it receives a record again. The combined watermark
-//! never goes backwards.
+//! minimum over its partitions. A partition that is *caught up* (nothing left to read: see
+//! [`WatermarkTracker::set_caught_up`]) and has received nothing for `idle_timeout` of processing time is
+//! *idle* and stops holding the minimum back until it receives a record again. A partition with unread
+//! records is never idle: a stalled process (a GC pause, a slow disk, a suspended VM) is not a quiet
+//! partition. The combined watermark never goes backwards. The max timestamp seen per partition (its
+//! *stream time*) is what the watermark is derived from: [`WatermarkTracker::stream_time`] and
+//! [`WatermarkTracker::restore_stream_time`] let a runtime commit and restore it with the watermark.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +46,7 @@ struct PartitionClock {
     max_ts: Option<Timestamp>,
     last_activity: i64,
     idle: bool,
+    caught_up: bool,
 }
 
 /// Per-partition watermark generation and the minimum over partitions. See the module docs.
@@ -55,7 +60,7 @@ pub struct WatermarkTracker {
 impl WatermarkTracker {
     /// A tracker over `partitions` input partitions; `now` is the current processing time in ms.
     pub fn new(partitions: usize, config: WatermarkConfig, now: i64) -> Self {
-        let clock = PartitionClock { max_ts: None, last_activity: now, idle: false };
+        let clock = PartitionClock { max_ts: None, last_activity: now, idle: false, caught_up: true };
         Self { config, parts: vec![clock; partitions], current: None }
     }
 
@@ -63,7 +68,7 @@ impl WatermarkTracker {
     /// returns its index. It holds the watermark back from its first record on, like the others; the
     /// current watermark never goes back.
     pub fn add_partition(&mut self, now: i64) -> usize {
-        self.parts.push(PartitionClock { max_ts: None, last_activity: now, idle: false });
+        self.parts.push(PartitionClock { max_ts: None, last_activity: now, idle: false, caught_up: true });
         self.parts.len() - 1
     }
 
@@ -87,17 +92,45 @@ impl WatermarkTracker {
         self.recompute()
     }
 
-    /// Records that `partition` was polled at `now` and had nothing new (it is caught up).
-    /// Idleness is judged from the last record, so this only matters through [`Self::tick`].
+    /// Marks idle every caught-up partition that has received nothing for the idle timeout (processing
+    /// time `now`); returns the new combined watermark if it advanced.
     pub fn tick(&mut self, now: i64) -> Option<Timestamp> {
         if let Some(timeout) = self.config.idle_timeout {
             for p in &mut self.parts {
-                if !p.idle && now - p.last_activity >= timeout {
+                if !p.idle && p.caught_up && now - p.last_activity >= timeout {
                     p.idle = true;
                 }
             }
         }
         self.recompute()
+    }
+
+    /// Tells whether `partition` has nothing left to read (default: true). A partition that is not caught
+    /// up is never marked idle, whatever the time since its last record, and its quiet time restarts from
+    /// the moment it is caught up again (`now`).
+    pub fn set_caught_up(&mut self, partition: usize, caught_up: bool, now: i64) {
+        let p = &mut self.parts[partition];
+        if !caught_up {
+            p.last_activity = p.last_activity.max(now);
+        }
+        p.caught_up = caught_up;
+    }
+
+    /// The max event time seen on `partition` (its stream time), if it has delivered a record.
+    pub fn stream_time(&self, partition: usize) -> Option<Timestamp> {
+        self.parts[partition].max_ts
+    }
+
+    /// The max event time seen on any partition.
+    pub fn max_stream_time(&self) -> Option<Timestamp> {
+        self.parts.iter().filter_map(|p| p.max_ts).max()
+    }
+
+    /// Restores the stream time of `partition` committed before a restart (never moves it backwards). The
+    /// combined watermark is not recomputed here: restore it with [`Self::restore`].
+    pub fn restore_stream_time(&mut self, partition: usize, ts: Timestamp) {
+        let p = &mut self.parts[partition];
+        p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
     }
 
     /// Stops `partition` from holding the watermark back until it delivers a record again (e.g. an input
@@ -220,6 +253,32 @@ mod tests {
         assert_eq!(t.observe(a, 2_000, 0), None, "b has not produced: it holds the watermark");
         assert_eq!(t.observe(b, 1_500, 0), Some(1_500));
         assert_eq!(t.observe(b, 5_000, 0), Some(2_000));
+    }
+
+    #[test]
+    fn a_partition_with_unread_records_is_never_idle() {
+        let mut t = WatermarkTracker::new(2, cfg(0, Some(1_000)), 0);
+        t.observe(0, 5_000, 0);
+        t.observe(1, 1_000, 0);
+        assert_eq!(t.current(), Some(1_000));
+        // The process stalls for 15 s; partition 1 has records waiting that were not read yet.
+        t.set_caught_up(1, false, 15_000);
+        t.observe(0, 6_000, 15_000);
+        assert_eq!(t.tick(15_000), None, "partition 1 lags: it is not idle, the watermark waits for it");
+        assert!(!t.is_idle(1));
+        // Caught up again: its quiet time counts from now.
+        t.set_caught_up(1, true, 15_100);
+        assert_eq!(t.tick(15_900), None, "quiet for 900 ms since it caught up");
+        assert_eq!(t.tick(16_100), Some(6_000));
+    }
+
+    #[test]
+    fn stream_time_is_restored() {
+        let mut t = WatermarkTracker::new(2, cfg(100, None), 0);
+        t.restore_stream_time(0, 9_000);
+        t.restore_stream_time(1, 4_000);
+        assert_eq!((t.stream_time(0), t.stream_time(1), t.max_stream_time()), (Some(9_000), Some(4_000), Some(9_000)));
+        assert_eq!(t.observe(1, 3_000, 0), Some(3_900), "the restored stream time counts, not only the new record");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Runs operators over the partitions of an [`EmbeddedLog`](crate::log::EmbeddedLog): one OS thread per
-//! (consumer group, partition) task, watermarks fed from the records, state committed atomically with the
-//! offsets it reflects, clean shutdown.
+//! Runs operators over the partitions of a log ([`LogIo`](crate::io::LogIo): the embedded log, or any
+//! other implementation): one OS thread per (consumer group, partition) task, watermarks fed from the
+//! records, state committed atomically with the offsets it reflects — for all tasks of the process in
+//! shared group-commit rounds — clean shutdown.
 //!
 //! ## What a task does
 //! 1. Opens its state scope (`StateScope::new(backend, "group/partition")`, see [`task_scope`]) and
@@ -15,9 +16,16 @@
 //!
 //!    After each poll: idle ticks (processing time) may advance the watermark, `on_processing_time` runs,
 //!    outputs are appended to their topics and dead letters, as JSON, to `dead_letter_topic`.
-//! 3. Every `commit_interval`: `flush_state` + offsets + watermark + origin marks go into **one**
-//!    [`WriteBatch`](crate::state::WriteBatch), applied atomically. Outputs are appended before the commit,
-//!    so after a crash they may be written again (at least once); consumers skip them by origin.
+//! 3. Every `commit_interval` (epochs aligned across tasks): `flush_state` + offsets + watermark + stream
+//!    time per source + origin marks go into **one** [`WriteBatch`](crate::state::WriteBatch); the batches
+//!    of every task that commits in the same moment are applied together in one atomic write, after the
+//!    runtime's commit barriers (e.g. sinks made durable) — one flush per round for the whole process (see
+//!    `commit.rs`). Outputs are appended before the commit, so after a crash they may be written again (at
+//!    least once); consumers skip them by origin.
+//!
+//!    Idleness: an input partition is idle only when it is caught up (nothing left to read) and quiet for
+//!    the idle timeout; a stalled process is not a quiet partition. Timestamp outliers (see
+//!    [`JobConfig::max_ahead`]) are set aside without moving the watermark.
 //! 4. Stops on the [`ShutdownToken`] (finishes the current poll, commits), at the end of the input in
 //!    `stop_at_end` mode (watermark jumps to `Timestamp::MAX`, windows fire, commit), on an error (the task
 //!    fails with [`Error::Task`](crate::Error::Task), every other task is stopped, [`Runtime::join`] returns
@@ -26,6 +34,8 @@
 //! Dead letters need a `dead_letter_topic`: without one, a dead letter fails the task (it is never only
 //! logged).
 
+mod commit;
+mod ends;
 mod metrics;
 mod repartition;
 mod runner;
@@ -40,6 +50,7 @@ use crate::time::WatermarkConfig;
 
 pub use metrics::{GroupCounters, GroupMetrics, RuntimeMetrics, RuntimeReport};
 pub use repartition::Repartition;
+pub use commit::CommitBarrier;
 pub use runner::{task_scope, Clock, Runtime};
 pub use shutdown::{AbortHandle, ShutdownToken};
 
@@ -85,10 +96,38 @@ pub struct JobConfig {
     /// Topic receiving late records ([`crate::Context::late`]) as JSON of [`crate::operator::DeadLetter`];
     /// without one they go to `dead_letter_topic` (still counted as late).
     pub late_topic: Option<String>,
-    /// Batch mode: stop when every input partition is drained (end offsets read at start), then advance
-    /// the watermark to `Timestamp::MAX`, fire, commit and return. The `Timestamp::MAX` watermark is
-    /// committed too: a later run of the same group treats every event time as late.
+    /// Batch mode: stop when every input partition is drained, then advance the watermark to
+    /// `Timestamp::MAX`, fire, commit and return. An input is drained at the end offset it had when the task
+    /// started, or, if a job of the same runtime produces to it (see `outputs`), once every producer task
+    /// has finished and it is read to its end. The `Timestamp::MAX` watermark is committed too: a later run
+    /// of the same group treats every event time as late.
     pub stop_at_end: bool,
+    /// Topics the job's operator produces to (dead letters and late records aside). In batch mode,
+    /// consumers of these topics in the same runtime wait for this job to finish.
+    pub outputs: Vec<String>,
+    /// Inputs written by a repartition, with the topic their records come from: the task keeps one
+    /// watermark slot per upstream partition from the start, so its watermark waits for every upstream
+    /// partition (idleness aside), not only those it has heard from.
+    pub upstream: Vec<Upstream>,
+    /// Timestamp outliers: a record more than this many ms ahead of the data seen so far (in a live run:
+    /// ahead of the wall clock too) whose next record is back near the old time is set aside as a dead
+    /// letter (`TIMESTAMP_OUTLIER`) and does not move the watermark; a second record near it confirms a
+    /// real jump. `None` disables the check. Default: 1 hour.
+    pub max_ahead: Option<i64>,
+    /// A record more than this many ms behind the watermark is not applied: it goes to the late-records
+    /// output (`LATE`). `None` (the default) leaves lateness to the operator.
+    pub max_behind: Option<i64>,
+}
+
+/// An input written by a repartition: where its records come from (see [`JobConfig::upstream`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The repartitioned input topic.
+    pub input: String,
+    /// The topic its records were read from (their `origin` topic).
+    pub origin_topic: String,
+    /// Partitions of `origin_topic`.
+    pub origin_partitions: u32,
 }
 
 impl JobConfig {
@@ -103,6 +142,10 @@ impl JobConfig {
             dead_letter_topic: None,
             late_topic: None,
             stop_at_end: false,
+            outputs: Vec::new(),
+            upstream: Vec::new(),
+            max_ahead: Some(crate::time::HOUR),
+            max_behind: None,
         }
     }
 }

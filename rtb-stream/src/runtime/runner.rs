@@ -6,11 +6,13 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
+use super::commit::{CommitBarrier, Committer};
+use super::ends::Producers;
 use super::metrics::{GroupMetrics, RuntimeMetrics, RuntimeReport};
 use super::task::{Task, TaskEnd, TaskSetup};
 use super::{AbortHandle, Decoder, JobConfig, Output, ShutdownToken, TaskInfo};
 use crate::error::{Error, Result};
-use crate::log::EmbeddedLog;
+use crate::io::{LogIo, Producer};
 use crate::operator::Operator;
 use crate::state::{StateScope, StoreBackend};
 
@@ -76,8 +78,12 @@ struct Spawned {
 /// # Ok::<(), rtb_stream::Error>(())
 /// ```
 pub struct Runtime {
-    log: EmbeddedLog,
+    io: Arc<dyn LogIo>,
+    producer: Arc<dyn Producer>,
     state: Arc<dyn StoreBackend>,
+    barriers: Vec<CommitBarrier>,
+    committer: Option<Arc<Committer>>,
+    producers: Arc<Producers>,
     shutdown: ShutdownToken,
     abort: AbortHandle,
     metrics: Arc<RuntimeMetrics>,
@@ -100,11 +106,16 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// A runtime over `log` keeping job state in `state`.
-    pub fn new(log: EmbeddedLog, state: Arc<dyn StoreBackend>) -> Self {
+    /// A runtime over `log` (the embedded log, or any [`LogIo`]) keeping job state in `state`.
+    pub fn new(log: impl LogIo, state: Arc<dyn StoreBackend>) -> Self {
+        let io: Arc<dyn LogIo> = Arc::new(log);
         Self {
-            log,
+            producer: io.producer(),
+            io,
             state,
+            barriers: Vec::new(),
+            committer: None,
+            producers: Arc::new(Producers::default()),
             shutdown: ShutdownToken::new(),
             abort: AbortHandle::default(),
             metrics: Arc::new(RuntimeMetrics::default()),
@@ -123,11 +134,21 @@ impl Runtime {
         self
     }
 
-    /// With `true`, every commit first fsyncs the log (outputs) and then flushes the state backend after
-    /// applying the batch, so a commit survives a machine crash. Without it (the default), commits survive
-    /// a crash of the process: appends are written through to the OS and the backend applies atomically.
+    /// With `true`, every commit round first flushes the producer (outputs durable) and then flushes the
+    /// state backend after applying the batches, so a commit survives a machine crash. Without it (the
+    /// default), commits survive a crash of the process: appends are written through to the OS and the
+    /// backend applies atomically. Affects jobs spawned afterwards; set it before the first spawn.
     pub fn with_sync_commits(mut self, sync: bool) -> Self {
         self.sync_commits = sync;
+        self
+    }
+
+    /// Runs `barrier` once per commit round, before the tasks' state and offsets are applied (an error
+    /// fails the round and stops the runtime). Use it to make the effects of processed records durable in
+    /// external sinks before the offsets that say they were processed: one sink flush per round for the
+    /// whole process, not one per task. Set it before the first spawn.
+    pub fn with_commit_barrier(mut self, barrier: CommitBarrier) -> Self {
+        self.barriers.push(barrier);
         self
     }
 
@@ -147,8 +168,16 @@ impl Runtime {
     }
 
     /// The log the runtime reads and writes.
-    pub fn log(&self) -> &EmbeddedLog {
-        &self.log
+    pub fn io(&self) -> &Arc<dyn LogIo> {
+        &self.io
+    }
+
+    fn committer(&mut self) -> Arc<Committer> {
+        let (state, producer, barriers, sync) =
+            (&self.state, &self.producer, &self.barriers, self.sync_commits);
+        Arc::clone(self.committer.get_or_insert_with(|| {
+            Arc::new(Committer::new(Arc::clone(state), Arc::clone(producer), barriers.clone(), sync))
+        }))
     }
 
     /// Starts a job: checks its configuration (group, topics, co-partitioning), builds one operator per
@@ -161,6 +190,7 @@ impl Runtime {
         F: Fn(&TaskInfo, &StateScope) -> Result<O> + Send + Sync + 'static,
     {
         let partitions = self.validate(&cfg)?;
+        let committer = self.committer();
         let metrics = Arc::new(GroupMetrics::default());
         let inputs: Vec<Arc<str>> = cfg.inputs.iter().map(|t| Arc::from(t.as_str())).collect();
         let decoder = Arc::new(decoder);
@@ -179,17 +209,20 @@ impl Runtime {
                 partition,
                 inputs: inputs.clone(),
                 cfg: cfg.clone(),
-                log: self.log.clone(),
+                reader: self.io.reader(&cfg.group, &inputs, partition)?,
+                producer: Arc::clone(&self.producer),
+                committer: Arc::clone(&committer),
+                producers: Arc::clone(&self.producers),
                 scope,
                 shutdown: self.shutdown.clone(),
                 abort: self.abort.clone(),
                 metrics: Arc::clone(&metrics),
                 clock: Arc::clone(&self.clock),
-                sync_commits: self.sync_commits,
             };
             tasks.push(Task::new(setup, Arc::clone(&decoder), op)?);
         }
         self.groups.insert(cfg.group.clone());
+        self.producers.add(&cfg.outputs, partitions as usize);
         self.metrics.insert(&cfg.group, Arc::clone(&metrics));
         for (partition, task) in (0..partitions).zip(tasks) {
             let index = self.tasks.len();
@@ -239,10 +272,10 @@ impl Runtime {
             if !seen.insert(topic) {
                 return Err(Error::Config(format!("group `{group}` names input `{topic}` twice")));
             }
-            counts.push((topic, self.log.topic_config(topic)?.partitions));
+            counts.push((topic, self.io.partitions(topic)?));
         }
         for topic in cfg.dead_letter_topic.iter().chain(&cfg.late_topic) {
-            self.log.topic_config(topic)?;
+            self.io.partitions(topic)?;
         }
         let partitions = counts[0].1;
         if counts.iter().any(|(_, n)| *n != partitions) {
@@ -258,6 +291,7 @@ impl Runtime {
     /// Waits for every task. Returns the first task error (the others were stopped because of it and are
     /// logged), or the counters.
     pub fn join(mut self) -> Result<RuntimeReport> {
+        self.producers.seal();
         let first = self.wait_all();
         first?;
         Ok(RuntimeReport { groups: self.metrics.snapshot(), aborted: self.abort.is_aborted() })
@@ -303,6 +337,7 @@ impl Drop for Runtime {
             return;
         }
         self.shutdown.trigger();
+        self.producers.seal();
         if let Err(e) = self.wait_all() {
             tracing::error!(error = %e, "task failed while the runtime was dropped");
         }

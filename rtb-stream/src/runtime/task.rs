@@ -2,21 +2,26 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use super::commit::Committer;
+use super::ends::Producers;
 use super::metrics::GroupMetrics;
 use super::{AbortHandle, Clock, Decoder, JobConfig, Output, ShutdownToken};
 use crate::error::{Error, Result};
-use crate::log::{EmbeddedLog, LogRecord, ProduceRecord};
+use crate::io::{LogRecord, PartitionReader, ProduceRecord, Producer};
 use crate::operator::{Context, DeadLetter, Operator};
+use crate::record::Record;
 use crate::state::{OffsetMap, StateScope, WriteBatch};
 use crate::time::{Timestamp, WatermarkTracker};
 
 /// Runtime metadata names inside the task's scope.
 const META_WATERMARK: &str = "watermark";
 const META_ORIGINS: &str = "origins";
+/// Stream time (max event time seen) per watermark source: `(topic, partition, max_ts)`.
+const META_STREAM_TIME: &str = "stream-time";
 /// Stage name of dead letters produced by the decoder.
 pub(crate) const DECODE_STAGE: &str = "decode";
 
@@ -26,13 +31,15 @@ pub(crate) struct TaskSetup {
     pub partition: u32,
     pub inputs: Vec<Arc<str>>,
     pub cfg: JobConfig,
-    pub log: EmbeddedLog,
+    pub reader: Box<dyn PartitionReader>,
+    pub producer: Arc<dyn Producer>,
+    pub committer: Arc<Committer>,
+    pub producers: Arc<Producers>,
     pub scope: StateScope,
     pub shutdown: ShutdownToken,
     pub abort: AbortHandle,
     pub metrics: Arc<GroupMetrics>,
     pub clock: Clock,
-    pub sync_commits: bool,
 }
 
 /// How a task ended without error.
@@ -53,26 +60,36 @@ struct Counters {
     duplicates: u64,
 }
 
+/// A watermark source: an input partition, or an upstream (origin) partition of a repartitioned input.
+type SourceKey = (Arc<str>, u32);
+
 pub(crate) struct Task<O: Operator, D> {
     s: TaskSetup,
     decoder: Arc<D>,
     op: O,
     /// Next offset to read, per input.
     next: Vec<u64>,
-    /// Batch mode: end offsets read at start, per input.
+    /// Batch mode: end offsets read at start, per input (inputs produced inside the runtime end when their
+    /// producers have finished instead, see [`Producers`]).
     stop_at: Option<Vec<u64>>,
     tracker: WatermarkTracker,
     /// Highest origin offset applied, per origin partition.
-    marks: FxHashMap<(Arc<str>, u32), u64>,
-    /// Watermark slot per source partition (input partition, or origin partition for repartitioned records).
-    slots: FxHashMap<(Arc<str>, u32), usize>,
+    marks: FxHashMap<SourceKey, u64>,
+    /// Watermark slot per source (input partition, or origin partition for repartitioned records).
+    slots: FxHashMap<SourceKey, usize>,
+    /// Source key and input of every slot, by slot index.
+    slot_sources: Vec<(SourceKey, usize)>,
     /// Inputs whose own slot was retired in favour of origin slots.
-    retired: Vec<usize>,
+    retired: Vec<bool>,
+    /// Whether each input had nothing left to read at its last poll.
+    caught_up: Vec<bool>,
+    /// The last record set aside as a timestamp outlier (a second one near it confirms a jump).
+    outlier: Option<Timestamp>,
     out: Vec<Output>,
     dead: Vec<DeadLetter>,
     late: Vec<DeadLetter>,
     dirty: bool,
-    last_commit: Instant,
+    last_epoch: u64,
     /// Input and offset being handled (for error messages).
     position: (usize, u64),
     wait_turn: usize,
@@ -84,13 +101,23 @@ where
     O: Operator<Key = K, In = V, Out = Output>,
     D: Decoder<K, V>,
 {
-    /// Restores offsets, watermark and origin marks from the task's scope.
-    pub(crate) fn new(s: TaskSetup, decoder: Arc<D>, op: O) -> Result<Self> {
+    /// Restores offsets, watermark, stream times and origin marks from the task's scope.
+    pub(crate) fn new(mut s: TaskSetup, decoder: Arc<D>, op: O) -> Result<Self> {
         let committed = s.scope.read_offsets()?;
         let mut next = Vec::with_capacity(s.inputs.len());
-        for topic in &s.inputs {
-            let start = s.log.start_offset(topic, s.partition)?;
+        for (i, topic) in s.inputs.iter().enumerate() {
+            let start = s.reader.start_offset(i)?;
+            let end = s.reader.end_offset(i)?;
             let offset = match committed.get(&(topic.to_string(), s.partition)) {
+                Some(&o) if o > end => {
+                    // The log lost records this group already applied (a truncated or replaced log): reading
+                    // on would hand new records the offsets of applied ones, and skip them.
+                    return Err(Error::Config(format!(
+                        "group `{}` committed offset {o} of {topic}[{}], but the log ends at {end}: records it \
+                         applied are missing from the log (corrupt or replaced data?); refusing to reuse their offsets",
+                        s.group, s.partition
+                    )));
+                }
                 Some(&o) if o < start => {
                     tracing::warn!(group = %s.group, %topic, partition = s.partition, committed = o, start,
                         "committed offset was deleted by retention; resuming at the start offset");
@@ -102,19 +129,61 @@ where
             next.push(offset);
         }
         let stop_at = if s.cfg.stop_at_end {
-            Some(s.inputs.iter().map(|t| s.log.end_offset(t, s.partition)).collect::<Result<Vec<_>>>()?)
+            Some((0..s.inputs.len()).map(|i| s.reader.end_offset(i)).collect::<Result<Vec<_>>>()?)
         } else {
             None
         };
-        // Watermark slots are created as sources are first seen: one per input partition, or, for records
-        // that carry an origin (repartitioned records), one per origin partition — a repartition topic
-        // interleaves upstream partitions that progress at different speeds, and only each upstream
-        // partition on its own is ordered up to the allowed out-of-orderness (as Flink takes the minimum
-        // over input channels after a shuffle).
-        // Slot i (i < inputs) is input i itself; an input whose records carry origins is retired on its
-        // first such record, so a silent input still holds the watermark back until it is idle.
-        let mut tracker = WatermarkTracker::new(s.inputs.len(), s.cfg.watermark, (s.clock)());
+        // Watermark slots: one per input partition, or, for an input written by a repartition, one per
+        // upstream (origin) partition — a repartition topic interleaves upstream partitions that progress at
+        // different speeds, and only each upstream partition on its own is ordered up to the allowed
+        // out-of-orderness (as Flink takes the minimum over input channels after a shuffle). Upstream
+        // partitions declared in `JobConfig::upstream` hold the watermark from the start, before they have
+        // sent anything; origins not declared get a slot when first seen.
+        let now = (s.clock)();
+        let n = s.inputs.len();
+        let mut tracker = WatermarkTracker::new(n, s.cfg.watermark, now);
+        let mut slots = FxHashMap::default();
+        let mut slot_sources = Vec::with_capacity(n);
+        let mut retired = vec![false; n];
+        for (i, topic) in s.inputs.iter().enumerate() {
+            slot_sources.push(((Arc::clone(topic), s.partition), i));
+        }
+        for up in &s.cfg.upstream {
+            let Some(i) = s.inputs.iter().position(|t| **t == *up.input) else {
+                return Err(Error::Config(format!(
+                    "group `{}`: upstream of `{}` declared, but it is not an input",
+                    s.group, up.input
+                )));
+            };
+            if !retired[i] {
+                retired[i] = true;
+                tracker.retire(i);
+            }
+            let origin: Arc<str> = Arc::from(up.origin_topic.as_str());
+            for p in 0..up.origin_partitions {
+                let slot = tracker.add_partition(now);
+                slots.insert((Arc::clone(&origin), p), slot);
+                slot_sources.push(((Arc::clone(&origin), p), i));
+            }
+        }
         tracker.restore(s.scope.read_meta::<Option<Timestamp>>(META_WATERMARK)?.flatten());
+        for (topic, p, ts) in s.scope.read_meta::<Vec<(String, u32, Timestamp)>>(META_STREAM_TIME)?.unwrap_or_default() {
+            let key: SourceKey = (Arc::from(topic.as_str()), p);
+            let slot = match s.inputs.iter().position(|t| **t == *topic).filter(|_| p == s.partition) {
+                Some(i) => i,
+                None => match slots.get(&key) {
+                    Some(&slot) => slot,
+                    None => {
+                        // An origin seen before the restart but not declared: track it again.
+                        let slot = tracker.add_partition(now);
+                        slots.insert(key.clone(), slot);
+                        slot_sources.push((key, 0));
+                        slot
+                    }
+                },
+            };
+            tracker.restore_stream_time(slot, ts);
+        }
         let marks = s
             .scope
             .read_meta::<Vec<(String, u32, u64)>>(META_ORIGINS)?
@@ -124,6 +193,7 @@ where
             .collect();
         tracing::debug!(group = %s.group, partition = s.partition, offsets = ?next, watermark = ?tracker.current(),
             "task restored");
+        let last_epoch = s.committer.epoch(s.cfg.commit_interval);
         Ok(Self {
             s,
             decoder,
@@ -132,13 +202,16 @@ where
             stop_at,
             tracker,
             marks,
-            slots: FxHashMap::default(),
-            retired: Vec::new(),
+            slots,
+            slot_sources,
+            retired,
+            caught_up: vec![false; n],
+            outlier: None,
             out: Vec::new(),
             dead: Vec::new(),
             late: Vec::new(),
             dirty: false,
-            last_commit: Instant::now(),
+            last_epoch,
             position: (0, 0),
             wait_turn: 0,
             counters: Counters::default(),
@@ -148,6 +221,7 @@ where
     /// Runs the task to its end. Every error (a panic of the operator included) is returned as
     /// [`Error::Task`] naming the group, the input topic and the partition.
     pub(crate) fn run(mut self) -> Result<TaskEnd> {
+        self.s.committer.join();
         let result = match catch_unwind(AssertUnwindSafe(|| self.run_loop())) {
             Ok(r) => r,
             Err(panic) => {
@@ -161,6 +235,8 @@ where
                 })
             }
         };
+        self.s.committer.leave();
+        self.s.producers.finished(&self.s.cfg.outputs);
         self.publish_counters();
         result.map_err(|e| Error::Task {
             group: self.s.group.clone(),
@@ -188,13 +264,17 @@ where
                     None => return Ok(TaskEnd::Aborted),
                 }
             }
+            for slot in 0..self.slot_sources.len() {
+                let input = self.slot_sources[slot].1;
+                self.tracker.set_caught_up(slot, self.caught_up[input], now);
+            }
             if let Some(wm) = self.tracker.tick(now) {
                 self.fire_watermark(wm, now)?;
             }
             self.with_context(self.tracker.current(), now, |op, ctx| op.on_processing_time(now, ctx))?;
             self.route()?;
             self.publish_counters();
-            if self.drained() {
+            if self.drained()? {
                 let before = self.tracker.current();
                 let wm = self.tracker.finish();
                 if before != Some(wm) {
@@ -205,7 +285,8 @@ where
                 self.commit()?;
                 return Ok(TaskEnd::Finished);
             }
-            if self.last_commit.elapsed() >= self.s.cfg.commit_interval {
+            let epoch = self.s.committer.epoch(self.s.cfg.commit_interval);
+            if epoch != self.last_epoch || self.s.cfg.commit_interval.is_zero() {
                 self.commit()?;
             }
             if polled == 0 {
@@ -214,36 +295,60 @@ where
         }
     }
 
+    /// The offset input `input` is read up to in batch mode (`u64::MAX`: no fixed end).
+    fn limit(&self, input: usize) -> u64 {
+        match &self.stop_at {
+            Some(stop) if !self.s.producers.produced_here(&self.s.inputs[input]) => stop[input],
+            _ => u64::MAX,
+        }
+    }
+
     /// Reads and handles up to `max_poll_records` of one input. `None` if aborted meanwhile.
     fn poll(&mut self, input: usize, now: i64) -> Result<Option<usize>> {
-        let limit = self.stop_at.as_ref().map_or(u64::MAX, |s| s[input]);
+        let limit = self.limit(input);
         if self.next[input] >= limit {
+            self.caught_up[input] = true;
             return Ok(Some(0));
         }
-        let topic = Arc::clone(&self.s.inputs[input]);
-        let recs =
-            self.s.log.read(&topic, self.s.partition, self.next[input], self.s.cfg.max_poll_records)?;
+        let recs = self.s.reader.read(input, self.next[input], self.s.cfg.max_poll_records)?;
         let mut handled = 0;
-        for rec in recs {
+        let mut decoded_next: Option<(u64, std::result::Result<Record<K, V>, String>)> = None;
+        for i in 0..recs.len() {
+            let rec = &recs[i];
             if rec.offset >= limit {
                 self.next[input] = limit;
                 break;
             }
             if rec.offset > self.next[input] {
-                tracing::warn!(group = %self.s.group, %topic, partition = self.s.partition,
+                tracing::warn!(group = %self.s.group, topic = %self.s.inputs[input], partition = self.s.partition,
                     from = self.next[input], to = rec.offset, "records deleted by retention were skipped");
             }
             self.position = (input, rec.offset);
-            self.handle(input, rec, now)?;
+            let decoded = match decoded_next.take() {
+                Some((offset, d)) if offset == rec.offset => Some(d),
+                _ => None,
+            };
+            decoded_next = self.handle(input, &recs, i, decoded, now)?;
             handled += 1;
             if self.s.abort.is_aborted() {
                 return Ok(None);
             }
         }
+        self.caught_up[input] = self.next[input] >= limit.min(self.s.reader.end_offset(input)?);
         Ok(Some(handled))
     }
 
-    fn handle(&mut self, input: usize, rec: LogRecord, now: i64) -> Result<()> {
+    /// Handles `recs[i]` (decoded already if `decoded` is given). Returns the decoded next record when
+    /// it had to be decoded early (to judge a timestamp outlier).
+    fn handle(
+        &mut self,
+        input: usize,
+        recs: &[LogRecord],
+        i: usize,
+        decoded: Option<std::result::Result<Record<K, V>, String>>,
+        now: i64,
+    ) -> Result<Option<(u64, std::result::Result<Record<K, V>, String>)>> {
+        let rec = &recs[i];
         self.counters.records_in += 1;
         self.next[input] = rec.offset + 1;
         self.dirty = true;
@@ -252,7 +357,7 @@ where
             match self.marks.get_mut(&key) {
                 Some(mark) if *mark >= origin.offset => {
                     self.counters.duplicates += 1;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Some(mark) => *mark = origin.offset,
                 None => {
@@ -260,45 +365,96 @@ where
                 }
             }
         }
-        match self.decoder.decode(&rec) {
+        let decoded = decoded.unwrap_or_else(|| self.decoder.decode(rec));
+        let record = match decoded {
             Err(reason) => {
-                self.dead.push(DeadLetter {
-                    source: rec.coord(),
-                    stage: DECODE_STAGE.to_string(),
-                    reason,
-                    payload: String::from_utf8_lossy(&rec.payload).into_owned(),
-                });
+                self.dead.push(letter(rec, DECODE_STAGE, reason));
+                return Ok(None);
             }
-            Ok(record) => {
-                // The operator sees the watermark from before this record: a record is late only against
-                // what came before it.
-                let before = self.tracker.current();
-                let slot = match &rec.origin {
-                    None => input,
-                    Some(o) => {
-                        let source = (Arc::clone(&o.topic), o.partition);
-                        match self.slots.get(&source) {
-                            Some(&i) => i,
-                            None => {
-                                if !self.retired.contains(&input) {
-                                    self.retired.push(input);
-                                    self.tracker.retire(input);
-                                }
-                                let i = self.tracker.add_partition(now);
-                                self.slots.insert(source, i);
-                                i
-                            }
-                        }
+            Ok(record) => record,
+        };
+        let slot = self.slot_of(input, rec, now);
+        let ts = record.timestamp;
+        let mut early = None;
+        if let Some(ahead) = self.s.cfg.max_ahead {
+            if self.is_ahead(ts, ahead, now) {
+                // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
+                // record of the same input decides: back near the old time means a spike, set aside.
+                let next_ts = match recs.get(i + 1) {
+                    Some(n) => {
+                        let d = self.decoder.decode(n);
+                        let t = d.as_ref().ok().map(|r| r.timestamp);
+                        early = Some((n.offset, d));
+                        t
                     }
+                    None => self.peek_next_timestamp(input, rec.offset + 1)?,
                 };
-                let advanced = self.tracker.observe(slot, record.timestamp, now);
-                self.with_context(before, now, |op, ctx| op.process(record, ctx))?;
-                if let Some(wm) = advanced {
-                    self.fire_watermark(wm, now)?;
+                let confirmed = self.outlier.is_some_and(|o| (ts - o).abs() <= ahead);
+                if !confirmed && next_ts.is_some_and(|n| n < ts.saturating_sub(ahead)) {
+                    self.outlier = Some(ts);
+                    let reason = format!(
+                        "TIMESTAMP_OUTLIER: event time {ts} ms is more than {ahead} ms ahead of the stream ({} ms) \
+                         and the next record is back at {} ms; set aside so that it does not move the watermark",
+                        self.tracker.max_stream_time().unwrap_or_default(),
+                        next_ts.unwrap_or_default()
+                    );
+                    self.dead.push(letter(rec, &self.s.group, reason));
+                    return Ok(early);
                 }
             }
         }
-        Ok(())
+        let before = self.tracker.current();
+        if let (Some(behind), Some(wm)) = (self.s.cfg.max_behind, before) {
+            if ts < wm.saturating_sub(behind) {
+                let reason = format!(
+                    "LATE: event time {ts} ms is more than {behind} ms behind the watermark ({wm} ms): beyond the \
+                     correction horizon, not applied"
+                );
+                self.late.push(letter(rec, &self.s.group, reason));
+                return Ok(early);
+            }
+        }
+        // The operator sees the watermark from before this record: a record is late only against what came
+        // before it.
+        let advanced = self.tracker.observe(slot, ts, now);
+        self.with_context(before, now, |op, ctx| op.process(record, ctx))?;
+        if let Some(wm) = advanced {
+            self.fire_watermark(wm, now)?;
+        }
+        Ok(early)
+    }
+
+    /// Whether `ts` is more than `ahead` past the data seen so far (and, in a live run, past the wall clock).
+    fn is_ahead(&self, ts: Timestamp, ahead: i64, now: i64) -> bool {
+        let Some(stream) = self.tracker.max_stream_time() else { return false };
+        let reference = if self.stop_at.is_some() { stream } else { stream.max(now) };
+        ts > reference.saturating_add(ahead)
+    }
+
+    /// The event time of the record at `offset` of `input`, if it exists and decodes.
+    fn peek_next_timestamp(&mut self, input: usize, offset: u64) -> Result<Option<Timestamp>> {
+        if offset >= self.limit(input) {
+            return Ok(None);
+        }
+        let recs = self.s.reader.read(input, offset, 1)?;
+        Ok(recs.first().and_then(|r| self.decoder.decode(r).ok()).map(|r| r.timestamp))
+    }
+
+    /// The watermark slot of a record of `input`.
+    fn slot_of(&mut self, input: usize, rec: &LogRecord, now: i64) -> usize {
+        let Some(o) = &rec.origin else { return input };
+        if !self.retired[input] {
+            self.retired[input] = true;
+            self.tracker.retire(input);
+        }
+        let source = (Arc::clone(&o.topic), o.partition);
+        if let Some(&i) = self.slots.get(&source) {
+            return i;
+        }
+        let i = self.tracker.add_partition(now);
+        self.slots.insert(source.clone(), i);
+        self.slot_sources.push((source, input));
+        i
     }
 
     fn fire_watermark(&mut self, wm: Timestamp, now: i64) -> Result<()> {
@@ -316,7 +472,8 @@ where
         f(&mut self.op, &mut ctx)
     }
 
-    /// Appends buffered outputs to their topics and dead letters to the dead-letter topic.
+    /// Appends buffered outputs to their topics, late records to the late topic and dead letters to the
+    /// dead-letter topic.
     fn route(&mut self) -> Result<()> {
         if !self.out.is_empty() {
             let mut by_topic: Vec<(String, Vec<ProduceRecord>)> = Vec::new();
@@ -328,7 +485,7 @@ where
             }
             for (topic, recs) in by_topic {
                 let n = recs.len() as u64;
-                self.s.log.append_batch(&topic, recs)?;
+                self.s.producer.send(&topic, recs)?;
                 self.counters.records_out += n;
             }
         }
@@ -358,22 +515,18 @@ where
 
     /// Appends dead letters or late records, as JSON, to `topic`.
     fn append_letters(&mut self, topic: &str, letters: &[DeadLetter]) -> Result<()> {
-        {
-            let dlq = topic.to_string();
-            let now = (self.s.clock)();
-            let recs = letters
-                .iter()
-                .map(|dl| {
-                    let payload = serde_json::to_vec(dl).map_err(|e| Error::Sink {
-                        sink: dlq.clone(),
-                        reason: format!("cannot encode dead letter of {}: {e}", dl.source),
-                    })?;
-                    Ok(ProduceRecord { key: None, payload, timestamp: now, partition: None, origin: None })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.s.log.append_batch(&dlq, recs)?;
-        }
-        Ok(())
+        let now = (self.s.clock)();
+        let recs = letters
+            .iter()
+            .map(|dl| {
+                let payload = serde_json::to_vec(dl).map_err(|e| Error::Sink {
+                    sink: topic.to_string(),
+                    reason: format!("cannot encode dead letter of {}: {e}", dl.source),
+                })?;
+                Ok(ProduceRecord { key: None, payload, timestamp: now, partition: None, origin: None })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.s.producer.send(topic, recs)
     }
 
     /// The error for a dead letter when the job has no dead-letter topic (dead letters are never dropped).
@@ -402,12 +555,13 @@ where
         }
     }
 
-    /// Commits operator state, offsets, watermark and origin marks in one atomic batch.
+    /// Commits operator state, offsets, watermark, stream times and origin marks in one atomic batch,
+    /// applied in the runtime's next group-commit round.
     fn commit(&mut self) -> Result<()> {
+        self.last_epoch = self.s.committer.epoch(self.s.cfg.commit_interval);
         let mut batch = WriteBatch::new();
         self.op.flush_state(&mut batch)?;
         if !self.dirty && batch.is_empty() {
-            self.last_commit = Instant::now();
             return Ok(());
         }
         let offsets: OffsetMap = self
@@ -419,26 +573,41 @@ where
             .collect();
         self.s.scope.write_offsets(&offsets, &mut batch)?;
         self.s.scope.write_meta(META_WATERMARK, &self.tracker.current(), &mut batch)?;
+        let mut stream: Vec<(String, u32, Timestamp)> = self
+            .slot_sources
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, ((t, p), _))| self.tracker.stream_time(slot).map(|ts| (t.to_string(), *p, ts)))
+            .collect();
+        stream.sort_unstable();
+        self.s.scope.write_meta(META_STREAM_TIME, &stream, &mut batch)?;
         let mut marks: Vec<(String, u32, u64)> =
             self.marks.iter().map(|((t, p), o)| (t.to_string(), *p, *o)).collect();
         marks.sort_unstable();
         self.s.scope.write_meta(META_ORIGINS, &marks, &mut batch)?;
-        if self.s.sync_commits {
-            // Outputs first: a durable commit must never point past outputs that could still be lost.
-            self.s.log.flush()?;
-        }
-        self.s.scope.backend().apply(batch)?;
-        if self.s.sync_commits {
-            self.s.scope.backend().flush()?;
-        }
+        self.s.committer.commit(batch)?;
         self.dirty = false;
-        self.last_commit = Instant::now();
         GroupMetrics::add(&self.s.metrics.commits, 1);
         Ok(())
     }
 
-    fn drained(&self) -> bool {
-        self.stop_at.as_ref().is_some_and(|stop| self.next.iter().zip(stop).all(|(n, s)| n >= s))
+    /// Batch mode: every input read to its end (inputs produced inside the runtime: after every producer
+    /// finished).
+    fn drained(&mut self) -> Result<bool> {
+        let Some(stop) = &self.stop_at else { return Ok(false) };
+        if !self.s.producers.sealed() {
+            return Ok(false);
+        }
+        for (i, topic) in self.s.inputs.iter().enumerate() {
+            if self.s.producers.produced_here(topic) {
+                if !self.s.producers.done(topic) || self.next[i] < self.s.reader.end_offset(i)? {
+                    return Ok(false);
+                }
+            } else if self.next[i] < stop[i] {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Waits for new records on one input (in turn), bounded so shutdown, idle ticks and commits stay timely.
@@ -447,11 +616,15 @@ where
         let input = self.wait_turn % n;
         self.wait_turn = self.wait_turn.wrapping_add(1);
         let mut timeout = if n == 1 { Duration::from_millis(100) } else { Duration::from_millis(20) };
-        if self.dirty {
-            timeout = timeout.min(self.s.cfg.commit_interval.saturating_sub(self.last_commit.elapsed()));
+        if self.stop_at.is_some() {
+            // Batch mode: producers inside the runtime may finish at any moment.
+            timeout = timeout.min(Duration::from_millis(10));
         }
-        let topic = Arc::clone(&self.s.inputs[input]);
-        self.s.log.wait_for(&topic, self.s.partition, self.next[input], timeout);
+        if self.dirty {
+            timeout = timeout.min(self.s.cfg.commit_interval);
+        }
+        let offset = self.next[input];
+        self.s.reader.wait(input, offset, timeout);
     }
 
     fn publish_counters(&mut self) {
@@ -462,6 +635,16 @@ where
         GroupMetrics::add(&m.dead_letters, c.dead_letters);
         GroupMetrics::add(&m.late_records, c.late);
         GroupMetrics::add(&m.duplicates_skipped, c.duplicates);
+    }
+}
+
+/// A dead letter (or late record) for `rec`, rejected by `stage`.
+fn letter(rec: &LogRecord, stage: &str, reason: String) -> DeadLetter {
+    DeadLetter {
+        source: rec.coord(),
+        stage: stage.to_string(),
+        reason,
+        payload: String::from_utf8_lossy(&rec.payload).into_owned(),
     }
 }
 

@@ -71,6 +71,14 @@ impl WriteBatch {
     pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.ops
     }
+    /// Appends every operation of `other`, after this batch's own.
+    pub fn extend(&mut self, other: WriteBatch) {
+        if self.ops.is_empty() {
+            self.ops = other.ops;
+        } else {
+            self.ops.extend(other.ops);
+        }
+    }
     /// Drops every operation after the first `len` (used to undo a half-written flush).
     pub(crate) fn truncate(&mut self, len: usize) {
         self.ops.truncate(len);

@@ -97,7 +97,7 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
 
     let ops = ops_config(plan);
     let wire = WireDecoder::new(ops.validation, Clock::System);
-    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
+    let mut rt = Runtime::new(log.clone(), Arc::clone(&state)).with_commit_barrier(sinks.commit_barrier());
     wiring::spawn_all(&mut rt, plan, &sinks, &ops, &wire, false)?;
     let token = rt.shutdown_token();
     let metrics = rt.metrics();

@@ -16,10 +16,8 @@ use rtb_ops::sink::{Cache, Database, EmbeddedCache, EmbeddedDatabase};
 use rtb_ops::schema::{AdEvent, ConversionEvent};
 use rtb_ops::wire::WireDecoder;
 use rtb_stream::log::LogRecord;
-use rtb_stream::runtime::{JobConfig, Repartition, Runtime};
-use rtb_stream::runtime::Output;
-use rtb_stream::state::WriteBatch;
-use rtb_stream::{Context, Operator, Record};
+use rtb_stream::runtime::{JobConfig, Repartition, Runtime, Upstream};
+use rtb_stream::Record;
 
 use crate::error::{Error, Result};
 use crate::model::{Backend, SinkKind};
@@ -69,52 +67,26 @@ impl Sinks {
     }
 }
 
+impl Sinks {
+    /// The runtime's commit barrier for these sinks: both are made durable once per commit round, before
+    /// the tasks' state and offsets are applied — the effects of a record must never be less durable than
+    /// the offset that says it was processed (the sinks and the task state are separate sled databases,
+    /// flushed on their own timers).
+    pub fn commit_barrier(&self) -> rtb_stream::runtime::CommitBarrier {
+        let sinks = self.clone();
+        Arc::new(move || {
+            sinks.cache.sync().map_err(stream_err)?;
+            sinks.db.sync().map_err(stream_err)
+        })
+    }
+}
+
 fn ops_err(what: &str, e: rtb_ops::Error) -> Error {
     Error::Run(format!("{what}: {e}"))
 }
 
 fn stream_err(e: rtb_ops::Error) -> rtb_stream::Error {
     rtb_stream::Error::Sink { sink: "rtb-ops".into(), reason: e.to_string() }
-}
-
-/// Runs an operator and makes the sinks durable before the runtime commits the task's state and offsets:
-/// the effects of a record must never be less durable than the offset that says it was processed (the
-/// embedded sinks and the task state are separate sled databases, flushed on their own timers).
-#[derive(Debug)]
-pub struct Durable<O> {
-    inner: O,
-    sinks: Sinks,
-}
-
-impl<O: Operator<Out = Output>> Durable<O> {
-    /// Wraps `inner`.
-    pub fn new(inner: O, sinks: Sinks) -> Self {
-        Self { inner, sinks }
-    }
-}
-
-impl<O: Operator<Out = Output>> Operator for Durable<O> {
-    type Key = O::Key;
-    type In = O::In;
-    type Out = Output;
-
-    fn process(&mut self, record: Record<O::Key, O::In>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
-        self.inner.process(record, ctx)
-    }
-
-    fn on_watermark(&mut self, wm: rtb_stream::Timestamp, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
-        self.inner.on_watermark(wm, ctx)
-    }
-
-    fn on_processing_time(&mut self, now: i64, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
-        self.inner.on_processing_time(now, ctx)
-    }
-
-    fn flush_state(&mut self, batch: &mut WriteBatch) -> rtb_stream::Result<()> {
-        self.inner.flush_state(batch)?;
-        self.sinks.cache.sync().map_err(stream_err)?;
-        self.sinks.db.sync().map_err(stream_err)
-    }
 }
 
 /// The key of a repartitioned record: the named fields joined with `:` (as the topology's `placement+category`).
@@ -170,6 +142,27 @@ pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> Job
     cfg.dead_letter_topic = Some(DEAD_LETTER_TOPIC.to_string());
     cfg.late_topic = Some(LATE_TOPIC.to_string());
     cfg.stop_at_end = stop_at_end;
+    cfg.outputs = stage.outputs.clone();
+    // SPEC §4: a late event corrects for as long as the attribution window (24 h, or the stage's own longer
+    // correction horizon); records older than that are not applied by any stage (late-records output) —
+    // a click with a clock years off is not charged.
+    let horizon = match stage.settings.late_policy {
+        crate::kind::LatePolicy::Correct { max_lateness } => max_lateness.as_ms() + stage.settings.grace.as_ms(),
+        _ => 0,
+    };
+    cfg.max_behind = Some(horizon.max(rtb_stream::time::DAY));
+    // An input written by a repartition stage: its watermark waits for every partition of the source.
+    for input in &stage.inputs {
+        if let Some(info) = plan.stages.iter().filter_map(|s| s.repartition.as_ref()).find(|r| r.topic == *input) {
+            if let Some(source) = plan.topic(&info.source) {
+                cfg.upstream.push(Upstream {
+                    input: input.clone(),
+                    origin_topic: info.source.clone(),
+                    origin_partitions: source.partitions,
+                });
+            }
+        }
+    }
     cfg
 }
 
@@ -211,7 +204,6 @@ pub fn spawn_stage(
 ) -> Result<()> {
     let cfg = job_config(plan, stage, stop_at_end);
     let (cache, db) = (Arc::clone(&sinks.cache), Arc::clone(&sinks.db));
-    let durable = sinks.clone();
     let w = wire.clone();
     match stage.kind {
         OperatorKind::Repartition => {
@@ -247,7 +239,7 @@ pub fn spawn_stage(
             rt.spawn(cfg, w.campaign_decoder(), move |_, scope| {
                 let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
                 let op = RankingStatement::new(scope, Arc::clone(&cache), Arc::clone(&db), r).map_err(stream_err)?;
-                Ok(Durable::new(op, durable.clone()))
+                Ok(op)
             })?;
         }
         OperatorKind::Performance => {
@@ -256,14 +248,14 @@ pub fn spawn_stage(
                 let r = ranker(&cache, &db, &ops).map_err(stream_err)?;
                 let op = PerformanceStatement::new(scope, task.partition, Arc::clone(&cache), ops.performance, r)
                     .map_err(stream_err)?;
-                Ok(Durable::new(op, durable.clone()))
+                Ok(op)
             })?;
         }
         OperatorKind::ConversionMatching => {
             let ccfg = ops.conversion;
             rt.spawn(cfg, w.match_input_decoder(), move |_, scope| {
                 let op = ConversionMatcher::new(scope, Arc::clone(&db), ccfg).map_err(stream_err)?;
-                Ok(Durable::new(op, durable.clone()))
+                Ok(op)
             })?;
         }
         OperatorKind::DuplicateDetection => {
@@ -273,20 +265,20 @@ pub fn spawn_stage(
             })?;
         }
         OperatorKind::Balance => {
-            rt.spawn(cfg, w.ad_decoder(), move |_, _| Ok(Durable::new(BalanceWorker::new(Arc::clone(&db)), durable.clone())))?;
+            rt.spawn(cfg, w.ad_decoder(), move |_, _| Ok(BalanceWorker::new(Arc::clone(&db))))?;
         }
         OperatorKind::BudgetMonitor => {
             let bcfg = ops.budget.clone();
             rt.spawn(cfg, w.ad_decoder(), move |_, scope| {
                 let op = BudgetMonitor::new(scope, Arc::clone(&cache), Arc::clone(&db), bcfg.clone()).map_err(stream_err)?;
-                Ok(Durable::new(op, durable.clone()))
+                Ok(op)
             })?;
         }
         OperatorKind::Compensation => {
             let tz = ops.budget.default_time_zone.clone();
             rt.spawn(cfg, w.compensation_decoder(), move |_, _| {
                 let op = CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &tz).map_err(stream_err)?;
-                Ok(Durable::new(op, durable.clone()))
+                Ok(op)
             })?;
         }
     }
