@@ -159,9 +159,12 @@ impl DiskPartition {
             scratch: Vec::new(),
             scratch_meta: Vec::new(),
         };
-        // What was recovered may be only in the page cache (a killed process): make it durable and say so.
-        part.active_mut().dirty = true;
-        part.sync()?;
+        // What was recovered past the durable point may be only in the page cache (a killed process): make
+        // it durable and say so.
+        if part.checkpoint.point() != part.written_point() {
+            part.active_mut().dirty = true;
+            part.sync()?;
+        }
         Ok(part)
     }
 
@@ -294,9 +297,14 @@ impl DiskPartition {
         for seg in &mut self.segments {
             seg.sync()?;
         }
-        let active = self.active();
-        let point = DurablePoint { segment_base: active.base, len: active.len, next: active.end };
+        let point = self.written_point();
         self.checkpoint.store(point)
+    }
+
+    /// The durable point the partition will have once everything written is fsynced.
+    fn written_point(&self) -> DurablePoint {
+        let active = self.active();
+        DurablePoint { segment_base: active.base, len: active.len, next: active.end }
     }
 
     /// Makes every record before `next` durable ([`DiskPartition::sync`] unless already so).
