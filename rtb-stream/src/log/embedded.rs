@@ -182,8 +182,8 @@ impl EmbeddedLog {
     }
 
     /// Opens (or creates) a durable log in `dir`: reads every topic's configuration, scans every segment
-    /// and loads the committed group offsets. See "Recovery" on [`EmbeddedLog`] for what is truncated
-    /// (only a torn tail past a partition's last durable point) and what is refused:
+    /// and loads the committed group offsets. See "Durability and recovery" on [`EmbeddedLog`] for what is
+    /// truncated (only a torn tail past a partition's last durable point) and what is refused:
     /// [`Error::LogCorrupt`] (naming the file, the byte and the partition) for damage to durable records
     /// or missing segment files, [`Error::LogBehindConsumer`] when a consumer group committed past a
     /// partition's recovered end. A file refused as corrupt is left untouched.
@@ -217,8 +217,7 @@ impl EmbeddedLog {
     fn check_group_offsets(&self) -> Result<()> {
         let groups = self.inner.groups.lock().clone();
         for ((group, topic, partition), next) in groups {
-            let end = match self.topic(&topic).and_then(|t| Ok(t.slot(partition)?.store.lock().end_offset()))
-            {
+            let end = match self.end_offset(&topic, partition) {
                 Ok(end) => end,
                 // The topic (or partition) is gone: only a group still at offset 0 lost nothing.
                 Err(Error::UnknownTopic(_) | Error::UnknownPartition { .. }) => 0,
