@@ -137,6 +137,25 @@ pub enum Error {
     /// Generic I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A consumer's position in a partition is past the partition's end: the records it consumed are
+    /// missing from the log (lost or damaged files), and appending would hand their offsets to new
+    /// records it would then skip. Nothing is repaired automatically.
+    #[error(
+        "{consumer} is at offset {committed} of {topic}[{partition}] but the log ends at offset {end}: \
+         records it consumed are missing; refusing to reuse their offsets"
+    )]
+    LogBehindConsumer {
+        /// Who holds the position (e.g. "consumer group `g`").
+        consumer: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The consumer's next offset.
+        committed: u64,
+        /// The partition's end offset.
+        end: u64,
+    },
 }
 
 /// Shorthand for results in this crate.

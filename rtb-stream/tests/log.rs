@@ -248,12 +248,20 @@ fn durable_reopen_returns_identical_records_and_configs() {
     assert_eq!(payloads(&log.read("events", 0, off, 10).expect("read")), vec!["after"]);
 }
 
-fn last_segment(dir: &Path, topic: &str, partition: u32) -> PathBuf {
+/// A partition's segment files, oldest first (the directory also holds its durable checkpoint).
+fn segments(dir: &Path, topic: &str, partition: u32) -> Vec<PathBuf> {
     let pdir = dir.join("topics").join(topic).join(partition.to_string());
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(pdir).expect("ls").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(pdir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
     files.sort();
-    files.pop().expect("a segment")
+    files
+}
+
+fn last_segment(dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    segments(dir, topic, partition).pop().expect("a segment")
 }
 
 fn torn_tail_case(damage: impl Fn(&Path)) {
@@ -329,10 +337,7 @@ fn corruption_in_an_older_segment_refuses_to_open() {
         }
         assert!(log.segment_count("t", 0).expect("count") >= 3);
     }
-    let pdir = dir.path().join("topics/t/0");
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(&pdir).expect("ls").map(|e| e.expect("e").path()).collect();
-    files.sort();
+    let files = segments(dir.path(), "t", 0);
     let mut bytes = std::fs::read(&files[0]).expect("read");
     bytes[20] ^= 0xff;
     std::fs::write(&files[0], bytes).expect("write");
@@ -346,12 +351,29 @@ fn group_offsets_persist_across_reopen() {
     {
         let log = EmbeddedLog::open(dir.path()).expect("open");
         log.create_topic("t", cfg(2)).expect("create");
+        for i in 0..50 {
+            log.append("t", to(1, &format!("r{i}"), i)).expect("append");
+            log.append("t", to(0, &format!("r{i}"), i)).expect("append");
+        }
         assert_eq!(log.group_offset("g", "t", 1).expect("read"), None);
         log.commit_group_offset("g", "t", 1, 42).expect("commit");
         log.commit_group_offset("g", "t", 1, 43).expect("commit again");
         log.commit_group_offset("h", "t", 0, 7).expect("commit");
         assert!(matches!(log.commit_group_offset("g", "nope", 0, 1), Err(Error::UnknownTopic(_))));
         assert!(matches!(log.commit_group_offset("g", "t", 2, 1), Err(Error::UnknownPartition { .. })));
+        // A consumer cannot be past the end: that offset does not exist yet.
+        let err = log.commit_group_offset("g", "t", 1, 51).expect_err("past the end");
+        assert!(
+            matches!(&err, Error::LogBehindConsumer { committed: 51, end: 50, partition: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            log.group_offset("g", "t", 1).expect("read"),
+            Some(43),
+            "a refused commit changes nothing"
+        );
+        log.commit_group_offset("g", "t", 1, 50).expect("at the end is fine");
+        log.commit_group_offset("g", "t", 1, 43).expect("and back");
     }
     let log = EmbeddedLog::open(dir.path()).expect("reopen");
     assert_eq!(log.group_offset("g", "t", 1).expect("read"), Some(43));

@@ -1,16 +1,19 @@
-//! Durable partition storage: a directory of segment files plus a bounded in-memory cache of the newest
-//! records. Appends are written through to the file (one positional write per append or per batch), so
-//! an appended record survives a crash of the process; [`DiskPartition::sync`] makes it survive a crash of
-//! the machine. Old offsets are read back from the files through the segments' sparse indexes, so memory
-//! stays bounded however long the log grows.
+//! Durable partition storage: a directory of segment files, a durable checkpoint, and a bounded in-memory
+//! cache of the newest records. Appends are written through to the file (one positional write per append
+//! or per batch), so an appended record survives a crash of the process; [`DiskPartition::sync`] makes it
+//! survive a crash of the machine and records how far that holds in the partition's checkpoint (see
+//! [`super::checkpoint`]), which opening uses to refuse corruption of durable records instead of taking it
+//! for a torn tail. Old offsets are read back from the files through the segments' sparse indexes, so
+//! memory stays bounded however long the log grows.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::checkpoint::{self, Checkpoint, DurablePoint};
 use super::frame::{self, FrameRef};
 use super::memory::record_size;
-use super::segment::{self, io_err, Segment, SegmentRead};
+use super::segment::{self, io_err, Segment, SegmentRead, Tail};
 use super::{LogOptions, LogRecord};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -26,6 +29,8 @@ pub(crate) struct DiskPartition {
     dir: PathBuf,
     /// Oldest first; never empty: the last one is the active segment.
     segments: Vec<Segment>,
+    /// How far the partition is known durable; updated after each fsync.
+    checkpoint: Checkpoint,
     cache: VecDeque<LogRecord>,
     cache_bytes: usize,
     opts: LogOptions,
@@ -62,8 +67,13 @@ impl ReadPlan {
 }
 
 impl DiskPartition {
-    /// Opens (or creates) the partition directory, scanning its segments.
+    /// Opens (or creates) the partition directory, scanning its segments against the durable checkpoint:
+    /// closed segments must be valid whole, the newest one up to its durable length; only bytes past that
+    /// point with no valid frame after them are a torn tail, truncated with a warning (see
+    /// [`Segment::open`]). Missing segment files or an end offset before the durable one are
+    /// [`Error::LogCorrupt`]. The recovered state is then fsynced and becomes the new durable point.
     pub(crate) fn open(dir: PathBuf, topic: Arc<str>, partition: u32, opts: LogOptions) -> Result<Self> {
+        let named = |e: Error| name_partition(e, &topic, partition);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
@@ -71,25 +81,48 @@ impl DiskPartition {
             let name = entry.file_name();
             match name.to_str().and_then(segment::parse_file_name) {
                 Some(base) => bases.push(base),
+                None if name == checkpoint::FILE => {}
                 None => tracing::debug!(file = ?name, dir = %dir.display(), "ignoring non-segment file"),
             }
         }
         bases.sort_unstable();
+        let checkpoint = Checkpoint::load(&dir).map_err(named)?;
+        let durable = checkpoint.as_ref().map(Checkpoint::point).unwrap_or_default();
+        let newest = bases.last().copied().unwrap_or(0);
+        if durable.next > 0 && (bases.is_empty() || durable.segment_base > newest) {
+            return Err(named(Error::LogCorrupt {
+                path: dir.join(segment::file_name(durable.segment_base)),
+                position: 0,
+                reason: format!(
+                    "segment file missing: offsets up to {} were fsynced in it (newest segment present: {})",
+                    durable.next,
+                    if bases.is_empty() { "none".to_string() } else { segment::file_name(newest) }
+                ),
+            }));
+        }
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
-            let is_last = i + 1 == bases.len();
+            let tail = if i + 1 < bases.len() {
+                Tail::Closed
+            } else if durable.segment_base == base {
+                Tail::Active { durable_len: durable.len, durable_next: durable.next }
+            } else {
+                // The checkpoint predates this segment: the older ones hold everything it covers.
+                Tail::Active { durable_len: 0, durable_next: base }
+            };
             let seg =
-                Segment::open(dir.join(segment::file_name(base)), base, is_last, opts.index_interval_bytes)?;
+                Segment::open(dir.join(segment::file_name(base)), base, tail, opts.index_interval_bytes)
+                    .map_err(named)?;
             if let Some(prev) = segments.last() {
                 if prev.end != seg.base {
-                    return Err(Error::LogCorrupt {
+                    return Err(named(Error::LogCorrupt {
                         path: seg.path.clone(),
                         position: 0,
                         reason: format!(
                             "segment starts at offset {} but the previous one ends at {}",
                             seg.base, prev.end
                         ),
-                    });
+                    }));
                 }
             }
             segments.push(seg);
@@ -98,17 +131,41 @@ impl DiskPartition {
             segments.push(Segment::create(&dir, 0, opts.index_interval_bytes)?);
             sync_dir(&dir)?;
         }
-        Ok(Self {
+        let end = segments[segments.len() - 1].end;
+        if end < durable.next {
+            let last = &segments[segments.len() - 1];
+            return Err(named(Error::LogCorrupt {
+                path: last.path.clone(),
+                position: last.len,
+                reason: format!(
+                    "the partition ends at offset {end} but offsets up to {} were fsynced",
+                    durable.next
+                ),
+            }));
+        }
+        let checkpoint = match checkpoint {
+            Some(c) => c,
+            None => Checkpoint::create(&dir, DurablePoint::default())?,
+        };
+        let mut part = Self {
             topic,
             partition,
             dir,
             segments,
+            checkpoint,
             cache: VecDeque::new(),
             cache_bytes: 0,
             opts,
             scratch: Vec::new(),
             scratch_meta: Vec::new(),
-        })
+        };
+        // What was recovered past the durable point may be only in the page cache (a killed process): make
+        // it durable and say so.
+        if part.checkpoint.point() != part.written_point() {
+            part.active_mut().dirty = true;
+            part.sync()?;
+        }
+        Ok(part)
     }
 
     fn active(&self) -> &Segment {
@@ -198,14 +255,16 @@ impl DiskPartition {
         Ok(())
     }
 
-    /// Closes the active segment (fsynced, so no older segment can be torn after a machine crash) and
-    /// starts a new one at the end offset.
+    /// Closes the active segment (fsynced, so no older segment can be torn after a machine crash), starts a
+    /// new one at the end offset and moves the durable checkpoint to it (so a lost newest segment file is
+    /// noticed on open).
     fn roll(&mut self) -> Result<()> {
         let end = self.end_offset();
         self.active_mut().sync()?;
         let seg = Segment::create(&self.dir, end, self.opts.index_interval_bytes)?;
         self.segments.push(seg);
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        self.checkpoint.store(DurablePoint { segment_base: end, len: 0, next: end })
     }
 
     /// Plans a read of up to `max` records from `from` (clamped to the start offset).
@@ -232,12 +291,28 @@ impl DiskPartition {
         ReadPlan::Files { from, reads }
     }
 
-    /// fsyncs every segment written since the last sync.
+    /// fsyncs every segment written since the last sync, then records the new durable point in the
+    /// checkpoint (only if it moved).
     pub(crate) fn sync(&mut self) -> Result<()> {
         for seg in &mut self.segments {
             seg.sync()?;
         }
-        Ok(())
+        let point = self.written_point();
+        self.checkpoint.store(point)
+    }
+
+    /// The durable point the partition will have once everything written is fsynced.
+    fn written_point(&self) -> DurablePoint {
+        let active = self.active();
+        DurablePoint { segment_base: active.base, len: active.len, next: active.end }
+    }
+
+    /// Makes every record before `next` durable ([`DiskPartition::sync`] unless already so).
+    pub(crate) fn sync_through(&mut self, next: u64) -> Result<()> {
+        if self.checkpoint.point().next >= next {
+            return Ok(());
+        }
+        self.sync()
     }
 
     /// Deletes whole segments whose newest record is older than `cutoff`. If every record is that old, the
@@ -264,6 +339,16 @@ impl DiskPartition {
             }
         }
         Ok(deleted)
+    }
+}
+
+/// Names the partition in a [`Error::LogCorrupt`] reason (the path names the file and the byte).
+fn name_partition(e: Error, topic: &str, partition: u32) -> Error {
+    match e {
+        Error::LogCorrupt { path, position, reason } => {
+            Error::LogCorrupt { path, position, reason: format!("partition {topic}[{partition}]: {reason}") }
+        }
+        other => other,
     }
 }
 

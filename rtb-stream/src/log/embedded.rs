@@ -26,11 +26,36 @@ const TOPICS_DIR: &str = "topics";
 /// - **Partitioning** follows Kafka's producer: an explicit partition wins, else the key's murmur2 hash
 ///   ([`partition_for_key`]), else round-robin.
 /// - **In-memory** ([`EmbeddedLog::in_memory`]) or **durable** ([`EmbeddedLog::open`]): per partition,
-///   segment files of length-prefixed, CRC32-checked frames; a torn tail (a crash in the middle of a write)
-///   is truncated with a warning on open; old records are read back from the files, only a bounded cache
-///   of the newest stays in memory.
-/// - **Consumer groups** commit offsets here (atomically replaced file in durable mode). Jobs run by the
-///   runtime commit their offsets together with their state instead.
+///   segment files of length-prefixed, CRC32-checked frames and a durable checkpoint; old records are read
+///   back from the files, only a bounded cache of the newest stays in memory.
+/// - **Consumer groups** commit offsets here (atomically replaced file in durable mode; the records before
+///   a committed offset are fsynced first). Jobs run by the runtime commit their offsets together with
+///   their state instead.
+///
+/// # Durability and recovery
+///
+/// Appends are written through (one positional write per append or batch, no fsync): a record whose
+/// append returned survives a crash of the process. [`EmbeddedLog::flush`] fsyncs and then records, per
+/// partition, its **durable point** (newest segment, its durable byte length, the next offset) in the
+/// partition's checkpoint file; closing a segment (a roll) fsyncs it and moves the point to the new one.
+/// Only a crash of the machine (or a kill in the middle of one large write) can therefore leave a partial
+/// write, and only past the durable point. Opening the log applies this rule:
+///
+/// - a **torn tail** is a bad or partial frame in a partition's newest segment at or after its durable
+///   point, with no valid frame (length, CRC and a plausible offset) anywhere after it: the bytes from
+///   there on are dropped with a warning, the records before it are kept, appends continue after them;
+/// - anything else is **corruption** and opening fails with [`Error::LogCorrupt`] naming the file, the
+///   byte position and the partition, leaving the files untouched: a bad frame before the durable point,
+///   a bad frame followed by a valid one, a valid frame with an unexpected offset, a segment shorter
+///   than its durable length, a missing segment file, any bad frame in an older (closed) segment;
+/// - a consumer group whose committed offset lies past a partition's recovered end fails with
+///   [`Error::LogBehindConsumer`]: those offsets would otherwise be reused for new records.
+///
+/// A partition written before checkpoints existed (no checkpoint file) has no durable point yet; it is
+/// opened with the scanning rule alone and gets its checkpoint at once. A machine crash in the middle of a
+/// large unsynced batch may, rarely, persist a later page of the batch before an earlier one; the log then
+/// refuses to open (a valid frame after a bad one) rather than guess: inspect the named file and cut it
+/// at the named byte by hand if the records after it were never flushed.
 ///
 /// The handle is cheap to clone (an `Arc`) and `Send + Sync`. At most one `EmbeddedLog` may have a given
 /// directory open at a time (the log does not lock the directory).
@@ -157,8 +182,11 @@ impl EmbeddedLog {
     }
 
     /// Opens (or creates) a durable log in `dir`: reads every topic's configuration, scans every segment
-    /// (validating CRCs, truncating a torn tail with a warning, refusing corruption elsewhere with
-    /// [`Error::LogCorrupt`]) and loads the committed group offsets.
+    /// and loads the committed group offsets. See "Durability and recovery" on [`EmbeddedLog`] for what is
+    /// truncated (only a torn tail past a partition's last durable point) and what is refused:
+    /// [`Error::LogCorrupt`] (naming the file, the byte and the partition) for damage to durable records
+    /// or missing segment files, [`Error::LogBehindConsumer`] when a consumer group committed past a
+    /// partition's recovered end. A file refused as corrupt is left untouched.
     pub fn open_with(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Self> {
         let root = dir.as_ref().to_path_buf();
         let topics_dir = root.join(TOPICS_DIR);
@@ -181,7 +209,31 @@ impl EmbeddedLog {
             topics.insert(name, Arc::new(topic));
         }
         *log.inner.topics.write() = topics;
+        log.check_group_offsets()?;
         Ok(log)
+    }
+
+    /// Refuses a log some consumer group has committed past the end of (see [`Error::LogBehindConsumer`]).
+    fn check_group_offsets(&self) -> Result<()> {
+        let groups = self.inner.groups.lock().clone();
+        for ((group, topic, partition), next) in groups {
+            let end = match self.end_offset(&topic, partition) {
+                Ok(end) => end,
+                // The topic (or partition) is gone: only a group still at offset 0 lost nothing.
+                Err(Error::UnknownTopic(_) | Error::UnknownPartition { .. }) => 0,
+                Err(e) => return Err(e),
+            };
+            if next > end {
+                return Err(Error::LogBehindConsumer {
+                    consumer: format!("consumer group `{group}`"),
+                    topic,
+                    partition,
+                    committed: next,
+                    end,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn from_parts(root: Option<PathBuf>, opts: LogOptions, groups: GroupOffsets) -> Self {
@@ -367,10 +419,28 @@ impl EmbeddedLog {
         true
     }
 
-    /// Commits a consumer group's next offset for a partition (durable mode: the offsets file is replaced
-    /// atomically before this returns).
+    /// Commits a consumer group's next offset for a partition. In durable mode the records before `next`
+    /// are made durable first (fsync, if a flush has not already done it) and the offsets file is replaced
+    /// atomically before this returns, so a committed offset never points past records a crash could take
+    /// back. `next` past the partition's end offset is refused with [`Error::LogBehindConsumer`].
     pub fn commit_group_offset(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<()> {
-        self.topic(topic)?.slot(partition)?;
+        let t = self.topic(topic)?;
+        {
+            let mut store = t.slot(partition)?.store.lock();
+            let end = store.end_offset();
+            if next > end {
+                return Err(Error::LogBehindConsumer {
+                    consumer: format!("consumer group `{group}`"),
+                    topic: topic.to_string(),
+                    partition,
+                    committed: next,
+                    end,
+                });
+            }
+            if let Store::Disk(d) = &mut *store {
+                d.sync_through(next)?;
+            }
+        }
         let mut groups = self.inner.groups.lock();
         let key = (group.to_string(), topic.to_string(), partition);
         if groups.get(&key) == Some(&next) {
@@ -397,7 +467,9 @@ impl EmbeddedLog {
         Ok(self.inner.groups.lock().get(&key).copied())
     }
 
-    /// Makes every append so far durable (fsync of the written segments). A no-op in memory.
+    /// Makes every append so far durable: fsyncs the written segments, then records each partition's new
+    /// durable point in its checkpoint (opening the log refuses damage before that point instead of
+    /// truncating it). A no-op in memory.
     pub fn flush(&self) -> Result<()> {
         let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
         for t in topics {

@@ -20,6 +20,8 @@ use crate::time::Timestamp;
 pub(crate) const HEADER_LEN: usize = 8;
 /// Smallest possible body: offset, timestamp, key length, payload length, origin flag.
 const MIN_BODY: usize = 8 + 8 + 4 + 4 + 1;
+/// Smallest possible whole frame.
+pub(crate) const MIN_FRAME: usize = HEADER_LEN + MIN_BODY;
 /// Largest body accepted; anything claiming more is garbage (or a record nobody should write).
 pub(crate) const MAX_BODY: usize = 256 << 20;
 const NO_KEY: u32 = u32::MAX;
@@ -129,6 +131,17 @@ pub(crate) fn check(buf: &[u8]) -> Result<FrameInfo, FrameError> {
         )));
     }
     Ok(FrameInfo { len, offset: read_u64(body, 0), timestamp: read_u64(body, 8) as i64 })
+}
+
+/// The whole-frame length and record offset a frame at the front of `buf` claims, if its length is
+/// plausible; nothing is validated (a cheap filter before [`check`]). `None` if `buf` holds fewer than the
+/// 16 bytes needed.
+pub(crate) fn peek(buf: &[u8]) -> Option<(usize, u64)> {
+    if buf.len() < HEADER_LEN + 8 {
+        return None;
+    }
+    let body_len = read_u32(buf, 0) as usize;
+    (MIN_BODY..=MAX_BODY).contains(&body_len).then(|| (HEADER_LEN + body_len, read_u64(buf, HEADER_LEN)))
 }
 
 /// Decodes a frame already validated by [`check`] (`frame` is exactly the frame's bytes).

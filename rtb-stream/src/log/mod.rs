@@ -5,8 +5,17 @@
 //! - [`murmur2`] / [`partition_for_key`] — Kafka's default partitioner, bit for bit.
 //! - Durable layout (`EmbeddedLog::open(dir)`):
 //!   `dir/topics/<topic>/topic.json`, `dir/topics/<topic>/<partition>/<base offset:020>.log` (segments of
-//!   CRC32-checked frames) and `dir/group-offsets.json`.
+//!   CRC32-checked frames), `dir/topics/<topic>/<partition>/durable.ckpt` (how far the partition is known
+//!   fsynced) and `dir/group-offsets.json`.
+//! - Recovery rule (details on [`EmbeddedLog`]): opening truncates only a **torn tail** — a bad or partial
+//!   frame in a partition's newest segment, at or after the partition's last durable point (its last
+//!   flush or segment roll), with no valid frame after it. Any other damage (before the durable point,
+//!   followed by a valid frame, in an older segment, missing files) is refused with
+//!   [`crate::Error::LogCorrupt`] naming the file, the byte and the partition, and never truncated; a
+//!   consumer group committed past a partition's recovered end is refused with
+//!   [`crate::Error::LogBehindConsumer`].
 
+mod checkpoint;
 mod disk;
 mod embedded;
 mod frame;
@@ -41,7 +50,11 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, index_interval_bytes: 4 << 10, cache_bytes: 4 << 20 }
+        Self {
+            segment_bytes: 64 << 20,
+            index_interval_bytes: 4 << 10,
+            cache_bytes: 4 << 20,
+        }
     }
 }
 
@@ -101,6 +114,10 @@ pub struct LogRecord {
 impl LogRecord {
     /// The record's coordinates.
     pub fn coord(&self) -> SourceCoord {
-        SourceCoord { topic: Arc::clone(&self.topic), partition: self.partition, offset: self.offset }
+        SourceCoord {
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            offset: self.offset,
+        }
     }
 }

@@ -57,12 +57,12 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut pos: u64) -> std::io::Resu
 
 /// Positional write of all of `buf`.
 #[cfg(unix)]
-fn write_all_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<()> {
+pub(crate) fn write_all_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, buf, pos)
 }
 
 #[cfg(windows)]
-fn write_all_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
+pub(crate) fn write_all_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
     while !buf.is_empty() {
         match std::os::windows::fs::FileExt::seek_write(file, buf, pos) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -97,6 +97,20 @@ pub(crate) struct Segment {
     index: Vec<(u32, u32)>,
     index_interval: u64,
     last_indexed_pos: Option<u64>,
+}
+
+/// How much of a segment file is known to be durable, which decides what a bad frame in it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Not the newest segment of its partition: it was fsynced whole when the next one was started.
+    Closed,
+    /// The newest segment: its first `durable_len` bytes (up to offset `durable_next`) were fsynced.
+    Active {
+        /// Bytes known durable (a frame boundary).
+        durable_len: u64,
+        /// Offset after the last durable record.
+        durable_next: u64,
+    },
 }
 
 /// What a segment read needs, detached from the partition lock: the file (kept open even if retention
@@ -135,9 +149,17 @@ impl Segment {
     }
 
     /// Opens an existing segment and scans it: validates every frame (length, CRC, consecutive offsets
-    /// from `base`) and rebuilds the index. A bad or partial frame at the end of the **last** segment is a
-    /// torn write: the file is truncated there with a warning. Elsewhere it is [`Error::LogCorrupt`].
-    pub(crate) fn open(path: PathBuf, base: u64, is_last: bool, index_interval: u64) -> Result<Self> {
+    /// from `base`) and rebuilds the index.
+    ///
+    /// - A [`Tail::Closed`] segment (not the newest of its partition; fsynced when it was closed) must be
+    ///   valid to its last byte: any bad frame is [`Error::LogCorrupt`].
+    /// - In the [`Tail::Active`] (newest) segment, a bad or partial frame is a **torn tail** only if it
+    ///   lies at or after the durable length and no valid frame (length, CRC, plausible offset) follows
+    ///   it anywhere in the file; then the file is truncated there with a warning. Anything else — a bad
+    ///   frame inside the durable part, a file shorter than its durable length, a valid frame after the
+    ///   bad one, a valid frame with an unexpected offset — is [`Error::LogCorrupt`] and the file is left
+    ///   untouched.
+    pub(crate) fn open(path: PathBuf, base: u64, tail: Tail, index_interval: u64) -> Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_err(&path, e))?;
         let file_len = file.metadata().map_err(|e| io_err(&path, e))?.len();
         let mut seg = Self {
@@ -152,6 +174,12 @@ impl Segment {
             index_interval: index_interval.max(1),
             last_indexed_pos: None,
         };
+        let (durable_len, durable_next) = match tail {
+            Tail::Closed => (file_len, None),
+            Tail::Active { durable_len, durable_next } => (durable_len, Some(durable_next)),
+        };
+        // The end offset at the durable byte position, once the scan reaches it on a frame boundary.
+        let mut end_at_durable = (durable_len == 0).then_some(base);
         let mut buf: Vec<u8> = Vec::new();
         let mut buf_start = 0_u64; // file position of buf[0]
         let mut problem: Option<String> = None;
@@ -160,11 +188,17 @@ impl Segment {
             match frame::check(&buf[at..]) {
                 Ok(info) => {
                     if info.offset != seg.end {
-                        problem = Some(format!("offset {} where {} was expected", info.offset, seg.end));
-                        break;
+                        // A frame that passes its CRC was written whole: a wrong offset is never torn.
+                        return Err(seg.corrupt(
+                            seg.len,
+                            format!("valid frame with offset {} where {} was expected", info.offset, seg.end),
+                        ));
                     }
                     let pos = seg.len;
                     seg.note_appended(info, pos);
+                    if seg.len == durable_len {
+                        end_at_durable = Some(seg.end);
+                    }
                 }
                 Err(FrameError::Corrupt(reason)) => {
                     problem = Some(reason);
@@ -191,21 +225,99 @@ impl Segment {
                 }
             }
         }
+        let Some(durable_next) = durable_next else {
+            return match problem {
+                None => Ok(seg),
+                Some(reason) => Err(seg.corrupt(seg.len, format!("{reason} in a closed segment"))),
+            };
+        };
         if let Some(reason) = problem {
-            if !is_last {
-                return Err(Error::LogCorrupt { path: seg.path.clone(), position: seg.len, reason });
+            if seg.len < durable_len {
+                return Err(seg.corrupt(
+                    seg.len,
+                    format!(
+                        "{reason} inside the durable part of the segment (bytes 0..{durable_len}, offsets up \
+                         to {durable_next} were fsynced)"
+                    ),
+                ));
+            }
+            if let Some((pos, offset)) = seg.find_valid_frame(seg.len + 1, file_len, seg.end)? {
+                return Err(seg.corrupt(
+                    seg.len,
+                    format!(
+                        "{reason}, followed by a valid frame (offset {offset}) at byte {pos}: damaged data, \
+                         not a torn tail"
+                    ),
+                ));
             }
             tracing::warn!(
                 path = %seg.path.display(),
                 position = seg.len,
                 dropped_bytes = file_len - seg.len,
+                durable_bytes = durable_len,
                 %reason,
-                "truncating torn tail of the log"
+                "truncating torn tail of the log (past its last durable point)"
             );
             seg.file.set_len(seg.len).map_err(|e| io_err(&seg.path, e))?;
             seg.file.sync_all().map_err(|e| io_err(&seg.path, e))?;
         }
+        if seg.len < durable_len {
+            return Err(seg.corrupt(
+                file_len,
+                format!(
+                    "the segment ends at byte {file_len} but its first {durable_len} bytes (offsets up to \
+                     {durable_next}) were fsynced: committed records are missing"
+                ),
+            ));
+        }
+        if end_at_durable != Some(durable_next) {
+            let found =
+                end_at_durable.map_or_else(|| "no frame boundary".to_string(), |e| format!("offset {e}"));
+            return Err(seg.corrupt(
+                durable_len,
+                format!("the durable checkpoint expects offset {durable_next} at byte {durable_len}, found {found}"),
+            ));
+        }
         Ok(seg)
+    }
+
+    /// The first position in `from..file_len` where a valid frame starts whose offset could follow
+    /// `next` (at least `next`, at most one more per smallest possible frame in between), with its offset.
+    fn find_valid_frame(&self, from: u64, file_len: u64, next: u64) -> Result<Option<(u64, u64)>> {
+        const PEEK: usize = frame::HEADER_LEN + 8; // length, CRC and the record's offset
+        let max_offset = next + (file_len - from.min(file_len)) / frame::MIN_FRAME as u64 + 1;
+        let mut buf = vec![0_u8; READ_CHUNK + PEEK];
+        let mut chunk_start = from;
+        while chunk_start + PEEK as u64 <= file_len {
+            let n = (file_len - chunk_start).min(buf.len() as u64) as usize;
+            read_exact_at(&self.file, &mut buf[..n], chunk_start).map_err(|e| io_err(&self.path, e))?;
+            let candidates = n.saturating_sub(PEEK - 1).min(READ_CHUNK);
+            for i in 0..candidates {
+                let pos = chunk_start + i as u64;
+                let Some((len, offset)) = frame::peek(&buf[i..]) else {
+                    continue;
+                };
+                if offset < next || offset > max_offset || pos + len as u64 > file_len {
+                    continue;
+                }
+                let valid = if i + len <= n {
+                    frame::check(&buf[i..i + len]).is_ok()
+                } else {
+                    let mut whole = vec![0_u8; len];
+                    read_exact_at(&self.file, &mut whole, pos).map_err(|e| io_err(&self.path, e))?;
+                    frame::check(&whole).is_ok()
+                };
+                if valid {
+                    return Ok(Some((pos, offset)));
+                }
+            }
+            chunk_start += candidates.max(1) as u64;
+        }
+        Ok(None)
+    }
+
+    fn corrupt(&self, position: u64, reason: String) -> Error {
+        Error::LogCorrupt { path: self.path.clone(), position, reason }
     }
 
     /// Whether the segment holds no record.
@@ -364,19 +476,86 @@ mod tests {
             seg.read_from(from).read_into(from, 5, &topic, 0, &mut out).expect("read");
             assert_eq!(out, recs[(from - 10) as usize..((from - 10 + 5) as usize).min(50)].to_vec());
         }
-        let reopened = Segment::open(seg.path.clone(), 10, false, 100).expect("reopen");
+        let reopened = Segment::open(seg.path.clone(), 10, Tail::Closed, 100).expect("reopen");
         assert_eq!((reopened.len, reopened.end, reopened.max_ts), (seg.len, 60, 590));
         assert_eq!(reopened.index, seg.index, "the index is rebuilt identically");
     }
 
+    fn active(durable_len: u64, durable_next: u64) -> Tail {
+        Tail::Active { durable_len, durable_next }
+    }
+
     #[test]
-    fn offset_gap_inside_a_segment_is_corrupt_unless_last() {
+    fn offset_gap_inside_a_segment_is_corrupt_even_in_the_newest() {
+        // A frame that passes its CRC was written whole, so a wrong offset is damage, not a torn write
+        // (this used to be truncated away in the newest segment).
         let dir = tempfile::tempdir().expect("tempdir");
         let mut seg = Segment::create(dir.path(), 0, 4096).expect("create");
         write(&mut seg, &[rec(0, b"a"), rec(1, b"b"), rec(5, b"gap")]);
-        let err = Segment::open(seg.path.clone(), 0, false, 4096).expect_err("not last: refuse");
+        let len = std::fs::metadata(&seg.path).expect("stat").len();
+        let err = Segment::open(seg.path.clone(), 0, Tail::Closed, 4096).expect_err("closed: refuse");
         assert!(matches!(err, Error::LogCorrupt { .. }), "{err}");
-        let fixed = Segment::open(seg.path.clone(), 0, true, 4096).expect("last: truncate");
-        assert_eq!(fixed.end, 2);
+        let err = Segment::open(seg.path.clone(), 0, active(0, 0), 4096).expect_err("newest: refuse too");
+        let gap_at = seg.len - (frame::HEADER_LEN as u64 + 8 + 8 + 4 + 3 + 4 + 1);
+        assert!(
+            matches!(&err, Error::LogCorrupt { position, reason, .. }
+            if *position == gap_at && reason.contains("offset 5 where 2")),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&seg.path).expect("stat").len(), len, "nothing truncated");
+    }
+
+    #[test]
+    fn the_durable_point_decides_between_torn_tail_and_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seg = Segment::create(dir.path(), 0, 4096).expect("create");
+        write(&mut seg, &(0..4).map(|o| rec(o, b"payload")).collect::<Vec<_>>());
+        let durable = seg.len;
+        write(&mut seg, &(4..6).map(|o| rec(o, b"payload")).collect::<Vec<_>>());
+        let path = seg.path.clone();
+        let whole = std::fs::read(&path).expect("read");
+        let frame_len = (whole.len() as u64 - durable) / 2;
+
+        // Last frame damaged, past the durable point, nothing valid after it: torn, truncated.
+        let mut bytes = whole.clone();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x10;
+        std::fs::write(&path, &bytes).expect("write");
+        let torn = Segment::open(path.clone(), 0, active(durable, 4), 4096).expect("torn tail");
+        assert_eq!((torn.end, torn.len), (5, durable + frame_len));
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), durable + frame_len);
+
+        // The same damage inside the durable part (the checkpoint says all 6 were fsynced): refused.
+        std::fs::write(&path, &bytes).expect("write");
+        let err = Segment::open(path.clone(), 0, active(whole.len() as u64, 6), 4096).expect_err("durable");
+        assert!(
+            matches!(&err, Error::LogCorrupt { position, .. } if *position == durable + frame_len),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "untouched");
+
+        // Damage past the durable point but followed by a valid frame: refused.
+        let mut bytes = whole.clone();
+        bytes[(durable + 10) as usize] ^= 0x10;
+        std::fs::write(&path, &bytes).expect("write");
+        let err = Segment::open(path.clone(), 0, active(durable, 4), 4096).expect_err("valid frame after");
+        assert!(
+            matches!(&err, Error::LogCorrupt { position, reason, .. }
+            if *position == durable && reason.contains("offset 5")),
+            "{err}"
+        );
+
+        // A file shorter than its durable length (cut on a frame boundary): refused.
+        std::fs::write(&path, &whole[..durable as usize]).expect("write");
+        let err = Segment::open(path.clone(), 0, active(whole.len() as u64, 6), 4096).expect_err("short");
+        assert!(matches!(&err, Error::LogCorrupt { reason, .. } if reason.contains("missing")), "{err}");
+
+        // A checkpoint whose durable length is not a frame boundary: refused.
+        std::fs::write(&path, &whole).expect("write");
+        let err = Segment::open(path.clone(), 0, active(durable + 1, 5), 4096).expect_err("not a boundary");
+        assert!(
+            matches!(&err, Error::LogCorrupt { reason, .. } if reason.contains("no frame boundary")),
+            "{err}"
+        );
     }
 }
