@@ -98,6 +98,9 @@ impl OpsConfig {
         if self.validation.max_price <= 0 || self.validation.max_amount <= 0 || self.validation.max_future_ms < 0 {
             return bad("validation", "limits must be positive");
         }
+        if self.validation.max_id_bytes == 0 {
+            return bad("validation.max_id_bytes", "must be positive");
+        }
         Ok(())
     }
 }

@@ -221,9 +221,19 @@ pub fn campaign_partition_key(placement: Placement, category: &str) -> String {
 
 /// An `ad-events` record.
 ///
-/// Required: `event_type`, `timestamp`, `device_id`, `ad_id`, `campaign_id`, `advertiser_id`,
-/// `placement`, `category`, `bid_price`, `actual_price`. Optional: `event_id`, `session_id`, `product_id`
-/// (a click without one cannot be matched to a conversion), `search_term`, `revenue_amount`, `order_id`.
+/// Which fields an event carries depends on its type (SPEC §3 field table):
+///
+/// | field | IMPRESSION | CLICK | CONVERSION |
+/// |---|---|---|---|
+/// | `event_type`, `timestamp`, `device_id`, `ad_id`, `campaign_id`, `advertiser_id`, `placement`, `category` | required | required | required |
+/// | `bid_price` | optional | required | optional |
+/// | `actual_price` (≤ `bid_price`) | ignored (`None`) | required | ignored (`None`) |
+/// | `revenue_amount`, `order_id` | optional | optional | required |
+/// | `event_id`, `session_id`, `product_id`, `search_term` | optional | optional | optional |
+///
+/// The validating decoder ([`super::Validator::ad_event`]) guarantees this shape: a decoded CLICK always
+/// has `bid_price` and `actual_price`, a decoded CONVERSION always has `revenue_amount` and `order_id`,
+/// and only a CLICK has an `actual_price`. A click without `product_id` cannot be matched to a conversion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdEvent {
     /// Unique id assigned by the producer (the balance worker's idempotency key when present).
@@ -252,10 +262,13 @@ pub struct AdEvent {
     pub placement: Placement,
     /// Category.
     pub category: String,
-    /// The campaign's bid at serving time (KRW).
-    pub bid_price: i64,
-    /// What a click costs (KRW, the GSP price); charged for CLICK events only.
-    pub actual_price: i64,
+    /// The campaign's bid at serving time (KRW); always present on a CLICK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid_price: Option<i64>,
+    /// What a click costs (KRW, the GSP price, ≤ `bid_price`); present on (and charged for) CLICK
+    /// events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_price: Option<i64>,
     /// Search term (SEARCH placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_term: Option<String>,
@@ -275,7 +288,7 @@ impl AdEvent {
     /// What this event costs the advertiser: `actual_price` for a click, 0 otherwise.
     pub fn price(&self) -> i64 {
         if self.is_click() {
-            self.actual_price
+            self.actual_price.unwrap_or(0)
         } else {
             0
         }
