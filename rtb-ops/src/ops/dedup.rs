@@ -192,7 +192,7 @@ impl Operator for DuplicateClickDetector {
             ctx.late(dead_letter(&record.source, "duplicate-detector", reason, ev));
             return Ok(());
         }
-        let id = super::click_id(ev, &record.source);
+        let id = super::charge_key(ev, &record.source);
         let mut st = self.keys.remove(&key).unwrap_or_default();
         if st.pending.iter().any(|c| c.id == id) {
             // The same click delivered again (a producer retry): the balance worker charged it once, and it

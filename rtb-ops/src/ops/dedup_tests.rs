@@ -80,7 +80,7 @@ fn spec_example_three_clicks_in_seconds_give_one_compensation_of_2400() {
     );
     assert_eq!((c[0].device_id.as_str(), c[0].ad_id.as_str(), c[0].campaign_id.as_str()), ("device_12345", "ad_001", "campaign_100"));
     assert_eq!(c[0].timestamp, ts("2024-01-15T10:35:15Z"));
-    assert_eq!(c[0].refund_key(), format!("refund/device_12345/ad_001/{}", ts("2024-01-15T10:30:15Z")));
+    assert_eq!(c[0].refund_key(), format!("refund:device_12345/ad_001/{}", ts("2024-01-15T10:30:15Z")));
     let s = f.h.operator.stats();
     assert_eq!((s.clicks, s.windows, s.compensations, s.duplicates, s.late_clicks), (3, 1, 1, 2, 0));
 }

@@ -58,13 +58,14 @@ pub fn check_spec_example(o: &Outputs) {
         )]
     );
     assert_eq!(o.compensations[0].timestamp, ms("2024-01-15T10:35:15Z"));
-    // Ledger: three charges of 1200 (line 3 has no event_id: partition(device_12345) = 6, line 3) and one refund
-    // keyed by the window start 2024-01-15T10:30:15Z = 1 705 314 615 000 ms.
+    // Ledger: three charges of 1200 (keys `charge:id:{event_id}`; line 3 has no event_id: its source coordinates,
+    // partition(device_12345) = 6, line 3 → `charge:src:ad-events/6/3`) and one refund keyed
+    // `refund:{device}/{ad}/{window start}` with the start 2024-01-15T10:30:15Z = 1 705 314 615 000 ms.
     let want: BTreeSet<_> = [
-        entry("clk-1", "advertiser_50", "campaign_100", "CHARGE", 1200),
-        entry("clk-2", "advertiser_50", "campaign_100", "CHARGE", 1200),
-        entry("ad-events/6/3", "advertiser_50", "campaign_100", "CHARGE", 1200),
-        entry("refund/device_12345/ad_001/1705314615000", "advertiser_50", "campaign_100", "REFUND", 2400),
+        entry("charge:id:clk-1", "advertiser_50", "campaign_100", "CHARGE", 1200),
+        entry("charge:id:clk-2", "advertiser_50", "campaign_100", "CHARGE", 1200),
+        entry("charge:src:ad-events/6/3", "advertiser_50", "campaign_100", "CHARGE", 1200),
+        entry("refund:device_12345/ad_001/1705314615000", "advertiser_50", "campaign_100", "REFUND", 2400),
     ]
     .into();
     assert_eq!(ledger_set(o), want);
@@ -109,11 +110,11 @@ pub fn check_boundary_click(o: &Outputs) {
     );
     // The refund key is the second window's start, 10:35:15 = 1 705 314 615 000 + 300 000.
     let want: BTreeSet<_> = [
-        entry("w-1", "advertiser_50", "campaign_100", "CHARGE", 1000),
-        entry("w-2", "advertiser_50", "campaign_100", "CHARGE", 1100),
-        entry("w-3", "advertiser_50", "campaign_100", "CHARGE", 900),
-        entry("w-4", "advertiser_50", "campaign_100", "CHARGE", 500),
-        entry("refund/device_777/ad_001/1705314915000", "advertiser_50", "campaign_100", "REFUND", 900),
+        entry("charge:id:w-1", "advertiser_50", "campaign_100", "CHARGE", 1000),
+        entry("charge:id:w-2", "advertiser_50", "campaign_100", "CHARGE", 1100),
+        entry("charge:id:w-3", "advertiser_50", "campaign_100", "CHARGE", 900),
+        entry("charge:id:w-4", "advertiser_50", "campaign_100", "CHARGE", 500),
+        entry("refund:device_777/ad_001/1705314915000", "advertiser_50", "campaign_100", "REFUND", 900),
     ]
     .into();
     assert_eq!(ledger_set(o), want);

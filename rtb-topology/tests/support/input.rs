@@ -59,6 +59,8 @@ pub struct AdEvent {
     pub product_id: Option<String>,
     pub revenue: i64,
     pub event_id: Option<String>,
+    /// Everything the event says except its event_id (what tells a redelivery from a reused id).
+    pub content: String,
 }
 
 /// A valid conversion event.
@@ -321,28 +323,33 @@ fn ad_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<AdEvent, Str
     let advertiser_id = req_id(o, "advertiser_id")?;
     req_enum(o, "placement", &PLACEMENTS)?;
     let category = req_id(o, "category")?;
-    opt_id(o, "session_id")?;
+    let session_id = opt_id(o, "session_id")?;
+    let placement = req_str(o, "placement")?;
     // SPEC §3 field table: prices are required on a click only; a conversion needs revenue and order.
-    let actual_price = if kind == AdKind::Click {
+    let (bid, actual_price) = if kind == AdKind::Click {
         let bid = req_money(o, "bid_price")?;
         let actual_price = req_money(o, "actual_price")?;
         if actual_price > bid {
             return Err(format!("actual_price {actual_price} > bid_price {bid}"));
         }
-        actual_price
+        (Some(bid), actual_price)
     } else {
-        opt_money(o, "bid_price")?;
-        0
+        (opt_money(o, "bid_price")?, 0)
     };
-    if kind == AdKind::Conversion {
+    let order_id = if kind == AdKind::Conversion {
         req_money(o, "revenue_amount")?;
-        req_id(o, "order_id")?;
+        Some(req_id(o, "order_id")?)
     } else {
-        opt_id(o, "order_id")?;
-    }
+        opt_id(o, "order_id")?
+    };
     let product_id = opt_id(o, "product_id")?;
     let revenue = opt_money(o, "revenue_amount")?.unwrap_or(0);
     let event_id = opt_id(o, "event_id")?;
+    let search_term = opt_str(o, "search_term")?;
+    let content = format!(
+        "{kind:?}|{ts}|{device_id:?}|{session_id:?}|{ad_id:?}|{campaign_id:?}|{advertiser_id:?}|{product_id:?}|{placement}|\
+         {category:?}|{bid:?}|{actual_price}|{search_term:?}|{revenue}|{order_id:?}"
+    );
     Ok(AdEvent {
         line,
         ts,
@@ -356,6 +363,7 @@ fn ad_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<AdEvent, Str
         product_id,
         revenue: if kind == AdKind::Conversion { revenue } else { 0 },
         event_id,
+        content,
     })
 }
 
