@@ -18,7 +18,7 @@
 //! `ts < end of the key's last closed window`, or more than the retention horizon behind the watermark
 //! (the key's memory may already be gone) — cannot be placed correctly any more. It is **not dropped
 //! silently**: it is counted ([`DedupStats::late_clicks`]) and sent to the late-records output ([`Context::late`]) with the
-//! reason. (The balance worker still charged it; the dead letter is the trail for a manual refund.)
+//! reason. (The balance worker still charged it; the late record is the trail for a manual refund.)
 //!
 //! State per key: the buffered clicks and the end of the last closed window. A key's entry expires (is
 //! forgotten) `retention` after its last window closed with nothing buffered.
