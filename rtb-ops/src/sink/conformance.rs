@@ -168,19 +168,26 @@ pub fn check_database(db: &dyn Database) {
     assert_eq!(db.apply_ledger_batch(std::slice::from_ref(&reused)).unwrap(), vec![LedgerOutcome::Conflict]);
     assert_eq!(db.balance("a1").unwrap(), Some(98_500));
     assert_eq!(db.ledger().unwrap().len(), 6);
+    // Inside one batch too: the first content wins, the other is a conflict.
+    let first = ledger("b3", "a1", LedgerKind::Charge, -10);
+    let other = LedgerEntry { fingerprint: 9, ..first.clone() };
+    assert_eq!(
+        db.apply_ledger_batch(&[first.clone(), other, first]).unwrap(),
+        vec![LedgerOutcome::Applied { balance: 98_490 }, LedgerOutcome::Conflict, LedgerOutcome::Duplicate]
+    );
 
     // Pruning forgets keys older than the cut-off (by the entry's event time); rows and balances stay.
     let at = |key: &str, t: i64| LedgerEntry { event_time: t, ..ledger(key, "a1", LedgerKind::Charge, -1) };
     assert!(matches!(db.apply_ledger(&at("t1", 1_000)).unwrap(), LedgerOutcome::Applied { .. }));
     assert!(matches!(db.apply_ledger(&at("t2", 2_000)).unwrap(), LedgerOutcome::Applied { .. }));
-    assert_eq!(db.prune_ledger_keys(1).unwrap(), 6, "the six keys at event time 0");
+    assert_eq!(db.prune_ledger_keys(1).unwrap(), 7, "the seven keys at event time 0");
     assert_eq!(db.prune_ledger_keys(2_000).unwrap(), 1, "t1; t2 is at the cut-off");
     assert_eq!(db.prune_ledger_keys(2_000).unwrap(), 0, "idempotent");
-    assert_eq!(db.ledger().unwrap().len(), 8, "the history is never pruned");
-    assert_eq!(db.balance("a1").unwrap(), Some(98_498));
+    assert_eq!(db.ledger().unwrap().len(), 9, "the history is never pruned");
+    assert_eq!(db.balance("a1").unwrap(), Some(98_488));
     assert_eq!(db.apply_ledger(&at("t2", 2_000)).unwrap(), LedgerOutcome::Duplicate, "t2 is kept");
     assert!(matches!(db.apply_ledger(&at("t1", 1_000)).unwrap(), LedgerOutcome::Applied { .. }), "t1 was forgotten");
-    assert_eq!(db.balance("a1").unwrap(), Some(98_497));
+    assert_eq!(db.balance("a1").unwrap(), Some(98_487));
 
     // Conversions: one per order.
     let conv = |order: &str, campaign: Option<&str>| ConversionRow {
