@@ -24,7 +24,7 @@ use rtb_ops::ops::performance::{PerformanceConfig, PerformanceStatement};
 use rtb_ops::ops::ranking::Ranker;
 use rtb_ops::ranking::RankingConfig;
 use rtb_ops::schema::{rfc3339, AdEvent, AdEventType, Placement, Validator};
-use rtb_ops::sink::{Cache, Database, EmbeddedDatabase, MemoryCache, MemoryDatabase};
+use rtb_ops::sink::{Advertiser, Cache, Database, EmbeddedDatabase, MemoryCache, MemoryDatabase};
 use rtb_stream::runtime::Output;
 use rtb_stream::{Context, DeadLetter, Operator, Record, SourceCoord, StateScope, WriteBatch};
 
@@ -60,8 +60,8 @@ fn events(n: usize, clicks_only: bool) -> Vec<AdEvent> {
                 product_id: Some(format!("product_{}", r.next(5_000))),
                 placement: Placement::Search,
                 category: format!("category_{}", ad % 12),
-                bid_price: 1_500,
-                actual_price: 100 + r.next(1_400) as i64,
+                bid_price: Some(1_500),
+                actual_price: if click { Some(100 + r.next(1_400) as i64) } else { None },
                 search_term: Some("노트북".into()),
                 revenue_amount: None,
                 order_id: None,
@@ -161,6 +161,15 @@ fn decode(c: &mut Criterion) {
     report("ops/rfc3339_parse", N, parse);
 }
 
+/// A database with the advertisers of [`events`] registered (clicks of unknown advertisers are refused).
+fn registered(db: impl Database + 'static) -> Arc<dyn Database> {
+    for a in 0..10 {
+        db.upsert_advertiser(&Advertiser { advertiser_id: format!("advertiser_{a}"), opening_balance: 0, time_zone: "Asia/Seoul".into() })
+            .expect("advertiser");
+    }
+    Arc::new(db)
+}
+
 fn operators(c: &mut Criterion) {
     let mixed = records(&events(N, false));
     let clicks = records(&events(N, true));
@@ -173,13 +182,13 @@ fn operators(c: &mut Criterion) {
     bench_op(c, "dedup_clicks", &clicks, || {
         DuplicateClickDetector::new(&StateScope::in_memory(), DedupConfig::default()).expect("dedup")
     });
-    bench_op(c, "balance_memory", &clicks, || BalanceWorker::new(Arc::new(MemoryDatabase::new())));
-    bench_op(c, "balance_sled", &clicks, || BalanceWorker::new(Arc::new(EmbeddedDatabase::temporary().expect("sled"))));
+    bench_op(c, "balance_memory", &clicks, || BalanceWorker::new(registered(MemoryDatabase::new())));
+    bench_op(c, "balance_sled", &clicks, || BalanceWorker::new(registered(EmbeddedDatabase::temporary().expect("sled"))));
     bench_op(c, "balance_sled_batch100", &clicks, || {
-        BalanceWorker::with_batch_size(Arc::new(EmbeddedDatabase::temporary().expect("sled")), 100)
+        BalanceWorker::with_batch_size(registered(EmbeddedDatabase::temporary().expect("sled")), 100)
     });
     bench_op(c, "budget_memory", &clicks, || {
-        let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+        let db = registered(MemoryDatabase::new());
         BudgetMonitor::new(&StateScope::in_memory(), Arc::new(MemoryCache::new()), db, BudgetConfig::default()).expect("budget")
     });
 }

@@ -98,6 +98,9 @@ impl OpsConfig {
         if self.validation.max_price <= 0 || self.validation.max_amount <= 0 || self.validation.max_future_ms < 0 {
             return bad("validation", "limits must be positive");
         }
+        if self.validation.max_id_bytes == 0 {
+            return bad("validation.max_id_bytes", "must be positive");
+        }
         Ok(())
     }
 }
@@ -119,5 +122,15 @@ mod tests {
         assert_eq!(partial.dedup.window_ms, 300_000);
         let bad = OpsConfig { budget: BudgetConfig { default_time_zone: "Nowhere/Else".into(), ..BudgetConfig::default() }, ..c };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_id_limit_is_configured_and_checked() {
+        let c: OpsConfig = serde_json::from_str(r#"{"validation":{"max_id_bytes":64}}"#).expect("config");
+        assert_eq!((c.validation.max_id_bytes, c.validation.max_price), (64, 10_000_000));
+        assert_eq!(OpsConfig::default().validation.max_id_bytes, 128);
+        let zero = OpsConfig { validation: ValidationConfig { max_id_bytes: 0, ..ValidationConfig::default() }, ..OpsConfig::default() };
+        let e = zero.validate().expect_err("zero");
+        assert!(e.to_string().contains("validation.max_id_bytes"), "{e}");
     }
 }

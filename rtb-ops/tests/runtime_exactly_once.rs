@@ -50,8 +50,8 @@ fn clicks() -> Vec<AdEvent> {
                 product_id: None,
                 placement: Placement::Home,
                 category: "books".into(),
-                bid_price: 2_000,
-                actual_price: 100 + rnd(900) as i64,
+                bid_price: Some(2_000),
+                actual_price: Some(100 + rnd(900) as i64),
                 search_term: None,
                 revenue_amount: None,
                 order_id: None,
@@ -66,7 +66,7 @@ fn clicks() -> Vec<AdEvent> {
 fn model(input: &[AdEvent]) -> (BTreeMap<String, i64>, i64, usize) {
     let mut balance: BTreeMap<String, i64> = BTreeMap::new();
     for c in input {
-        *balance.entry(c.advertiser_id.clone()).or_insert(OPENING) -= c.actual_price;
+        *balance.entry(c.advertiser_id.clone()).or_insert(OPENING) -= c.price();
     }
     let mut per_key: BTreeMap<(String, String), Vec<(i64, usize)>> = BTreeMap::new();
     for (i, c) in input.iter().enumerate() {
@@ -82,8 +82,8 @@ fn model(input: &[AdEvent]) -> (BTreeMap<String, i64>, i64, usize) {
             if j - i > 1 {
                 windows += 1;
                 for &(_, idx) in &v[i + 1..j] {
-                    refunds += input[idx].actual_price;
-                    *balance.get_mut(&input[idx].advertiser_id).unwrap() += input[idx].actual_price;
+                    refunds += input[idx].price();
+                    *balance.get_mut(&input[idx].advertiser_id).unwrap() += input[idx].price();
                 }
             }
             i = j;
@@ -161,7 +161,7 @@ fn replays_from_scratch_change_no_balance_ledger_or_spend() {
                 cache.spend(&format!("camp{ad}"), day).unwrap() + cache.spend(&format!("camp{ad}"), day.succ()).unwrap()
             })
             .sum();
-        assert_eq!(total_spend, input.iter().map(|c| c.actual_price).sum::<i64>() - refunds, "{round}: spend");
+        assert_eq!(total_spend, input.iter().map(|c| c.price()).sum::<i64>() - refunds, "{round}: spend");
     };
     let first_state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
     run_pipeline(&log, first_state.clone(), &cache, &db);

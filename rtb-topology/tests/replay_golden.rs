@@ -61,6 +61,12 @@ macro_rules! golden {
 }
 
 golden!(
+    client_ids,
+    check_client_ids,
+    model_priceless_impression_redelivery_reused_event_id_and_refund_key_spelling_client_id,
+    replay_priceless_impression_redelivery_reused_event_id_and_refund_key_spelling_client_id
+);
+golden!(
     spec_example,
     check_spec_example,
     model_spec_example_three_clicks_one_refund_of_two,

@@ -15,7 +15,12 @@
 //! The end-of-input watermark (`Timestamp::MAX`) is not a day rollover: pauses stay as they are, and a
 //! replay calls [`settle_pauses`] with its last event time to make the stored pauses exact.
 //!
-//! Exactly-once: the spend counter takes `spend:{click id}` as its idempotency key and alerts are unique
+//! Only billable clicks count: a click the balance worker refuses ([`Billing`]: unknown advertiser,
+//! campaign of another advertiser) is skipped here too (and counted in [`BudgetStats::refused`]), and a
+//! click whose `event_id` was already used shares its charge's spend key, so it is not counted either.
+//!
+//! Exactly-once: the spend counter takes `spend:` + the charge's key ([`super::charge_key`]) as its
+//! idempotency key (kept as long as the sink's key retention) and alerts are unique
 //! per key, so a replay changes nothing twice. Pauses are checked on every click (applied or replayed),
 //! so a crash between the counter update and the pause cannot lose the pause. Only clicks of the current
 //! day (not older than the watermark's day) pause: a late click for yesterday can alert, not pause today.
@@ -30,7 +35,7 @@ use rtb_stream::state::{KeyedStore, StateScope, WriteBatch};
 use rtb_stream::{Context, Operator, Record, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{click_id, json_output, ZoneCache};
+use super::{charge_key, charge_spend_key, json_output, Billing, ZoneCache};
 use crate::calendar::{Day, DEFAULT_TIME_ZONE};
 use crate::error::Result;
 use crate::ranking::budget_exhausted;
@@ -81,6 +86,8 @@ pub struct BudgetStats {
     pub pauses: u64,
     /// Resumes published.
     pub resumes: u64,
+    /// Clicks not counted because they are not billable (see [`Billing`]).
+    pub refused: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +104,7 @@ pub struct BudgetMonitor {
     db: Arc<dyn Database>,
     cfg: BudgetConfig,
     zones: ZoneCache,
+    billing: Billing,
     /// Campaigns this task paused, expiring (event time) at the next local midnight.
     paused: KeyedStore<String, Paused>,
     /// The same, expiring at the next local midnight by processing time (if enabled).
@@ -149,6 +157,7 @@ impl BudgetMonitor {
     pub fn new(scope: &StateScope, cache: Arc<dyn Cache>, db: Arc<dyn Database>, cfg: BudgetConfig) -> Result<Self> {
         Ok(Self {
             zones: ZoneCache::new(&cfg.default_time_zone)?,
+            billing: Billing::default(),
             cache,
             db,
             cfg,
@@ -206,7 +215,8 @@ impl BudgetMonitor {
         self.stats.clicks += 1;
         let tz = self.zones.zone(&*self.db, &ev.advertiser_id)?;
         let day = Day::of(ev.timestamp, tz);
-        let (total, applied) = self.cache.add_spend_once(&ev.campaign_id, day, ev.price(), &format!("spend:{click}"))?;
+        let (total, applied) =
+            self.cache.add_spend_once(&ev.campaign_id, day, ev.price(), &charge_spend_key(click), ev.timestamp)?;
         if !applied {
             self.stats.replayed += 1;
         }
@@ -254,7 +264,11 @@ impl Operator for BudgetMonitor {
 
     fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         if record.value.is_click() {
-            let click = click_id(&record.value, &record.source);
+            if self.billing.check(&*self.db, &record.value.advertiser_id, &record.value.campaign_id)?.is_err() {
+                self.stats.refused += 1;
+                return Ok(());
+            }
+            let click = charge_key(&record.value, &record.source);
             self.on_click(&record.value, &click, ctx)?;
         }
         Ok(())

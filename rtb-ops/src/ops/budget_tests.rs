@@ -56,8 +56,8 @@ fn click(t: i64, price: i64, offset: u64) -> Record<String, AdEvent> {
         product_id: None,
         placement: Placement::Home,
         category: "books".into(),
-        bid_price: 20_000,
-        actual_price: price,
+        bid_price: Some(20_000),
+        actual_price: Some(price),
         search_term: None,
         revenue_amount: None,
         order_id: None,
@@ -155,8 +155,8 @@ fn refunds_lower_the_day_and_a_raised_budget_pauses_again_at_the_new_limit() {
     f.h.process(click(ts("2024-01-15T01:00:00Z"), 10_000, 0)).unwrap();
     assert_eq!(f.statuses().len(), 1);
     // A refund of 2000 lowers the day's spend (the compensation worker's call), idempotently.
-    assert_eq!(f.cache.add_spend_once("c1", jan(15), -2000, "refund:x").unwrap(), (8_000, true));
-    assert_eq!(f.cache.add_spend_once("c1", jan(15), -2000, "refund:x").unwrap(), (8_000, false));
+    assert_eq!(f.cache.add_spend_once("c1", jan(15), -2000, "refund:x", 0).unwrap(), (8_000, true));
+    assert_eq!(f.cache.add_spend_once("c1", jan(15), -2000, "refund:x", 0).unwrap(), (8_000, false));
     // The ranking statement cleared the pause after a raise to 20 000 (simulated here).
     f.db.set_budget_pause("c1", None).unwrap();
     let mut row = f.db.campaign("c1").unwrap().unwrap();
@@ -214,7 +214,7 @@ fn the_end_of_input_watermark_is_no_day_rollover_and_settle_makes_pauses_exact()
     assert_eq!(settle_pauses(&f.cache, &f.db, &cfg, ts("2024-01-15T15:30:00Z")).unwrap(), 1);
     assert_eq!(f.paused_day(), None);
     // And a campaign exhausted on the final day without a stored pause gets one.
-    f.cache.add_spend_once("c1", jan(16), 10_000, "x").unwrap();
+    f.cache.add_spend_once("c1", jan(16), 10_000, "x", 0).unwrap();
     assert_eq!(settle_pauses(&f.cache, &f.db, &cfg, ts("2024-01-15T15:30:00Z")).unwrap(), 1);
     assert_eq!(f.paused_day(), Some(jan(16)));
 }

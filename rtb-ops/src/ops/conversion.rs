@@ -12,8 +12,9 @@
 //! conversions of one order the **earliest** counts; later ones are ignored and counted. An unattributed
 //! conversion is a result too (it claims its order; reports that list attributed conversions only filter
 //! on [`ConversionRow::is_attributed`]). Clicks without a `product_id` cannot match and are skipped.
-//! Conversions and clicks that arrive after they could be joined correctly go to the dead-letter output
-//! with the reason, and are counted.
+//! Conversions and clicks that arrive after they could be joined correctly are counted
+//! ([`ConversionStats::late_conversions`], [`ConversionStats::late_clicks`]) and go to the late-records
+//! output ([`Context::late`]) with the reason: they are valid input that arrived late, not dead letters.
 //!
 //! The two inputs must be co-partitioned by device: `conversion-events` (4 partitions) is not, against
 //! `ad-events` (8), so the topology repartitions it first (see `rtb-topology`).
@@ -73,9 +74,9 @@ pub struct ConversionStats {
     pub duplicate_orders: u64,
     /// Clicks without a product id (cannot match).
     pub clicks_without_product: u64,
-    /// Conversions too late to be matched correctly (dead-lettered).
+    /// Conversions too late to be matched correctly (sent to the late-records output).
     pub late_conversions: u64,
-    /// Clicks too late to be matched correctly (dead-lettered).
+    /// Clicks too late to be matched correctly (sent to the late-records output).
     pub late_clicks: u64,
 }
 
@@ -169,7 +170,7 @@ impl ConversionMatcher {
                             "LATE_CONVERSION: order {} at {} ms arrived after the watermark passed it",
                             left.value.order_id, left.timestamp
                         );
-                        ctx.dead_letter(dead_letter(src, "conversion-matcher", reason, &(&key, &left)));
+                        ctx.late(dead_letter(src, "conversion-matcher", reason, &(&key, &left)));
                     }
                 }
                 JoinEvent::LateRight { key, right } => {
@@ -179,7 +180,7 @@ impl ConversionMatcher {
                             "LATE_CLICK: click at {} ms arrived after conversions it could match were closed",
                             right.timestamp
                         );
-                        ctx.dead_letter(dead_letter(src, "conversion-matcher", reason, &(&key, &right)));
+                        ctx.late(dead_letter(src, "conversion-matcher", reason, &(&key, &right)));
                     }
                 }
             }

@@ -21,8 +21,8 @@ fn click(device: &str, product: Option<&str>, campaign: &str, at: i64) -> MatchI
         product_id: product.map(str::to_string),
         placement: Placement::Search,
         category: "x".into(),
-        bid_price: 1500,
-        actual_price: 1200,
+        bid_price: Some(1500),
+        actual_price: Some(1200),
         search_term: None,
         revenue_amount: None,
         order_id: None,
@@ -153,18 +153,22 @@ fn a_click_arriving_after_its_conversion_still_matches_before_the_close() {
 }
 
 #[test]
-fn late_conversions_are_dead_lettered_and_clicks_without_product_skipped() {
+fn late_conversions_go_to_the_late_output_and_clicks_without_product_are_skipped() {
     let mut f = matcher();
     f.h.advance_watermark(T).unwrap();
     f.send(conversion("d", "p", "o-late", T - 1));
     assert_eq!(f.h.operator.stats().late_conversions, 1);
-    assert_eq!(f.h.dead_letters.len(), 1);
-    assert!(f.h.dead_letters[0].reason.starts_with("LATE_CONVERSION"));
-    assert_eq!(f.h.dead_letters[0].stage, "conversion-matcher");
+    assert!(f.h.dead_letters.is_empty(), "late is not invalid: {:?}", f.h.dead_letters);
+    assert_eq!(f.h.late.len(), 1);
+    assert!(f.h.late[0].reason.starts_with("LATE_CONVERSION"));
+    assert_eq!(f.h.late[0].stage, "conversion-matcher");
     f.send(click("d", None, "no-product", T + 1));
     assert_eq!(f.h.operator.stats().clicks_without_product, 1);
     // A click so old that no open or future conversion can use it.
     f.send(click("d", Some("p"), "ancient", T - 25 * HOUR));
     assert_eq!(f.h.operator.stats().late_clicks, 1);
+    assert_eq!(f.h.late.len(), 2, "the late click is counted and reported too");
+    assert!(f.h.late[1].reason.starts_with("LATE_CLICK"), "{}", f.h.late[1].reason);
+    assert!(f.h.dead_letters.is_empty());
     assert!(f.rows().is_empty());
 }

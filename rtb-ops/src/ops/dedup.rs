@@ -17,8 +17,8 @@
 //! A click that arrives after the window that should contain it (or an earlier one) was closed —
 //! `ts < end of the key's last closed window`, or more than the retention horizon behind the watermark
 //! (the key's memory may already be gone) — cannot be placed correctly any more. It is **not dropped
-//! silently**: it is counted ([`DedupStats::late_clicks`]) and sent to the dead-letter output with the
-//! reason. (The balance worker still charged it; the dead letter is the trail for a manual refund.)
+//! silently**: it is counted ([`DedupStats::late_clicks`]) and sent to the late-records output ([`Context::late`]) with the
+//! reason. (The balance worker still charged it; the late record is the trail for a manual refund.)
 //!
 //! State per key: the buffered clicks and the end of the last closed window. A key's entry expires (is
 //! forgotten) `retention` after its last window closed with nothing buffered.
@@ -64,7 +64,7 @@ pub struct DedupStats {
     pub compensations: u64,
     /// Duplicate clicks (refunded).
     pub duplicates: u64,
-    /// Clicks that arrived too late to be placed (dead-lettered).
+    /// Clicks that arrived too late to be placed (sent to the late-records output).
     pub late_clicks: u64,
     /// Clicks delivered again with the identity of a buffered click (ignored: not duplicates).
     pub redelivered: u64,
@@ -189,10 +189,10 @@ impl Operator for DuplicateClickDetector {
                 _ => format!("LATE_CLICK: more than {} ms behind the watermark", self.cfg.retention_ms),
             };
             tracing::warn!(source = %record.source, %reason, "late click");
-            ctx.dead_letter(dead_letter(&record.source, "duplicate-detector", reason, ev));
+            ctx.late(dead_letter(&record.source, "duplicate-detector", reason, ev));
             return Ok(());
         }
-        let id = super::click_id(ev, &record.source);
+        let id = super::charge_key(ev, &record.source);
         let mut st = self.keys.remove(&key).unwrap_or_default();
         if st.pending.iter().any(|c| c.id == id) {
             // The same click delivered again (a producer retry): the balance worker charged it once, and it

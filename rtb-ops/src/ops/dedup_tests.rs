@@ -23,8 +23,8 @@ fn click(device: &str, ad: &str, t: i64, price: i64) -> AdEvent {
         product_id: Some("product_200".into()),
         placement: Placement::Home,
         category: "전자제품/컴퓨터".into(),
-        bid_price: 1500,
-        actual_price: price,
+        bid_price: Some(1500),
+        actual_price: Some(price),
         search_term: None,
         revenue_amount: None,
         order_id: None,
@@ -80,7 +80,7 @@ fn spec_example_three_clicks_in_seconds_give_one_compensation_of_2400() {
     );
     assert_eq!((c[0].device_id.as_str(), c[0].ad_id.as_str(), c[0].campaign_id.as_str()), ("device_12345", "ad_001", "campaign_100"));
     assert_eq!(c[0].timestamp, ts("2024-01-15T10:35:15Z"));
-    assert_eq!(c[0].refund_key(), format!("refund/device_12345/ad_001/{}", ts("2024-01-15T10:30:15Z")));
+    assert_eq!(c[0].refund_key(), format!("refund:device_12345/ad_001/{}", ts("2024-01-15T10:30:15Z")));
     let s = f.h.operator.stats();
     assert_eq!((s.clicks, s.windows, s.compensations, s.duplicates, s.late_clicks), (3, 1, 1, 2, 0));
 }
@@ -156,7 +156,7 @@ fn out_of_order_clicks_are_sessionized_by_event_time() {
 }
 
 #[test]
-fn late_click_into_a_closed_window_is_dead_lettered_and_counted() {
+fn late_click_into_a_closed_window_goes_to_the_late_output_and_is_counted() {
     let mut f = detector();
     f.send(click("d", "a", 0, 1000));
     f.send(click("d", "a", 10 * SEC, 1000));
@@ -165,8 +165,9 @@ fn late_click_into_a_closed_window_is_dead_lettered_and_counted() {
     f.send(click("d", "a", 150 * SEC, 1000)); // belonged to the closed window
     assert!(f.comps().is_empty());
     assert_eq!(f.h.operator.stats().late_clicks, 1);
-    assert_eq!(f.h.dead_letters.len(), 1);
-    let dl = &f.h.dead_letters[0];
+    assert!(f.h.dead_letters.is_empty(), "late is not invalid");
+    assert_eq!(f.h.late.len(), 1);
+    let dl = &f.h.late[0];
     assert!(dl.reason.starts_with("LATE_CLICK"), "{}", dl.reason);
     assert_eq!((dl.stage.as_str(), dl.source.offset), ("duplicate-detector", 3));
     assert!(dl.payload.contains("\"device_id\":\"d\""));
@@ -201,7 +202,9 @@ fn keys_are_forgotten_after_retention_and_very_late_clicks_are_still_reported() 
     assert_eq!(f.h.operator.keys_held(), 0);
     f.send(click("d", "a", 10 * SEC, 1000)); // memory gone, but far behind the watermark
     assert_eq!(f.h.operator.stats().late_clicks, 1);
-    assert_eq!(f.h.dead_letters.len(), 1);
+    assert_eq!(f.h.late.len(), 1);
+    assert!(f.h.late[0].reason.starts_with("LATE_CLICK"), "{}", f.h.late[0].reason);
+    assert!(f.h.dead_letters.is_empty());
 }
 
 #[test]

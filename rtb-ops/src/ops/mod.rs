@@ -36,12 +36,88 @@ pub enum MatchInput {
     Ad(AdEvent),
 }
 
-/// The identity of a click: its `event_id`, else its source coordinates `topic/partition/offset`
-/// (the spec's rule for the balance worker's idempotency key).
-pub fn click_id(ev: &AdEvent, source: &SourceCoord) -> String {
+/// The idempotency key of a click's charge (the spec's rule: its `event_id`, else its source
+/// coordinates), in a namespace of its own: `charge:id:{event_id}` or `charge:src:{topic}/{partition}/
+/// {offset}`. Every key the system derives starts with a fixed prefix (`charge:id:`, `charge:src:`,
+/// `refund:`, `spend:`), and a client's `event_id` only ever appears after `charge:id:`, so nothing a
+/// client sends can equal a refund key, a coordinate key or another client's key.
+pub fn charge_key(ev: &AdEvent, source: &SourceCoord) -> String {
     match &ev.event_id {
-        Some(id) => id.clone(),
-        None => format!("{}/{}/{}", source.topic, source.partition, source.offset),
+        Some(id) => {
+            let mut k = String::with_capacity(10 + id.len());
+            k.push_str("charge:id:");
+            k.push_str(id);
+            k
+        }
+        None => format!("charge:src:{}/{}/{}", source.topic, source.partition, source.offset),
+    }
+}
+
+/// The budget monitor's spend-counter key of a click's charge: `spend:` + [`charge_key`].
+pub fn charge_spend_key(charge_key: &str) -> String {
+    format!("spend:{charge_key}")
+}
+
+/// Why a click must not be charged although it decoded: the dead-letter reason codes of [`Billing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unbillable {
+    /// The database knows no such advertiser (`UNKNOWN_ADVERTISER`).
+    UnknownAdvertiser,
+    /// The campaign is stored with another advertiser (`CAMPAIGN_ADVERTISER_MISMATCH`).
+    CampaignOfAnotherAdvertiser {
+        /// The campaign's stored owner.
+        owner: String,
+    },
+}
+
+impl Unbillable {
+    /// The dead-letter reason for a record of `advertiser_id` and `campaign_id`; `what` says what is not
+    /// done ("the click is not charged").
+    pub fn reason(&self, advertiser_id: &str, campaign_id: &str, what: &str) -> String {
+        match self {
+            Unbillable::UnknownAdvertiser => {
+                format!("UNKNOWN_ADVERTISER: advertiser `{advertiser_id}` is not registered; {what}")
+            }
+            Unbillable::CampaignOfAnotherAdvertiser { owner } => format!(
+                "CAMPAIGN_ADVERTISER_MISMATCH: campaign `{campaign_id}` belongs to advertiser `{owner}`, not `{advertiser_id}`; {what}"
+            ),
+        }
+    }
+}
+
+/// Decides whether a decoded click may be charged, reading the database: the advertiser must be
+/// registered, and a campaign the database knows must belong to that advertiser.
+///
+/// A click for a campaign the database does **not** know is charged: campaigns arrive on another topic
+/// (`campaign-events`, read by the ranking statement), with no order against `ad-events`, so a click can
+/// legitimately be processed before its campaign is stored — refusing it would lose a real, valid charge
+/// and make the outcome depend on scheduling. The advertiser, by contrast, is account data registered
+/// before any traffic (the simulator and the replay register them), so an unknown one is refused.
+///
+/// The balance worker dead-letters what this refuses; the budget monitor applies the same rule so a
+/// refused click never counts against a daily budget, and the compensation worker so a refund is never
+/// booked for clicks that could not have been charged. Known advertisers are remembered (accounts are
+/// never deleted); campaign owners are read per click.
+#[derive(Debug, Default)]
+pub struct Billing {
+    known_advertisers: rustc_hash::FxHashSet<String>,
+}
+
+impl Billing {
+    /// `Ok(())` if a charge (or refund) of `advertiser_id` for `campaign_id` may be booked, else why not.
+    pub fn check(&mut self, db: &dyn Database, advertiser_id: &str, campaign_id: &str) -> Result<std::result::Result<(), Unbillable>> {
+        if !self.known_advertisers.contains(advertiser_id) {
+            if db.advertiser(advertiser_id)?.is_none() {
+                return Ok(Err(Unbillable::UnknownAdvertiser));
+            }
+            self.known_advertisers.insert(advertiser_id.to_string());
+        }
+        if let Some(c) = db.campaign(campaign_id)? {
+            if c.advertiser_id != advertiser_id {
+                return Ok(Err(Unbillable::CampaignOfAnotherAdvertiser { owner: c.advertiser_id }));
+            }
+        }
+        Ok(Ok(()))
     }
 }
 

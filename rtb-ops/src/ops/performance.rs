@@ -5,11 +5,22 @@
 //! passes its end plus the grace period. Late events are never silently lost: within
 //! [`PerformanceConfig::max_lateness_ms`] after completion they **correct** the written window (the cache
 //! sets the new value and moves the cumulative totals by the difference); later than that they are counted
-//! and sent to the dead-letter output with the reason. After every written campaign window the ranking of
+//! and sent to the late-records output ([`Context::late`], not the dead-letter output: a late event is
+//! valid input) with the reason. The default horizon is SPEC §4's 24 h: mobile apps batch events while
+//! offline, so lateness of hours is normal. After every written campaign window the ranking of
 //! the campaign's placement+category is recomputed (once per watermark step and key).
 //!
 //! `ad-events` is partitioned by device, so each task holds part of every campaign's window; each task
 //! writes its part under its own shard number and the cache merges shards on read.
+//!
+//! A producer may deliver the same event twice (a retry): the balance worker charges such a click once,
+//! and the windows must count it once too. The statement remembers the `event_id`s it counted (their
+//! 128-bit fingerprints, in a typed `KeyedStore`) for exactly as long as the event's window can still
+//! be corrected — until the watermark passes window end + grace + `max_lateness_ms` — and skips an
+//! event whose id it has counted ([`PerformanceStats::redelivered`]). An event with another content but a
+//! reused id is skipped too (the balance worker dead-letters the click: it is not charged, so it is not
+//! counted). Events without an `event_id` are identified by their source coordinates, which only repeat
+//! on a replay, and the committed window state already covers those.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +35,8 @@ use serde::{Deserialize, Serialize};
 use super::dead_letter;
 use super::ranking::Ranker;
 use crate::error::Result;
-use crate::schema::{AdEvent, AdEventType, Placement};
+use crate::schema::{id_fingerprint, AdEvent, AdEventType, Placement};
+use rtb_stream::state::KeyedStore;
 use crate::sink::{Cache, Metrics, MetricsScope, WindowMetrics};
 
 /// Settings of the performance statement.
@@ -35,7 +47,8 @@ pub struct PerformanceConfig {
     pub window_ms: i64,
     /// Grace after the window end before the result is written (default 10 s).
     pub grace_ms: i64,
-    /// How long after completion a late event still corrects its window (default 1 h).
+    /// How long after completion a late event still corrects its window (default 24 h, SPEC §4's
+    /// correction horizon; older events go to the late-records output).
     pub max_lateness_ms: i64,
     /// Recompute the placement+category ranking after each written campaign window (default true).
     pub recompute_rankings: bool,
@@ -43,7 +56,7 @@ pub struct PerformanceConfig {
 
 impl Default for PerformanceConfig {
     fn default() -> Self {
-        Self { window_ms: 5 * MINUTE, grace_ms: 10_000, max_lateness_ms: HOUR, recompute_rankings: true }
+        Self { window_ms: 5 * MINUTE, grace_ms: 10_000, max_lateness_ms: 24 * HOUR, recompute_rankings: true }
     }
 }
 
@@ -107,10 +120,12 @@ pub struct PerformanceStats {
     pub rows_written: u64,
     /// Corrections written.
     pub corrections: u64,
-    /// Events too late to correct their window (dead-lettered).
+    /// Events too late to correct their window (sent to the late-records output).
     pub late_events: u64,
     /// Rankings recomputed.
     pub recomputes: u64,
+    /// Events skipped because their `event_id` was already counted (redeliveries).
+    pub redelivered: u64,
 }
 
 type Key = (MetricsScope, String);
@@ -122,6 +137,8 @@ pub struct PerformanceStatement {
     cfg: PerformanceConfig,
     shard: u32,
     windows: WindowedAggregate<Key, PerfAggregate, Tumbling>,
+    /// Fingerprints of the `event_id`s counted, expiring when their window can no longer be corrected.
+    seen: KeyedStore<u128, ()>,
     events: Vec<WindowEvent<Key, PerfAcc, Arc<AdEvent>>>,
     stats: PerformanceStats,
 }
@@ -144,12 +161,18 @@ impl PerformanceStatement {
             cfg.grace_ms,
             LatePolicy::Correct { max_lateness: cfg.max_lateness_ms },
         )?;
-        Ok(Self { cache, ranker, cfg, shard, windows, events: Vec::new(), stats: PerformanceStats::default() })
+        let seen = scope.keyed("performance-seen-ids")?;
+        Ok(Self { cache, ranker, cfg, shard, windows, seen, events: Vec::new(), stats: PerformanceStats::default() })
     }
 
     /// Counters so far.
     pub fn stats(&self) -> PerformanceStats {
         self.stats
+    }
+
+    /// How many counted `event_id`s are remembered (they are forgotten with their correction horizon).
+    pub fn ids_held(&self) -> usize {
+        self.seen.len()
     }
 
     fn write(&mut self, key: &Key, start: Timestamp, end: Timestamp, acc: &PerfAcc) -> Result<()> {
@@ -167,7 +190,7 @@ impl PerformanceStatement {
         Ok(())
     }
 
-    /// Writes the pending window events to the cache, dead-letters late ones (attributed to `late_source`,
+    /// Writes the pending window events to the cache, sends late ones to the late-records output (attributed to `late_source`,
     /// the record being processed) and recomputes the rankings of the campaigns written.
     fn drain_events(&mut self, late_source: Option<&SourceCoord>, ctx: &mut Context<'_, Output>) -> Result<()> {
         let mut recompute_at: BTreeMap<(Placement, String), Timestamp> = BTreeMap::new();
@@ -187,7 +210,7 @@ impl PerformanceStatement {
                             "LATE_EVENT: event at {timestamp} ms is more than {} ms behind its completed {} ms window",
                             self.cfg.max_lateness_ms, self.cfg.window_ms
                         );
-                        ctx.dead_letter(dead_letter(source, "performance", reason, &*input));
+                        ctx.late(dead_letter(source, "performance", reason, &*input));
                     }
                     continue;
                 }
@@ -216,10 +239,20 @@ impl Operator for PerformanceStatement {
     type Out = Output;
 
     fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
-        self.stats.events += 1;
         let Record { value, source, .. } = record;
+        let ts = value.timestamp;
+        if let Some(id) = &value.event_id {
+            let key = id_fingerprint(id);
+            if self.seen.contains_key(&key) {
+                self.stats.redelivered += 1;
+                return Ok(());
+            }
+            // Remembered while the window can be corrected: until window end + grace + max lateness.
+            let end = ts.div_euclid(self.cfg.window_ms).saturating_mul(self.cfg.window_ms).saturating_add(self.cfg.window_ms);
+            self.seen.insert_with_expiry(key, (), end.saturating_add(self.cfg.grace_ms).saturating_add(self.cfg.max_lateness_ms));
+        }
+        self.stats.events += 1;
         let ev = Arc::new(value);
-        let ts = ev.timestamp;
         let campaign = (MetricsScope::Campaign, ev.campaign_id.clone());
         let ad = (MetricsScope::Ad, ev.ad_id.clone());
         self.windows.process(campaign, ts, &ev, &mut self.events);
@@ -231,6 +264,7 @@ impl Operator for PerformanceStatement {
     }
 
     fn on_watermark(&mut self, watermark: Timestamp, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        self.seen.expire(watermark);
         self.windows.on_watermark(watermark, &mut self.events);
         if !self.events.is_empty() {
             self.drain_events(None, ctx)?;
@@ -239,6 +273,7 @@ impl Operator for PerformanceStatement {
     }
 
     fn flush_state(&mut self, batch: &mut WriteBatch) -> rtb_stream::Result<()> {
+        self.seen.flush_into(batch)?;
         self.windows.flush_into(batch)
     }
 }

@@ -22,8 +22,8 @@ fn ev(t: AdEventType, campaign: &str, ad: &str, at: i64) -> AdEvent {
         product_id: Some("p".into()),
         placement: Placement::Home,
         category: "books".into(),
-        bid_price: 2000,
-        actual_price: 1000,
+        bid_price: Some(2000),
+        actual_price: Some(1000),
         search_term: None,
         revenue_amount: (t == AdEventType::Conversion).then_some(50_000),
         order_id: None,
@@ -103,15 +103,83 @@ fn late_events_correct_the_window_and_move_totals_by_the_difference_only() {
 }
 
 #[test]
-fn events_beyond_max_lateness_are_dead_lettered_and_counted() {
+fn by_default_an_event_a_day_late_still_corrects_its_window() {
+    // SPEC §4: mobile apps batch events offline; by default a late event corrects its window for 24 h.
+    assert_eq!(PerformanceConfig::default().max_lateness_ms, 24 * HOUR);
     let mut f = fixture();
     f.send(ev(AdEventType::Impression, "c1", "a1", T0));
-    f.h.advance_watermark(T0 + W - 1 + 10_000 + HOUR).unwrap();
+    f.h.advance_watermark(T0 + W - 1 + 10_000 + 23 * HOUR).unwrap();
+    f.send(ev(AdEventType::Click, "c1", "a1", T0 + 5)); // 23 h late
+    assert_eq!(f.window(MetricsScope::Campaign, "c1"), vec![(T0, m(1, 1, 0, 1000, 0))]);
+    assert_eq!(f.h.operator.stats().late_events, 0);
+    assert!(f.h.late.is_empty() && f.h.dead_letters.is_empty());
+}
+
+#[test]
+fn events_beyond_max_lateness_go_to_the_late_output_and_are_counted() {
+    let mut f = fixture();
+    f.send(ev(AdEventType::Impression, "c1", "a1", T0));
+    f.h.advance_watermark(T0 + W - 1 + 10_000 + 24 * HOUR).unwrap();
     f.send(ev(AdEventType::Click, "c1", "a1", T0 + 5));
     assert_eq!(f.h.operator.stats().late_events, 1);
-    assert_eq!(f.h.dead_letters.len(), 1, "one dead letter per event, not per scope");
-    assert!(f.h.dead_letters[0].reason.starts_with("LATE_EVENT"));
+    // SPEC §4: a late event is valid input that arrived late, not a dead letter.
+    assert!(f.h.dead_letters.is_empty(), "{:?}", f.h.dead_letters);
+    assert_eq!(f.h.late.len(), 1, "one late record per event, not per scope");
+    assert!(f.h.late[0].reason.starts_with("LATE_EVENT"));
+    assert_eq!(f.h.late[0].stage, "performance");
     assert_eq!(f.window(MetricsScope::Campaign, "c1"), vec![(T0, m(1, 0, 0, 0, 0))]);
+}
+
+#[test]
+fn a_redelivered_event_is_counted_once_and_its_id_is_kept_for_the_correction_horizon() {
+    let mut f = fixture();
+    let mut click = ev(AdEventType::Click, "c1", "a1", T0 + 1);
+    click.event_id = Some("clk-1".into());
+    let mut imp = ev(AdEventType::Impression, "c1", "a1", T0 + 2);
+    imp.event_id = Some("imp-1".into());
+    for e in [&click, &imp, &click, &imp] {
+        f.send(e.clone()); // the producer retried both
+    }
+    // The same id with other content (a reused id): not counted either (the balance worker refuses it).
+    let mut reused = click.clone();
+    reused.actual_price = Some(1);
+    f.send(reused);
+    f.h.advance_watermark(T0 + W + 10_000).unwrap();
+    assert_eq!(f.window(MetricsScope::Campaign, "c1"), vec![(T0, m(1, 1, 0, 1000, 0))]);
+    assert_eq!(f.h.operator.stats().redelivered, 3);
+    // A day later the window can still be corrected: a redelivery then is still recognised.
+    f.h.advance_watermark(T0 + W + 10_000 + 23 * HOUR).unwrap();
+    assert_eq!(f.h.operator.ids_held(), 2);
+    f.send(click.clone());
+    assert_eq!(f.window(MetricsScope::Campaign, "c1"), vec![(T0, m(1, 1, 0, 1000, 0))]);
+    // Past the horizon the ids are forgotten (the window is final; the event would be late anyway).
+    f.h.advance_watermark(T0 + W + 10_000 + 24 * HOUR).unwrap();
+    assert_eq!(f.h.operator.ids_held(), 0);
+}
+
+#[test]
+fn remembered_ids_survive_a_restart() {
+    let scope = StateScope::in_memory();
+    let cache = MemoryCache::new();
+    let db = MemoryDatabase::new();
+    let ranker = || Ranker::new(Arc::new(cache.clone()), Arc::new(db.clone()), RankingConfig::default(), 100, "Asia/Seoul").unwrap();
+    let mut click = ev(AdEventType::Click, "c1", "a1", T0 + 1);
+    click.event_id = Some("clk-1".into());
+    let rec = |o| Record::new("d".to_string(), click.clone(), click.timestamp, SourceCoord::new("ad-events", 0, o));
+    {
+        let op = PerformanceStatement::new(&scope, 0, Arc::new(cache.clone()), PerformanceConfig::default(), ranker()).unwrap();
+        let mut h = Harness::new(op);
+        h.process(rec(0)).unwrap();
+        let mut batch = rtb_stream::state::WriteBatch::new();
+        h.operator.flush_state(&mut batch).unwrap();
+        scope.backend().apply(batch).unwrap();
+    }
+    let op = PerformanceStatement::new(&scope, 0, Arc::new(cache.clone()), PerformanceConfig::default(), ranker()).unwrap();
+    let mut h = Harness::new(op);
+    h.process(rec(1)).unwrap(); // redelivered after the restart
+    h.advance_watermark(T0 + W + 10_000).unwrap();
+    assert_eq!(h.operator.stats().redelivered, 1);
+    assert_eq!(cache.window_metrics(MetricsScope::Campaign, "c1").unwrap()[0].metrics.clicks, 1);
 }
 
 #[test]

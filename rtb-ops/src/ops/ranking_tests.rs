@@ -160,7 +160,7 @@ fn exhausted_budget_of_the_day_is_not_eligible_and_a_raise_clears_the_pause() {
     f.send(created("c2", 900, true, T0));
     let day = Day(19_737); // 2024-01-15, the Seoul day of T0
     // The budget monitor counts 10 000 of spend, stores the pause and publishes the event.
-    f.cache.add_spend_once("c1", day, 10_000, "k").unwrap();
+    f.cache.add_spend_once("c1", day, 10_000, "k", 0).unwrap();
     f.db.set_budget_pause("c1", Some(day)).unwrap();
     f.send(CampaignEvent {
         status: CampaignStatus::Paused,

@@ -85,6 +85,22 @@ pub enum Invalid {
         /// Allowed lead (ms).
         max_ahead: i64,
     },
+    /// An id field is longer than [`ValidationConfig::max_id_bytes`].
+    IdTooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum allowed.
+        max: usize,
+    },
+    /// An id field holds a control character (ids are printable text).
+    IdNotPrintable {
+        /// The field.
+        field: &'static str,
+        /// Byte offset of the first control character.
+        at: usize,
+    },
     /// A field breaks a rule of its own (empty id, inconsistent counts, ...).
     InvalidValue {
         /// The field.
@@ -107,6 +123,8 @@ impl Invalid {
             Invalid::AbsurdAmount { .. } => "ABSURD_AMOUNT",
             Invalid::ActualAboveBid { .. } => "ACTUAL_ABOVE_BID",
             Invalid::FutureTimestamp { .. } => "FUTURE_TIMESTAMP",
+            Invalid::IdTooLong { .. } => "ID_TOO_LONG",
+            Invalid::IdNotPrintable { .. } => "ID_NOT_PRINTABLE",
             Invalid::InvalidValue { .. } => "INVALID_VALUE",
         }
     }
@@ -142,6 +160,10 @@ impl fmt::Display for Invalid {
                 timestamp - now,
                 rfc3339::format(*now).unwrap_or_else(|_| now.to_string()),
             ),
+            Invalid::IdTooLong { field, len, max } => write!(f, "`{field}` is {len} bytes long (max {max})"),
+            Invalid::IdNotPrintable { field, at } => {
+                write!(f, "`{field}` holds a control character at byte {at}")
+            }
             Invalid::InvalidValue { field, reason } => write!(f, "`{field}`: {reason}"),
         }
     }
@@ -159,11 +181,16 @@ pub struct ValidationConfig {
     pub max_amount: i64,
     /// How far (ms) an event time may lie ahead of the processing time (default 1 h).
     pub max_future_ms: i64,
+    /// Longest acceptable id in bytes (default 128): `event_id`, `device_id`, `session_id`, `ad_id`,
+    /// `campaign_id`, `advertiser_id`, `product_id`, `order_id`, and `category` (a cache key part). Ids
+    /// must also be printable (no control characters); both rules keep client input from bloating or
+    /// corrupting the keys the stores derive from it.
+    pub max_id_bytes: usize,
 }
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { max_price: 10_000_000, max_amount: 10_000_000, max_future_ms: HOUR }
+        Self { max_price: 10_000_000, max_amount: 10_000_000, max_future_ms: HOUR, max_id_bytes: 128 }
     }
 }
 
@@ -341,6 +368,22 @@ fn owned(v: OStr<'_>) -> Option<String> {
     v.map(|Str(s)| s.into_owned())
 }
 
+/// An id is at most `max` bytes and holds no control character (checked on bytes: every byte of a
+/// multi-byte UTF-8 character is >= 0x80, so only ASCII controls and the C1 range need a look).
+fn check_id(s: &str, field: &'static str, max: usize) -> Result<(), Invalid> {
+    if s.len() > max {
+        return Err(Invalid::IdTooLong { field, len: s.len(), max });
+    }
+    let b = s.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        // ASCII controls (and DEL); C1 controls U+0080..U+009F are encoded as 0xC2 0x80..=0x9F.
+        if c < 0x20 || c == 0x7f || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n))) {
+            return Err(Invalid::IdNotPrintable { field, at: i });
+        }
+    }
+    Ok(())
+}
+
 fn enum_value<E: WireEnum>(v: &str, field: &'static str) -> Result<E, Invalid> {
     E::parse(v).ok_or_else(|| Invalid::UnknownEnum { field, value: v.to_string() })
 }
@@ -378,6 +421,18 @@ impl Validator {
         Self { config }
     }
 
+    /// A required id: present, not empty, bounded and printable.
+    fn id(&self, v: OStr<'_>, field: &'static str) -> Result<String, Invalid> {
+        let s = required(v, field)?;
+        check_id(&s, field, self.config.max_id_bytes)?;
+        Ok(s.into_owned())
+    }
+
+    /// An optional id: when present, not empty, bounded and printable.
+    fn opt_id(&self, v: OStr<'_>, field: &'static str) -> Result<Option<String>, Invalid> {
+        v.map(|v| self.id(Some(v), field)).transpose()
+    }
+
     fn event_time(&self, v: OStr<'_>, now: Option<i64>) -> Result<Timestamp, Invalid> {
         let ts = time_value(&required(v, "timestamp")?, "timestamp")?;
         if let Some(now) = now {
@@ -398,21 +453,21 @@ impl Validator {
         let r: RawCampaign<'_> = parse_raw(bytes)?;
         let event_type: CampaignEventType = required_enum(r.event_type, "event_type")?;
         let timestamp = self.event_time(r.timestamp, now)?;
-        let campaign_id = required(r.campaign_id, "campaign_id")?.into_owned();
+        let campaign_id = self.id(r.campaign_id, "campaign_id")?;
         let placement = required_enum(r.placement, "placement")?;
-        let category = required(r.category, "category")?.into_owned();
-        let advertiser_id = required(r.advertiser_id, "advertiser_id")?.into_owned();
+        let category = self.id(r.category, "category")?;
+        let advertiser_id = self.id(r.advertiser_id, "advertiser_id")?;
         let bid_price = required_amount(r.bid_price, "bid_price", self.config.max_price)?;
         let daily_budget = required_amount(r.daily_budget, "daily_budget", self.config.max_amount)?;
         let status = required_enum(r.status, "status")?;
         let approval_status = required_enum(r.approval_status, "approval_status")?;
         Ok(CampaignEvent {
-            event_id: owned(r.event_id),
+            event_id: self.opt_id(r.event_id, "event_id")?,
             event_type,
             timestamp,
             campaign_id,
             advertiser_id,
-            product_id: owned(r.product_id),
+            product_id: self.opt_id(r.product_id, "product_id")?,
             placement,
             category,
             bid_price,
@@ -435,24 +490,45 @@ impl Validator {
         let r: RawAd<'_> = parse_raw(bytes)?;
         let event_type: AdEventType = required_enum(r.event_type, "event_type")?;
         let timestamp = self.event_time(r.timestamp, now)?;
-        let device_id = required(r.device_id, "device_id")?.into_owned();
-        let ad_id = required(r.ad_id, "ad_id")?.into_owned();
-        let campaign_id = required(r.campaign_id, "campaign_id")?.into_owned();
-        let advertiser_id = required(r.advertiser_id, "advertiser_id")?.into_owned();
-        let product_id = r.product_id.map(|v| required(Some(v), "product_id").map(Cow::into_owned)).transpose()?;
+        let device_id = self.id(r.device_id, "device_id")?;
+        let ad_id = self.id(r.ad_id, "ad_id")?;
+        let campaign_id = self.id(r.campaign_id, "campaign_id")?;
+        let advertiser_id = self.id(r.advertiser_id, "advertiser_id")?;
+        let product_id = self.opt_id(r.product_id, "product_id")?;
         let placement = required_enum(r.placement, "placement")?;
-        let category = required(r.category, "category")?.into_owned();
-        let bid_price = required_amount(r.bid_price, "bid_price", self.config.max_price)?;
-        let actual_price = required_amount(r.actual_price, "actual_price", self.config.max_price)?;
-        if actual_price > bid_price {
-            return Err(Invalid::ActualAboveBid { actual: actual_price, bid: bid_price });
-        }
+        let category = self.id(r.category, "category")?;
+        // SPEC §3 field table: what an event must carry depends on its type.
+        let max_price = self.config.max_price;
+        let max_amount = self.config.max_amount;
+        let (bid_price, actual_price, revenue_amount, order_id) = match event_type {
+            AdEventType::Click => {
+                let bid = required_amount(r.bid_price, "bid_price", max_price)?;
+                let actual = required_amount(r.actual_price, "actual_price", max_price)?;
+                if actual > bid {
+                    return Err(Invalid::ActualAboveBid { actual, bid });
+                }
+                let revenue = amount(r.revenue_amount, "revenue_amount", max_amount)?;
+                (Some(bid), Some(actual), revenue, self.opt_id(r.order_id, "order_id")?)
+            }
+            AdEventType::Impression => (
+                amount(r.bid_price, "bid_price", max_price)?,
+                None, // optional and ignored: only a click is charged
+                amount(r.revenue_amount, "revenue_amount", max_amount)?,
+                self.opt_id(r.order_id, "order_id")?,
+            ),
+            AdEventType::Conversion => (
+                amount(r.bid_price, "bid_price", max_price)?,
+                None, // optional and ignored: only a click is charged
+                Some(required_amount(r.revenue_amount, "revenue_amount", max_amount)?),
+                Some(self.id(r.order_id, "order_id")?),
+            ),
+        };
         Ok(AdEvent {
-            event_id: owned(r.event_id),
+            event_id: self.opt_id(r.event_id, "event_id")?,
             event_type,
             timestamp,
             device_id,
-            session_id: owned(r.session_id),
+            session_id: self.opt_id(r.session_id, "session_id")?,
             ad_id,
             campaign_id,
             advertiser_id,
@@ -462,8 +538,8 @@ impl Validator {
             bid_price,
             actual_price,
             search_term: owned(r.search_term),
-            revenue_amount: amount(r.revenue_amount, "revenue_amount", self.config.max_amount)?,
-            order_id: owned(r.order_id),
+            revenue_amount,
+            order_id,
         })
     }
 
@@ -483,12 +559,12 @@ impl Validator {
             })?),
         };
         Ok(ConversionEvent {
-            event_id: owned(r.event_id),
+            event_id: self.opt_id(r.event_id, "event_id")?,
             timestamp,
-            device_id: required(r.device_id, "device_id")?.into_owned(),
-            session_id: owned(r.session_id),
-            order_id: required(r.order_id, "order_id")?.into_owned(),
-            product_id: required(r.product_id, "product_id")?.into_owned(),
+            device_id: self.id(r.device_id, "device_id")?,
+            session_id: self.opt_id(r.session_id, "session_id")?,
+            order_id: self.id(r.order_id, "order_id")?,
+            product_id: self.id(r.product_id, "product_id")?,
             revenue_amount: required_amount(r.revenue_amount, "revenue_amount", self.config.max_amount)?,
             conversion_type: required_enum(r.conversion_type, "conversion_type")?,
             attribution_window,
@@ -506,10 +582,10 @@ impl Validator {
     fn compensation_inner(&self, bytes: &[u8], now: Option<i64>) -> Result<CompensationEvent, Invalid> {
         let r: RawCompensation<'_> = parse_raw(bytes)?;
         let timestamp = self.event_time(r.timestamp, now)?;
-        let advertiser_id = required(r.advertiser_id, "advertiser_id")?.into_owned();
-        let campaign_id = required(r.campaign_id, "campaign_id")?.into_owned();
-        let ad_id = required(r.ad_id, "ad_id")?.into_owned();
-        let device_id = required(r.device_id, "device_id")?.into_owned();
+        let advertiser_id = self.id(r.advertiser_id, "advertiser_id")?;
+        let campaign_id = self.id(r.campaign_id, "campaign_id")?;
+        let ad_id = self.id(r.ad_id, "ad_id")?;
+        let device_id = self.id(r.device_id, "device_id")?;
         let count = r.duplicate_click_count.ok_or(Invalid::MissingField { field: "duplicate_click_count" })?;
         let refund_amount = required_amount(r.refund_amount, "refund_amount", self.config.max_amount)?;
         let times = r.original_click_timestamps.ok_or(Invalid::MissingField { field: "original_click_timestamps" })?;
@@ -528,7 +604,7 @@ impl Validator {
             return Err(bad("duplicate_click_count", format!("{count} but {} click timestamps", times.len())));
         }
         Ok(CompensationEvent {
-            event_id: owned(r.event_id),
+            event_id: self.opt_id(r.event_id, "event_id")?,
             timestamp,
             advertiser_id,
             campaign_id,

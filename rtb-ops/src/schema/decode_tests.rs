@@ -27,7 +27,7 @@ fn ad_with(f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> R
 fn valid_click_decodes_with_borrowed_and_escaped_strings() {
     let ev = ad_with(|_| {}).expect("valid");
     assert_eq!(ev.timestamp, NOW);
-    assert_eq!(ev.actual_price, 1200);
+    assert_eq!((ev.bid_price, ev.actual_price), (Some(1500), Some(1200)));
     assert_eq!(ev.category, "전자제품/컴퓨터");
     // The same event with every non-ASCII character escaped as \uXXXX.
     let escaped = br#"{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"d\"1","ad_id":"a","campaign_id":"c","advertiser_id":"v","product_id":"p","placement":"SEARCH","category":"\uc804\uc790","bid_price":5,"actual_price":5}"#;
@@ -111,7 +111,127 @@ fn impressions_cost_nothing_and_product_id_is_optional() {
         m.remove("product_id");
     })
     .expect("impression without product");
-    assert_eq!((ev.price(), ev.actual_price, ev.product_id), (0, 1200, None));
+    // SPEC §3: an impression's actual_price is "optional, ignored" — it is not kept.
+    assert_eq!((ev.price(), ev.actual_price, ev.product_id), (0, None, None));
+}
+
+fn typed(event_type: &str, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Result<AdEvent, Invalid> {
+    ad_with(|m| {
+        m.insert("event_type".into(), event_type.into());
+        f(m);
+    })
+}
+
+#[test]
+fn impressions_and_conversions_need_no_prices_per_the_field_table() {
+    let ev = typed("IMPRESSION", |m| {
+        m.remove("actual_price");
+        m.remove("bid_price");
+    })
+    .expect("SPEC §3: an impression without prices is valid");
+    assert_eq!((ev.event_type, ev.bid_price, ev.actual_price, ev.price()), (AdEventType::Impression, None, None, 0));
+    let ev = typed("IMPRESSION", |m| {
+        m.remove("actual_price");
+    })
+    .expect("impression with a bid only");
+    assert_eq!(ev.bid_price, Some(1500));
+    let ev = typed("CONVERSION", |m| {
+        m.remove("actual_price");
+        m.remove("bid_price");
+        m.insert("revenue_amount".into(), 50_000.into());
+        m.insert("order_id".into(), "order_789".into());
+    })
+    .expect("SPEC §3: a conversion without prices is valid");
+    assert_eq!((ev.revenue_amount, ev.order_id.as_deref(), ev.actual_price), (Some(50_000), Some("order_789"), None));
+    // Ignored means ignored: an impression's actual_price above its bid does not make it invalid.
+    let ev = typed("IMPRESSION", |m| {
+        m.insert("actual_price".into(), 9_999.into());
+    })
+    .expect("ignored actual_price");
+    assert_eq!(ev.actual_price, None);
+    // ... but an optional field that is present is still checked.
+    let e = typed("IMPRESSION", |m| {
+        m.insert("bid_price".into(), (-1).into());
+    })
+    .expect_err("negative bid");
+    assert_eq!(e, Invalid::NegativeAmount { field: "bid_price", value: -1 });
+}
+
+#[test]
+fn a_conversion_requires_revenue_and_order_and_a_click_requires_both_prices() {
+    let conversion = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        typed("CONVERSION", |m| {
+            m.insert("revenue_amount".into(), 50_000.into());
+            m.insert("order_id".into(), "o1".into());
+            f(m);
+        })
+    };
+    conversion(&|_| {}).expect("complete conversion");
+    for field in ["revenue_amount", "order_id"] {
+        let e = conversion(&|m| {
+            m.remove(field);
+        })
+        .expect_err(field);
+        assert_eq!(e.code(), "MISSING_FIELD", "{field}: {e}");
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    // A click without prices stays invalid (it is what gets charged).
+    for field in ["bid_price", "actual_price"] {
+        let e = typed("CLICK", |m| {
+            m.remove(field);
+        })
+        .expect_err(field);
+        assert_eq!(e, Invalid::MissingField { field: field_name(field) });
+    }
+}
+
+#[test]
+fn ids_are_bounded_and_printable() {
+    let id_fields = ["event_id", "device_id", "session_id", "ad_id", "campaign_id", "advertiser_id", "product_id", "category"];
+    for field in id_fields {
+        let e = ad_with(|m| {
+            m.insert(field.into(), "x".repeat(129).into());
+        })
+        .expect_err(field);
+        assert_eq!(e.code(), "ID_TOO_LONG", "{field}: {e}");
+        assert!(e.to_string().contains(field), "{e}");
+        ad_with(|m| {
+            m.insert(field.into(), "x".repeat(128).into());
+        })
+        .unwrap_or_else(|e| panic!("{field}: 128 bytes is allowed: {e}"));
+        for bad in ["a\nb", "tab\there", "nul\u{0}", "del\u{7f}", "c1\u{85}"] {
+            let e = ad_with(|m| {
+                m.insert(field.into(), bad.into());
+            })
+            .expect_err(bad);
+            assert_eq!(e.code(), "ID_NOT_PRINTABLE", "{field} = {bad:?}: {e}");
+        }
+    }
+    // Printable non-ASCII is fine (the spec's categories are Korean).
+    ad_with(|m| {
+        m.insert("device_id".into(), "기기_é_😀".into());
+    })
+    .expect("printable unicode");
+    // The other decoders check their ids too.
+    let conv = br#"{"timestamp":"2024-01-15T10:30:00Z","device_id":"d","order_id":"o\u0001","product_id":"p","revenue_amount":1,"conversion_type":"PURCHASE"}"#;
+    assert_eq!(decode_conversion_event(conv, &coord(), NOW).expect_err("order id").code(), "ID_NOT_PRINTABLE");
+}
+
+#[test]
+fn the_id_limit_is_configurable() {
+    let v = Validator::new(ValidationConfig { max_id_bytes: 8, ..ValidationConfig::default() });
+    let mut j = click_json();
+    j["device_id"] = "device_1".into();
+    j["ad_id"] = "ad_1".into();
+    j["campaign_id"] = "c".into();
+    j["advertiser_id"] = "a".into();
+    j["product_id"] = "p".into();
+    j["session_id"] = "s".into();
+    j["category"] = "cat".into();
+    v.ad_event(j.to_string().as_bytes(), &coord(), Some(NOW)).expect("8 bytes fit");
+    j["device_id"] = "device_12".into();
+    let e = v.ad_event(j.to_string().as_bytes(), &coord(), Some(NOW)).expect_err("9 bytes");
+    assert_eq!(e, Invalid::IdTooLong { field: "device_id", len: 9, max: 8 });
 }
 
 #[test]

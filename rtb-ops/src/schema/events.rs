@@ -221,9 +221,19 @@ pub fn campaign_partition_key(placement: Placement, category: &str) -> String {
 
 /// An `ad-events` record.
 ///
-/// Required: `event_type`, `timestamp`, `device_id`, `ad_id`, `campaign_id`, `advertiser_id`,
-/// `placement`, `category`, `bid_price`, `actual_price`. Optional: `event_id`, `session_id`, `product_id`
-/// (a click without one cannot be matched to a conversion), `search_term`, `revenue_amount`, `order_id`.
+/// Which fields an event carries depends on its type (SPEC §3 field table):
+///
+/// | field | IMPRESSION | CLICK | CONVERSION |
+/// |---|---|---|---|
+/// | `event_type`, `timestamp`, `device_id`, `ad_id`, `campaign_id`, `advertiser_id`, `placement`, `category` | required | required | required |
+/// | `bid_price` | optional | required | optional |
+/// | `actual_price` (≤ `bid_price`) | ignored (`None`) | required | ignored (`None`) |
+/// | `revenue_amount`, `order_id` | optional | optional | required |
+/// | `event_id`, `session_id`, `product_id`, `search_term` | optional | optional | optional |
+///
+/// The validating decoder ([`super::Validator::ad_event`]) guarantees this shape: a decoded CLICK always
+/// has `bid_price` and `actual_price`, a decoded CONVERSION always has `revenue_amount` and `order_id`,
+/// and only a CLICK has an `actual_price`. A click without `product_id` cannot be matched to a conversion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdEvent {
     /// Unique id assigned by the producer (the balance worker's idempotency key when present).
@@ -252,10 +262,13 @@ pub struct AdEvent {
     pub placement: Placement,
     /// Category.
     pub category: String,
-    /// The campaign's bid at serving time (KRW).
-    pub bid_price: i64,
-    /// What a click costs (KRW, the GSP price); charged for CLICK events only.
-    pub actual_price: i64,
+    /// The campaign's bid at serving time (KRW); always present on a CLICK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid_price: Option<i64>,
+    /// What a click costs (KRW, the GSP price, ≤ `bid_price`); present on (and charged for) CLICK
+    /// events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_price: Option<i64>,
     /// Search term (SEARCH placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_term: Option<String>,
@@ -272,10 +285,34 @@ impl AdEvent {
     pub fn is_click(&self) -> bool {
         self.event_type == AdEventType::Click
     }
+    /// A fingerprint of the event's content (every field but `event_id`), stable across processes and
+    /// versions: two deliveries of the same event have the same fingerprint, two different events that
+    /// reuse one `event_id` (almost surely) do not. Stored with the charge's idempotency key so a reused
+    /// `event_id` is recognised as such instead of being mistaken for a redelivery.
+    pub fn fingerprint(&self) -> u128 {
+        let mut h = Fingerprint::new();
+        h.str(self.event_type.as_str());
+        h.i64(self.timestamp);
+        h.str(&self.device_id);
+        h.opt_str(self.session_id.as_deref());
+        h.str(&self.ad_id);
+        h.str(&self.campaign_id);
+        h.str(&self.advertiser_id);
+        h.opt_str(self.product_id.as_deref());
+        h.str(self.placement.as_str());
+        h.str(&self.category);
+        h.opt_i64(self.bid_price);
+        h.opt_i64(self.actual_price);
+        h.opt_str(self.search_term.as_deref());
+        h.opt_i64(self.revenue_amount);
+        h.opt_str(self.order_id.as_deref());
+        h.finish()
+    }
+
     /// What this event costs the advertiser: `actual_price` for a click, 0 otherwise.
     pub fn price(&self) -> i64 {
         if self.is_click() {
-            self.actual_price
+            self.actual_price.unwrap_or(0)
         } else {
             0
         }
@@ -350,10 +387,103 @@ impl CompensationEvent {
     pub fn window_start(&self) -> Timestamp {
         self.original_click_timestamps.first().copied().unwrap_or(self.timestamp)
     }
-    /// The refund's idempotency key `refund/{device_id}/{ad_id}/{window start ms}` (derived from device,
-    /// ad and window start, as the spec asks).
+    /// The refund's idempotency key `refund:{device_id}/{ad_id}/{window start ms}` (derived from device,
+    /// ad and window start, as the spec asks), with `%` and `/` in the ids escaped as `%25` and `%2F` so
+    /// that two different (device, ad) pairs never share a key. It lives in the `refund:` namespace, apart
+    /// from every charge key (`charge:…`, see `crate::ops::charge_key`): no client `event_id` can block a
+    /// refund.
     pub fn refund_key(&self) -> String {
-        format!("refund/{}/{}/{}", self.device_id, self.ad_id, self.window_start())
+        let mut k = String::with_capacity(self.device_id.len() + self.ad_id.len() + 30);
+        k.push_str("refund:");
+        escape_into(&mut k, &self.device_id);
+        k.push('/');
+        escape_into(&mut k, &self.ad_id);
+        k.push('/');
+        k.push_str(&self.window_start().to_string());
+        k
+    }
+
+    /// A fingerprint of the compensation's content (see [`AdEvent::fingerprint`]).
+    pub fn fingerprint(&self) -> u128 {
+        let mut h = Fingerprint::new();
+        h.i64(self.timestamp);
+        h.str(&self.advertiser_id);
+        h.str(&self.campaign_id);
+        h.str(&self.ad_id);
+        h.str(&self.device_id);
+        h.i64(i64::from(self.duplicate_click_count));
+        h.i64(self.refund_amount);
+        for t in &self.original_click_timestamps {
+            h.i64(*t);
+        }
+        h.finish()
+    }
+}
+
+/// The 128-bit FNV-1a fingerprint of an id (e.g. an `event_id`), for state that must recognise ids
+/// without holding their text.
+pub fn id_fingerprint(id: &str) -> u128 {
+    let mut h = Fingerprint::new();
+    h.bytes(id.as_bytes());
+    h.finish()
+}
+
+/// Appends `s` with `%` → `%25` and `/` → `%2F`, so `/` can separate parts of a derived key.
+pub(crate) fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// FNV-1a, 128 bits, over length-prefixed fields (so `("ab","c")` and `("a","bc")` differ). Chosen for
+/// being fixed forever (the value is stored) and dependency-free; it tells honest redeliveries from
+/// reused ids, it is not a defence against crafted collisions.
+struct Fingerprint(u128);
+
+impl Fingerprint {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+
+    fn new() -> Self {
+        Self(Self::OFFSET)
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= u128::from(x);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(&(s.len() as u64).to_le_bytes());
+        self.bytes(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.bytes(&[0]),
+            Some(s) => {
+                self.bytes(&[1]);
+                self.str(s);
+            }
+        }
+    }
+    fn i64(&mut self, v: i64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            None => self.bytes(&[0]),
+            Some(v) => {
+                self.bytes(&[1]);
+                self.i64(v);
+            }
+        }
+    }
+    fn finish(self) -> u128 {
+        self.0
     }
 }
 
@@ -391,8 +521,30 @@ mod tests {
         let ev: CompensationEvent = serde_json::from_str(json).expect("spec example");
         assert_eq!(ev.duplicate_click_count, 3);
         assert_eq!(ev.original_click_timestamps[1] - ev.original_click_timestamps[0], 3_000);
-        assert_eq!(ev.refund_key(), "refund/device_12345/ad_001/1705314615000");
+        assert_eq!(ev.refund_key(), "refund:device_12345/ad_001/1705314615000");
         assert_eq!(serde_json::to_string(&ev).expect("encode"), json);
+    }
+
+    const FINGERPRINT_OF_SPEC_CLICK: u128 = 0xd11a_7cd6_12b7_dbb7_ff55_3278_5922_f52d;
+
+    #[test]
+    fn fingerprint_is_fnv1a_128() {
+        // Published FNV-1a 128 test vectors: "" and "a".
+        assert_eq!(Fingerprint::new().finish(), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
+        let mut h = Fingerprint::new();
+        h.bytes(b"a");
+        assert_eq!(h.finish(), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
+    }
+
+    #[test]
+    fn refund_keys_of_different_pairs_never_collide() {
+        let json = r#"{"timestamp":"2024-01-15T10:35:00Z","advertiser_id":"a","campaign_id":"c","ad_id":"z","device_id":"x/y","duplicate_click_count":2,"refund_amount":1,"original_click_timestamps":["2024-01-15T10:30:15Z","2024-01-15T10:30:18Z"],"detection_window":"5_MINUTES","reason":"DUPLICATE_CLICK_DETECTED","compensation_type":"BALANCE_REFUND"}"#;
+        let a: CompensationEvent = serde_json::from_str(json).expect("a");
+        let mut b = a.clone();
+        (b.device_id, b.ad_id) = ("x".into(), "y/z".into());
+        assert_ne!(a.refund_key(), b.refund_key());
+        assert_eq!(a.refund_key(), "refund:x%2Fy/z/1705314615000");
+        assert_eq!(b.refund_key(), "refund:x/y%2Fz/1705314615000");
     }
 
     #[test]
@@ -405,6 +557,16 @@ mod tests {
         let a = r#"{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"device_12345","session_id":"session_67890","ad_id":"ad_001","campaign_id":"campaign_100","advertiser_id":"advertiser_50","product_id":"product_200","placement":"HOME","bid_price":1500,"actual_price":1200,"search_term":"노트북","category":"전자제품/컴퓨터","revenue_amount":50000,"order_id":"order_789"}"#;
         let ad: AdEvent = serde_json::from_str(a).expect("ad");
         assert_eq!(ad.price(), 1200);
+        // Stored with ledger keys: the value must never change between versions.
+        assert_eq!(ad.fingerprint(), FINGERPRINT_OF_SPEC_CLICK, "{:#x}", ad.fingerprint());
+        let mut other = ad.clone();
+        other.event_id = Some("id".into());
+        assert_eq!(other.fingerprint(), ad.fingerprint(), "the event_id is not content");
+        other.actual_price = Some(1201);
+        assert_ne!(other.fingerprint(), ad.fingerprint());
+        let (mut a1, mut a2) = (ad.clone(), ad.clone());
+        (a1.device_id, a1.ad_id, a2.device_id, a2.ad_id) = ("ab".into(), "c".into(), "a".into(), "bc".into());
+        assert_ne!(a1.fingerprint(), a2.fingerprint(), "fields are length-prefixed");
         let back: AdEvent = serde_json::from_str(&serde_json::to_string(&ad).expect("encode")).expect("again");
         assert_eq!(back, ad);
     }

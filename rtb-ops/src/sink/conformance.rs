@@ -71,13 +71,22 @@ pub fn check_cache(cache: &dyn Cache) {
 
     // Spend counters: exactly once per key, per campaign and day.
     let d1 = crate::calendar::Day(19_737);
-    assert_eq!(cache.add_spend_once("c1", d1, 1200, "k1").unwrap(), (1200, true));
-    assert_eq!(cache.add_spend_once("c1", d1, 1200, "k1").unwrap(), (1200, false));
-    assert_eq!(cache.add_spend_once("c1", d1, 800, "k2").unwrap(), (2000, true));
-    assert_eq!(cache.add_spend_once("c1", d1.succ(), 500, "k3").unwrap(), (500, true));
-    assert_eq!(cache.add_spend_once("c1", d1, -1200, "refund:k1").unwrap(), (800, true));
+    assert_eq!(cache.add_spend_once("c1", d1, 1200, "k1", 1_000).unwrap(), (1200, true));
+    assert_eq!(cache.add_spend_once("c1", d1, 1200, "k1", 1_000).unwrap(), (1200, false));
+    assert_eq!(cache.add_spend_once("c1", d1, 800, "k2", 2_000).unwrap(), (2000, true));
+    assert_eq!(cache.add_spend_once("c1", d1.succ(), 500, "k3", 3_000).unwrap(), (500, true));
+    assert_eq!(cache.add_spend_once("c1", d1, -1200, "refund:k1", 4_000).unwrap(), (800, true));
     assert_eq!(cache.spend("c1", d1).unwrap(), 800);
     assert_eq!(cache.spend("c9", d1).unwrap(), 0);
+
+    // Pruning forgets the keys with an event time before the cut-off, never the counters.
+    assert_eq!(cache.prune_spend_keys(2_000).unwrap(), 1, "k1 only (k2 is at the cut-off)");
+    assert_eq!(cache.prune_spend_keys(2_000).unwrap(), 0, "idempotent");
+    assert_eq!(cache.spend("c1", d1).unwrap(), 800);
+    assert_eq!(cache.add_spend_once("c1", d1, 1, "k2", 2_000).unwrap(), (800, false), "k2 is kept");
+    assert_eq!(cache.add_spend_once("c1", d1, 1, "k1", 1_000).unwrap(), (801, true), "k1 was forgotten");
+    assert_eq!(cache.prune_spend_keys(i64::MAX).unwrap(), 4);
+    assert_eq!(cache.spend("c1", d1.succ()).unwrap(), 500);
 
     assert!(cache.mark_once("m").unwrap());
     assert!(!cache.mark_once("m").unwrap());
@@ -111,6 +120,7 @@ fn ledger(key: &str, adv: &str, kind: LedgerKind, amount: i64) -> LedgerEntry {
         amount,
         event_time: 0,
         reference: key.to_string(),
+        fingerprint: 7,
     }
 }
 
@@ -151,6 +161,33 @@ pub fn check_database(db: &dyn Database) {
         ]
     );
     assert_eq!(db.ledger().unwrap().len(), 6);
+
+    // The same key with another fingerprint is a conflict (a reused id): nothing changes.
+    let reused = LedgerEntry { fingerprint: 8, amount: -999, ..ledger("k1", "a1", LedgerKind::Charge, -1200) };
+    assert_eq!(db.apply_ledger(&reused).unwrap(), LedgerOutcome::Conflict);
+    assert_eq!(db.apply_ledger_batch(std::slice::from_ref(&reused)).unwrap(), vec![LedgerOutcome::Conflict]);
+    assert_eq!(db.balance("a1").unwrap(), Some(98_500));
+    assert_eq!(db.ledger().unwrap().len(), 6);
+    // Inside one batch too: the first content wins, the other is a conflict.
+    let first = ledger("b3", "a1", LedgerKind::Charge, -10);
+    let other = LedgerEntry { fingerprint: 9, ..first.clone() };
+    assert_eq!(
+        db.apply_ledger_batch(&[first.clone(), other, first]).unwrap(),
+        vec![LedgerOutcome::Applied { balance: 98_490 }, LedgerOutcome::Conflict, LedgerOutcome::Duplicate]
+    );
+
+    // Pruning forgets keys older than the cut-off (by the entry's event time); rows and balances stay.
+    let at = |key: &str, t: i64| LedgerEntry { event_time: t, ..ledger(key, "a1", LedgerKind::Charge, -1) };
+    assert!(matches!(db.apply_ledger(&at("t1", 1_000)).unwrap(), LedgerOutcome::Applied { .. }));
+    assert!(matches!(db.apply_ledger(&at("t2", 2_000)).unwrap(), LedgerOutcome::Applied { .. }));
+    assert_eq!(db.prune_ledger_keys(1).unwrap(), 7, "the seven keys at event time 0");
+    assert_eq!(db.prune_ledger_keys(2_000).unwrap(), 1, "t1; t2 is at the cut-off");
+    assert_eq!(db.prune_ledger_keys(2_000).unwrap(), 0, "idempotent");
+    assert_eq!(db.ledger().unwrap().len(), 9, "the history is never pruned");
+    assert_eq!(db.balance("a1").unwrap(), Some(98_488));
+    assert_eq!(db.apply_ledger(&at("t2", 2_000)).unwrap(), LedgerOutcome::Duplicate, "t2 is kept");
+    assert!(matches!(db.apply_ledger(&at("t1", 1_000)).unwrap(), LedgerOutcome::Applied { .. }), "t1 was forgotten");
+    assert_eq!(db.balance("a1").unwrap(), Some(98_487));
 
     // Conversions: one per order.
     let conv = |order: &str, campaign: Option<&str>| ConversionRow {
@@ -247,7 +284,7 @@ mod tests {
             let db = sled::open(dir.path()).unwrap();
             let cache = EmbeddedCache::with_db(&db).unwrap();
             let store = EmbeddedDatabase::with_db(&db).unwrap();
-            cache.add_spend_once("c", crate::calendar::Day(1), 7, "k").unwrap();
+            cache.add_spend_once("c", crate::calendar::Day(1), 7, "k", 0).unwrap();
             store.apply_ledger(&ledger("k", "a", LedgerKind::Charge, -7)).unwrap();
             cache.flush().unwrap();
             store.flush().unwrap();
@@ -255,9 +292,56 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let cache = EmbeddedCache::with_db(&db).unwrap();
         let store = EmbeddedDatabase::with_db(&db).unwrap();
-        assert_eq!(cache.add_spend_once("c", crate::calendar::Day(1), 7, "k").unwrap(), (7, false));
+        assert_eq!(cache.add_spend_once("c", crate::calendar::Day(1), 7, "k", 0).unwrap(), (7, false));
         assert_eq!(store.apply_ledger(&ledger("k", "a", LedgerKind::Charge, -7)).unwrap(), LedgerOutcome::Duplicate);
         assert_eq!(store.balance("a").unwrap(), Some(-7));
+    }
+
+    /// `sync` is the sinks' maintenance: keys older than the retention (behind the newest event time the
+    /// sink was given) are pruned there, once the cut-off moved by a step.
+    fn check_maintenance(cache: &dyn Cache, db: &dyn Database, cache_keys: &dyn Fn() -> usize, db_keys: &dyn Fn() -> usize) {
+        const H: i64 = 3_600_000;
+        let day = crate::calendar::Day(1);
+        for i in 0..10 {
+            cache.add_spend_once("c", day, 1, &format!("spend:{i}"), i * H).unwrap();
+            db.apply_ledger(&LedgerEntry { event_time: i * H, ..ledger(&format!("charge:{i}"), "a", LedgerKind::Charge, -1) }).unwrap();
+        }
+        assert_eq!((cache_keys(), db_keys()), (10, 10));
+        // Newest = 9 h, retention 5 h: keys before 4 h go (0, 1, 2, 3 h).
+        cache.sync().unwrap();
+        db.sync().unwrap();
+        assert_eq!((cache_keys(), db_keys()), (6, 6));
+        // Newest moves by less than the 1 h step: nothing is scanned.
+        cache.add_spend_once("c", day, 1, "spend:late", 9 * H + 1).unwrap();
+        db.apply_ledger(&LedgerEntry { event_time: 9 * H + 1, ..ledger("charge:late", "a", LedgerKind::Charge, -1) }).unwrap();
+        cache.sync().unwrap();
+        db.sync().unwrap();
+        assert_eq!((cache_keys(), db_keys()), (7, 7));
+        // A step later the 4 h keys go too.
+        cache.add_spend_once("c", day, 1, "spend:10", 10 * H).unwrap();
+        db.apply_ledger(&LedgerEntry { event_time: 10 * H, ..ledger("charge:10", "a", LedgerKind::Charge, -1) }).unwrap();
+        cache.sync().unwrap();
+        db.sync().unwrap();
+        assert_eq!((cache_keys(), db_keys()), (7, 7));
+        assert_eq!(db.ledger().unwrap().len(), 12, "rows stay");
+        assert_eq!(cache.spend("c", day).unwrap(), 12);
+        // A replay of a pruned key is out of reach by construction; the kept ones are still recognised.
+        assert_eq!(cache.add_spend_once("c", day, 1, "spend:9", 9 * H).unwrap(), (12, false));
+    }
+
+    #[test]
+    fn sinks_prune_old_idempotency_keys_in_their_maintenance() {
+        let r = KeyRetention { keep_ms: 5 * 3_600_000, prune_step_ms: 3_600_000 };
+        let (cache, db) = (MemoryCache::with_retention(r), MemoryDatabase::with_retention(r));
+        check_maintenance(&cache, &db, &|| cache.spend_keys_held(), &|| db.ledger_keys_held());
+        let (cache, db) =
+            (EmbeddedCache::temporary().unwrap().with_retention(r), EmbeddedDatabase::temporary().unwrap().with_retention(r));
+        check_maintenance(&cache, &db, &|| cache.spend_keys_held(), &|| db.ledger_keys_held());
+    }
+
+    #[test]
+    fn the_default_key_retention_is_input_retention_plus_the_correction_horizon() {
+        assert_eq!(KeyRetention::default().keep_ms, (7 * 24 + 24) * 3_600_000);
     }
 
     #[test]

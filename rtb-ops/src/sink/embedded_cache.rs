@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-use super::keys::{i64_bytes, i64_from, merge_shards, spend_key, window_key, window_prefix};
+use super::keys::{expiry_bound, expiry_key, i64_bytes, i64_from, merge_shards, spend_key, window_key, window_prefix, Pruner};
 use super::types::*;
 use super::{ranking_key, Cache};
 use crate::calendar::Day;
@@ -20,7 +20,8 @@ const SINK: &str = "embedded-cache";
 ///
 /// Trees (all prefixed `cache/`): `rankings` (`rtb:{placement}:{category}` → entries),
 /// `windows` (scope ‖ id ‖ window start ‖ shard → row), `totals/campaign`, `totals/category`,
-/// `spend` (campaign ‖ day → KRW), `spend_keys` (applied idempotency keys), `marks`.
+/// `spend` (campaign ‖ day → KRW), `spend_keys` (applied idempotency key → its event time),
+/// `spend_expiry` (event time ‖ key: the pruning index of `spend_keys`), `marks`.
 #[derive(Debug, Clone)]
 pub struct EmbeddedCache {
     db: sled::Db,
@@ -30,7 +31,34 @@ pub struct EmbeddedCache {
     category_totals: Tree,
     spend: Tree,
     spend_keys: Tree,
+    spend_expiry: Tree,
     marks: Tree,
+    pruner: std::sync::Arc<Pruner>,
+}
+
+/// Removes the keys of `index` entries (`event time ‖ key`) before `before` from `keys`, and the entries,
+/// in transactions of up to 1 000; returns how many went.
+pub(crate) fn prune_index(sink: &'static str, keys: &Tree, index: &Tree, before: rtb_stream::Timestamp) -> Result<u64> {
+    let bound = expiry_bound(before);
+    let mut pruned = 0u64;
+    loop {
+        let mut chunk = Vec::new();
+        for k in index.range(..bound.clone()).keys().take(1_000) {
+            chunk.push(k.map_err(|e| Error::sink(sink, "prune", e))?);
+        }
+        if chunk.is_empty() {
+            return Ok(pruned);
+        }
+        let r = (keys, index).transaction(|(keys, index)| {
+            for ik in &chunk {
+                keys.remove(&ik[8..])?;
+                index.remove(ik)?;
+            }
+            Ok(())
+        });
+        tx(sink, "prune", r)?;
+        pruned += chunk.len() as u64;
+    }
 }
 
 pub(crate) fn enc<T: Serialize + ?Sized>(what: &'static str, v: &T) -> Result<Vec<u8>> {
@@ -78,10 +106,28 @@ fn add_totals(tree: &TransactionalTree, key: &str, delta: Metrics) -> TxResult<(
 }
 
 impl EmbeddedCache {
-    /// Opens (or creates) a cache database at `path`.
+    /// Opens (or creates) a cache database at `path`, keeping idempotency keys for the default
+    /// [`KeyRetention`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
         Self::with_db(&db)
+    }
+
+    /// [`Self::open`] with a chosen key retention.
+    pub fn open_with(path: impl AsRef<Path>, retention: KeyRetention) -> Result<Self> {
+        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
+        Ok(Self::with_db(&db)?.with_retention(retention))
+    }
+
+    /// This cache keeping idempotency keys for `retention` (replaces the retention of this handle).
+    pub fn with_retention(mut self, retention: KeyRetention) -> Self {
+        self.pruner = std::sync::Arc::new(Pruner::new(retention));
+        self
+    }
+
+    /// How many spend idempotency keys are held (for tests and monitoring).
+    pub fn spend_keys_held(&self) -> usize {
+        self.spend_keys.len()
     }
 
     /// A cache in a temporary sled database (deleted on drop).
@@ -101,7 +147,9 @@ impl EmbeddedCache {
             category_totals: t("totals/category")?,
             spend: t("spend")?,
             spend_keys: t("spend_keys")?,
+            spend_expiry: t("spend_expiry")?,
             marks: t("marks")?,
+            pruner: std::sync::Arc::new(Pruner::new(KeyRetention::default())),
         })
     }
 
@@ -131,6 +179,11 @@ impl EmbeddedCache {
 
 impl Cache for EmbeddedCache {
     fn sync(&self) -> Result<()> {
+        if let Some(cutoff) = self.pruner.due() {
+            let n = self.prune_spend_keys(cutoff)?;
+            self.pruner.done(cutoff);
+            tracing::debug!(cutoff, pruned = n, "pruned spend idempotency keys");
+        }
         self.flush()
     }
 
@@ -203,19 +256,29 @@ impl Cache for EmbeddedCache {
         self.totals(&self.category_totals, category)
     }
 
-    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str) -> Result<(i64, bool)> {
+    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str, event_time: rtb_stream::Timestamp) -> Result<(i64, bool)> {
         let key = spend_key(campaign_id, day);
-        let r = (&self.spend, &self.spend_keys).transaction(|(spend, keys)| {
+        let expiry = expiry_key(event_time, idempotency_key.as_bytes());
+        let r = (&self.spend, &self.spend_keys, &self.spend_expiry).transaction(|(spend, keys, index)| {
             let current = spend.get(key.as_slice())?.and_then(|b| i64_from(&b)).unwrap_or(0);
             if keys.get(idempotency_key.as_bytes())?.is_some() {
                 return Ok((current, false));
             }
-            keys.insert(idempotency_key.as_bytes(), &[])?;
+            keys.insert(idempotency_key.as_bytes(), &i64_bytes(event_time))?;
+            index.insert(expiry.as_slice(), &[])?;
             let total = current + delta;
             spend.insert(key.as_slice(), &i64_bytes(total))?;
             Ok((total, true))
         });
-        tx(SINK, "add_spend_once", r)
+        let r = tx(SINK, "add_spend_once", r)?;
+        if r.1 {
+            self.pruner.note(event_time);
+        }
+        Ok(r)
+    }
+
+    fn prune_spend_keys(&self, before: rtb_stream::Timestamp) -> Result<u64> {
+        prune_index(SINK, &self.spend_keys, &self.spend_expiry, before)
     }
 
     fn spend(&self, campaign_id: &str, day: Day) -> Result<i64> {

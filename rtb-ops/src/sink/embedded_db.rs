@@ -6,8 +6,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use sled::transaction::TransactionalTree;
 use sled::{Transactional, Tree};
 
-use super::embedded_cache::{abort, dec, enc, tx, TxResult};
-use super::keys::part;
+use super::embedded_cache::{abort, dec, enc, prune_index, tx, TxResult};
+use super::keys::{expiry_key, part, Pruner};
 use super::types::*;
 use super::Database;
 use crate::calendar::{Day, DEFAULT_TIME_ZONE};
@@ -18,15 +18,20 @@ const SINK: &str = "embedded-database";
 
 /// A durable [`Database`] on sled. Cheap to clone; `Send + Sync`.
 ///
-/// Trees (prefixed `db/`): `advertisers`, `ledger` (idempotency key → row: the key is the unique
-/// constraint, the row carries its sequence number), `conversions` (order id → row), `campaigns`,
-/// `campaign_index` (placement ‖ category ‖ campaign id), `alerts` (key → row). A ledger entry touches
-/// two trees in one transaction; [`Database::apply_ledger_batch`] puts a whole batch in one.
+/// Trees (prefixed `db/`): `advertisers`, `ledger_rows` (sequence number, big-endian → row: the
+/// account history, never pruned), `ledger_keys` (idempotency key → [`KeyMeta`]: the unique constraint,
+/// with the entry's fingerprint and event time), `ledger_expiry` (event time ‖ key: the pruning index of
+/// `ledger_keys`), `conversions` (order id → row), `campaigns`, `campaign_index` (placement ‖ category ‖
+/// campaign id), `alerts` (key → row). A ledger entry touches four trees in one transaction;
+/// [`Database::apply_ledger_batch`] puts a whole batch in one.
 #[derive(Debug, Clone)]
 pub struct EmbeddedDatabase {
     db: sled::Db,
     advertisers: Tree,
-    ledger: Tree,
+    ledger_rows: Tree,
+    ledger_keys: Tree,
+    ledger_expiry: Tree,
+    pruner: std::sync::Arc<Pruner>,
     conversions: Tree,
     campaigns: Tree,
     campaign_index: Tree,
@@ -66,12 +71,29 @@ fn tx_put<T: Serialize + DeserializeOwned>(tree: &TransactionalTree, key: &[u8],
     }
 }
 
-/// One ledger entry inside a transaction: unique key check, balance move, row insert.
-fn apply_one(ledger: &TransactionalTree, advs: &TransactionalTree, entry: &LedgerEntry) -> TxResult<LedgerOutcome> {
+/// What `ledger_keys` stores per idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct KeyMeta {
+    fingerprint: u128,
+    event_time: rtb_stream::Timestamp,
+    seq: u64,
+}
+
+/// The trees a ledger entry touches, inside a transaction.
+struct LedgerTx<'a> {
+    rows: &'a TransactionalTree,
+    keys: &'a TransactionalTree,
+    expiry: &'a TransactionalTree,
+    advs: &'a TransactionalTree,
+}
+
+/// One ledger entry inside a transaction: unique key check (with fingerprint), balance move, row insert.
+fn apply_one(t: &LedgerTx<'_>, entry: &LedgerEntry) -> TxResult<LedgerOutcome> {
     let key = entry.idempotency_key.as_bytes();
-    if ledger.get(key)?.is_some() {
-        return Ok(LedgerOutcome::Duplicate);
+    if let Some(meta) = tx_get::<KeyMeta>(t.keys, key)? {
+        return Ok(if meta.fingerprint == entry.fingerprint { LedgerOutcome::Duplicate } else { LedgerOutcome::Conflict });
     }
+    let (ledger, advs) = (t.rows, t.advs);
     let adv_key = entry.advertiser_id.as_bytes();
     let mut adv: AdvertiserRow = tx_get(advs, adv_key)?.unwrap_or_else(|| AdvertiserRow {
         advertiser_id: entry.advertiser_id.clone(),
@@ -81,16 +103,36 @@ fn apply_one(ledger: &TransactionalTree, advs: &TransactionalTree, entry: &Ledge
     });
     adv.balance += entry.amount;
     let row = LedgerRow { seq: ledger.generate_id()?, entry: entry.clone(), balance_after: adv.balance };
-    tx_put(ledger, key, "ledger row", &row)?;
+    tx_put(ledger, &row.seq.to_be_bytes(), "ledger row", &row)?;
+    tx_put(t.keys, key, "ledger key", &KeyMeta { fingerprint: entry.fingerprint, event_time: entry.event_time, seq: row.seq })?;
+    t.expiry.insert(expiry_key(entry.event_time, key), &[])?;
     tx_put(advs, adv_key, "advertiser", &adv)?;
     Ok(LedgerOutcome::Applied { balance: adv.balance })
 }
 
 impl EmbeddedDatabase {
-    /// Opens (or creates) a database at `path`.
+    /// Opens (or creates) a database at `path`, keeping ledger idempotency keys for the default
+    /// [`KeyRetention`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
         Self::with_db(&db)
+    }
+
+    /// [`Self::open`] with a chosen key retention.
+    pub fn open_with(path: impl AsRef<Path>, retention: KeyRetention) -> Result<Self> {
+        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
+        Ok(Self::with_db(&db)?.with_retention(retention))
+    }
+
+    /// This database keeping ledger idempotency keys for `retention` (replaces this handle's).
+    pub fn with_retention(mut self, retention: KeyRetention) -> Self {
+        self.pruner = std::sync::Arc::new(Pruner::new(retention));
+        self
+    }
+
+    /// How many ledger idempotency keys are held (for tests and monitoring).
+    pub fn ledger_keys_held(&self) -> usize {
+        self.ledger_keys.len()
     }
 
     /// A database in a temporary sled instance (deleted on drop).
@@ -105,7 +147,10 @@ impl EmbeddedDatabase {
         Ok(Self {
             db: db.clone(),
             advertisers: t("advertisers")?,
-            ledger: t("ledger")?,
+            ledger_rows: t("ledger_rows")?,
+            ledger_keys: t("ledger_keys")?,
+            ledger_expiry: t("ledger_expiry")?,
+            pruner: std::sync::Arc::new(Pruner::new(KeyRetention::default())),
             conversions: t("conversions")?,
             campaigns: t("campaigns")?,
             campaign_index: t("campaign_index")?,
@@ -143,6 +188,11 @@ impl EmbeddedDatabase {
 
 impl Database for EmbeddedDatabase {
     fn sync(&self) -> Result<()> {
+        if let Some(cutoff) = self.pruner.due() {
+            let n = self.prune_ledger_keys(cutoff)?;
+            self.pruner.done(cutoff);
+            tracing::debug!(cutoff, pruned = n, "pruned ledger idempotency keys");
+        }
         self.flush()
     }
 
@@ -176,20 +226,31 @@ impl Database for EmbeddedDatabase {
     }
 
     fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome> {
-        let r = (&self.ledger, &self.advertisers).transaction(|(ledger, advs)| apply_one(ledger, advs, entry));
-        tx(SINK, "apply_ledger", r)
+        self.apply_ledger_batch(std::slice::from_ref(entry)).map(|mut v| v.remove(0))
     }
 
     fn apply_ledger_batch(&self, entries: &[LedgerEntry]) -> Result<Vec<LedgerOutcome>> {
-        let r = (&self.ledger, &self.advertisers)
-            .transaction(|(ledger, advs)| entries.iter().map(|e| apply_one(ledger, advs, e)).collect::<TxResult<Vec<_>>>());
-        tx(SINK, "apply_ledger_batch", r)
+        let r = (&self.ledger_rows, &self.ledger_keys, &self.ledger_expiry, &self.advertisers).transaction(
+            |(rows, keys, expiry, advs)| {
+                let t = LedgerTx { rows, keys, expiry, advs };
+                entries.iter().map(|e| apply_one(&t, e)).collect::<TxResult<Vec<_>>>()
+            },
+        );
+        let outcomes = tx(SINK, "apply_ledger_batch", r)?;
+        for (e, o) in entries.iter().zip(&outcomes) {
+            if matches!(o, LedgerOutcome::Applied { .. }) {
+                self.pruner.note(e.event_time);
+            }
+        }
+        Ok(outcomes)
     }
 
     fn ledger(&self) -> Result<Vec<LedgerRow>> {
-        let mut rows: Vec<LedgerRow> = self.all(&self.ledger, "ledger")?;
-        rows.sort_by_key(|r| r.seq);
-        Ok(rows)
+        self.all(&self.ledger_rows, "ledger")
+    }
+
+    fn prune_ledger_keys(&self, before: rtb_stream::Timestamp) -> Result<u64> {
+        prune_index(SINK, &self.ledger_keys, &self.ledger_expiry, before)
     }
 
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool> {

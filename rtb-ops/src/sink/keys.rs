@@ -1,8 +1,10 @@
 //! Byte-key layout and shared helpers of the sink implementations.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use rtb_stream::Timestamp;
 
-use super::types::{MetricsScope, WindowMetrics};
+use super::types::{KeyRetention, MetricsScope, WindowMetrics};
 use crate::calendar::Day;
 
 /// Appends a length-prefixed part (u32 big-endian length, then the bytes), so composite keys never
@@ -71,4 +73,55 @@ pub(crate) fn i64_bytes(v: i64) -> [u8; 8] {
 
 pub(crate) fn i64_from(bytes: &[u8]) -> Option<i64> {
     <[u8; 8]>::try_from(bytes).ok().map(i64::from_be_bytes)
+}
+
+/// The sinks' own key maintenance: remembers the newest event time a sink was given and says when its
+/// idempotency keys are due for pruning under a [`KeyRetention`]. Shared by every backend.
+#[derive(Debug)]
+pub(crate) struct Pruner {
+    retention: KeyRetention,
+    newest: AtomicI64,
+    last_cutoff: AtomicI64,
+}
+
+impl Pruner {
+    pub(crate) fn new(retention: KeyRetention) -> Self {
+        Self { retention, newest: AtomicI64::new(i64::MIN), last_cutoff: AtomicI64::new(i64::MIN) }
+    }
+
+    /// Records the event time of a key just written.
+    pub(crate) fn note(&self, event_time: Timestamp) {
+        self.newest.fetch_max(event_time, Ordering::Relaxed);
+    }
+
+    /// The cut-off (keys with an event time before it go) if it moved by a step since the last prune.
+    pub(crate) fn due(&self) -> Option<Timestamp> {
+        let newest = self.newest.load(Ordering::Relaxed);
+        if newest == i64::MIN {
+            return None;
+        }
+        let cutoff = newest.saturating_sub(self.retention.keep_ms);
+        let last = self.last_cutoff.load(Ordering::Relaxed);
+        (last == i64::MIN || cutoff >= last.saturating_add(self.retention.prune_step_ms)).then_some(cutoff)
+    }
+
+    /// Records a finished prune up to `cutoff`.
+    pub(crate) fn done(&self, cutoff: Timestamp) {
+        self.last_cutoff.fetch_max(cutoff, Ordering::Relaxed);
+    }
+}
+
+/// `event time ‖ key`: the expiry index of an idempotency key (byte order = event-time order).
+pub(crate) fn expiry_key(event_time: Timestamp, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    ts(&mut k, event_time);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The upper bound (exclusive) of the expiry index entries before `before`.
+pub(crate) fn expiry_bound(before: Timestamp) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8);
+    ts(&mut k, before);
+    k
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rtb_stream::Timestamp;
 
-use super::keys::merge_shards;
+use super::keys::{merge_shards, Pruner};
 use super::types::*;
 use super::{ranking_key, Cache, Database};
 use crate::calendar::{Day, DEFAULT_TIME_ZONE};
@@ -20,14 +20,23 @@ struct CacheState {
     campaign_totals: HashMap<String, Metrics>,
     category_totals: HashMap<String, Metrics>,
     spend: HashMap<(String, Day), i64>,
-    spend_keys: HashSet<String>,
+    /// Applied spend keys → their event time; `spend_expiry` orders them by it for pruning.
+    spend_keys: HashMap<String, Timestamp>,
+    spend_expiry: BTreeSet<(Timestamp, String)>,
     marks: HashSet<String>,
 }
 
 /// A [`Cache`] in memory. Clones share the same data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryCache {
     state: Arc<Mutex<CacheState>>,
+    pruner: Arc<Pruner>,
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self::with_retention(KeyRetention::default())
+    }
 }
 
 impl MemoryCache {
@@ -43,6 +52,16 @@ impl MemoryCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty cache keeping idempotency keys for `retention`.
+    pub fn with_retention(retention: KeyRetention) -> Self {
+        Self { state: Arc::default(), pruner: Arc::new(Pruner::new(retention)) }
+    }
+
+    /// How many spend idempotency keys are held (for tests and monitoring).
+    pub fn spend_keys_held(&self) -> usize {
+        self.state.lock().spend_keys.len()
     }
 }
 
@@ -106,9 +125,14 @@ impl Cache for MemoryCache {
         Ok(self.state.lock().category_totals.get(category).copied().unwrap_or_default())
     }
 
-    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str) -> Result<(i64, bool)> {
+    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str, event_time: Timestamp) -> Result<(i64, bool)> {
         let mut s = self.state.lock();
-        let applied = s.spend_keys.insert(idempotency_key.to_string());
+        let applied = !s.spend_keys.contains_key(idempotency_key);
+        if applied {
+            s.spend_keys.insert(idempotency_key.to_string(), event_time);
+            s.spend_expiry.insert((event_time, idempotency_key.to_string()));
+            self.pruner.note(event_time);
+        }
         let total = s.spend.entry((campaign_id.to_string(), day)).or_insert(0);
         if applied {
             *total += delta;
@@ -120,8 +144,26 @@ impl Cache for MemoryCache {
         Ok(self.state.lock().spend.get(&(campaign_id.to_string(), day)).copied().unwrap_or(0))
     }
 
+    fn prune_spend_keys(&self, before: Timestamp) -> Result<u64> {
+        let mut s = self.state.lock();
+        let keep = s.spend_expiry.split_off(&(before, String::new()));
+        let gone = std::mem::replace(&mut s.spend_expiry, keep);
+        for (_, k) in &gone {
+            s.spend_keys.remove(k);
+        }
+        Ok(gone.len() as u64)
+    }
+
     fn mark_once(&self, key: &str) -> Result<bool> {
         Ok(self.state.lock().marks.insert(key.to_string()))
+    }
+
+    fn sync(&self) -> Result<()> {
+        if let Some(cutoff) = self.pruner.due() {
+            self.prune_spend_keys(cutoff)?;
+            self.pruner.done(cutoff);
+        }
+        Ok(())
     }
 }
 
@@ -130,7 +172,9 @@ struct DbState {
     advertisers: BTreeMap<String, AdvertiserRow>,
     ledger: Vec<LedgerRow>,
     ledger_seq: u64,
-    ledger_keys: HashSet<String>,
+    /// Idempotency key → (fingerprint, event time); `ledger_expiry` orders them by event time.
+    ledger_keys: HashMap<String, (u128, Timestamp)>,
+    ledger_expiry: BTreeSet<(Timestamp, String)>,
     conversions: BTreeMap<String, ConversionRow>,
     campaigns: BTreeMap<String, CampaignRow>,
     index: BTreeMap<(Placement, String), BTreeSet<String>>,
@@ -138,9 +182,16 @@ struct DbState {
 }
 
 /// A [`Database`] in memory. Clones share the same data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryDatabase {
     state: Arc<Mutex<DbState>>,
+    pruner: Arc<Pruner>,
+}
+
+impl Default for MemoryDatabase {
+    fn default() -> Self {
+        Self::with_retention(KeyRetention::default())
+    }
 }
 
 impl MemoryDatabase {
@@ -153,6 +204,16 @@ impl MemoryDatabase {
     /// An empty database.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty database keeping ledger idempotency keys for `retention`.
+    pub fn with_retention(retention: KeyRetention) -> Self {
+        Self { state: Arc::default(), pruner: Arc::new(Pruner::new(retention)) }
+    }
+
+    /// How many ledger idempotency keys are held (for tests and monitoring).
+    pub fn ledger_keys_held(&self) -> usize {
+        self.state.lock().ledger_keys.len()
     }
 }
 
@@ -185,9 +246,12 @@ impl Database for MemoryDatabase {
 
     fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome> {
         let mut s = self.state.lock();
-        if !s.ledger_keys.insert(entry.idempotency_key.clone()) {
-            return Ok(LedgerOutcome::Duplicate);
+        if let Some(&(fingerprint, _)) = s.ledger_keys.get(&entry.idempotency_key) {
+            return Ok(if fingerprint == entry.fingerprint { LedgerOutcome::Duplicate } else { LedgerOutcome::Conflict });
         }
+        s.ledger_keys.insert(entry.idempotency_key.clone(), (entry.fingerprint, entry.event_time));
+        s.ledger_expiry.insert((entry.event_time, entry.idempotency_key.clone()));
+        self.pruner.note(entry.event_time);
         let row = s.advertisers.entry(entry.advertiser_id.clone()).or_insert_with(|| AdvertiserRow {
             advertiser_id: entry.advertiser_id.clone(),
             opening_balance: 0,
@@ -204,6 +268,24 @@ impl Database for MemoryDatabase {
 
     fn ledger(&self) -> Result<Vec<LedgerRow>> {
         Ok(self.state.lock().ledger.clone())
+    }
+
+    fn prune_ledger_keys(&self, before: Timestamp) -> Result<u64> {
+        let mut s = self.state.lock();
+        let keep = s.ledger_expiry.split_off(&(before, String::new()));
+        let gone = std::mem::replace(&mut s.ledger_expiry, keep);
+        for (_, k) in &gone {
+            s.ledger_keys.remove(k);
+        }
+        Ok(gone.len() as u64)
+    }
+
+    fn sync(&self) -> Result<()> {
+        if let Some(cutoff) = self.pruner.due() {
+            self.prune_ledger_keys(cutoff)?;
+            self.pruner.done(cutoff);
+        }
+        Ok(())
     }
 
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool> {

@@ -11,6 +11,10 @@
 //! PostgreSQL implementations fit them unchanged. Implementations here: [`EmbeddedCache`] and
 //! [`EmbeddedDatabase`] (sled, durable, transactional) and [`MemoryCache`] / [`MemoryDatabase`] (tests,
 //! batch replays). [`conformance`] holds the behaviour every implementation must show.
+//!
+//! Idempotency keys are kept for a [`KeyRetention`] (default 7 d input retention + 24 h correction
+//! horizon) of event time and then pruned by the sink's own maintenance in `sync`; derived keys live in
+//! namespaces no client id can reach (`charge:id:…`, `charge:src:…`, `refund:…`, `spend:…`).
 
 pub mod conformance;
 mod embedded_cache;
@@ -23,6 +27,8 @@ pub use embedded_cache::EmbeddedCache;
 pub use embedded_db::EmbeddedDatabase;
 pub use memory::{MemoryCache, MemoryDatabase};
 pub use types::*;
+
+use rtb_stream::Timestamp;
 
 use crate::calendar::Day;
 use crate::error::Result;
@@ -59,7 +65,12 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
 
     /// Adds `delta` (KRW, negative for refunds) to the campaign's spend on `day` unless
     /// `idempotency_key` was already applied; atomically. Returns `(the day's total, applied)`.
-    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str) -> Result<(i64, bool)>;
+    /// `event_time` is the cause's event time: the key is kept for the sink's [`KeyRetention`] after it,
+    /// then pruned by [`Cache::sync`]'s maintenance (or [`Cache::prune_spend_keys`]).
+    fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str, event_time: Timestamp) -> Result<(i64, bool)>;
+    /// Forgets the spend idempotency keys whose event time is before `before` (the counters stay);
+    /// returns how many went. Idempotent.
+    fn prune_spend_keys(&self, before: Timestamp) -> Result<u64>;
     /// The campaign's spend on `day` (0 if none).
     fn spend(&self, campaign_id: &str, day: Day) -> Result<i64>;
 
@@ -68,7 +79,9 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
 
     /// Makes every write so far durable. The runtime calls it before it commits the offsets of the records
     /// whose effects these writes are, so a crash can never keep the offsets and lose the effects. A store
-    /// whose writes are durable when they return (a server) does nothing.
+    /// whose writes are durable when they return (a server) does nothing. It is also the sink's
+    /// maintenance point: idempotency keys older than the [`KeyRetention`] are pruned here (at most once
+    /// per `prune_step_ms` of event time).
     fn sync(&self) -> Result<()> {
         Ok(())
     }
@@ -88,8 +101,11 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     fn balance(&self, advertiser_id: &str) -> Result<Option<i64>>;
 
     /// Inserts the ledger row unless its idempotency key exists, and moves the advertiser's balance by
-    /// `entry.amount`, in one atomic transaction. An advertiser seen for the first time is created with
-    /// opening balance 0 and the default time zone.
+    /// `entry.amount`, in one atomic transaction. The key is stored with `entry.fingerprint` and
+    /// `entry.event_time`: an existing key with the same fingerprint is a redelivery
+    /// ([`LedgerOutcome::Duplicate`]), with another fingerprint a reused id ([`LedgerOutcome::Conflict`]);
+    /// neither changes anything. An advertiser seen for the first time is created with opening balance 0
+    /// and the default time zone (the workers refuse charges for unknown advertisers before this).
     fn apply_ledger(&self, entry: &LedgerEntry) -> Result<LedgerOutcome>;
     /// [`Database::apply_ledger`] for several entries in order (a key repeated inside the batch applies
     /// once). Implementations should make it one transaction / round trip; the default loops.
@@ -98,6 +114,10 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     }
     /// The whole ledger in application order.
     fn ledger(&self) -> Result<Vec<LedgerRow>>;
+    /// Forgets the ledger idempotency keys whose entry's event time is before `before` (the rows, the
+    /// account history, stay); returns how many went. Idempotent. [`Database::sync`]'s maintenance calls
+    /// it with the [`KeyRetention`] cut-off.
+    fn prune_ledger_keys(&self, before: Timestamp) -> Result<u64>;
 
     /// Inserts a conversion result unless its `order_id` exists; true if inserted.
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool>;
@@ -126,7 +146,7 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// Every alert, ordered by key.
     fn alerts(&self) -> Result<Vec<AlertRow>>;
 
-    /// Makes every write so far durable (see [`Cache::sync`]).
+    /// Makes every write so far durable and runs the key maintenance (see [`Cache::sync`]).
     fn sync(&self) -> Result<()> {
         Ok(())
     }

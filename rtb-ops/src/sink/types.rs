@@ -160,6 +160,10 @@ pub struct LedgerEntry {
     pub event_time: Timestamp,
     /// What caused it (event id or source coordinates, or the compensation's id).
     pub reference: String,
+    /// Fingerprint of the cause's content (`AdEvent::fingerprint`, `CompensationEvent::fingerprint`),
+    /// stored with the key: the same key with the same fingerprint is a redelivery, with another one a
+    /// reused id ([`LedgerOutcome::Conflict`]).
+    pub fingerprint: u128,
 }
 
 /// A stored ledger row.
@@ -181,8 +185,38 @@ pub enum LedgerOutcome {
         /// Balance after the entry.
         balance: i64,
     },
-    /// The idempotency key was already there: nothing changed.
+    /// The idempotency key was already there with the same fingerprint (a redelivery): nothing changed.
     Duplicate,
+    /// The idempotency key was already there with a **different** fingerprint: another cause reused the
+    /// id. Nothing changed; the caller must report it (it is neither applied nor a redelivery).
+    Conflict,
+}
+
+/// How long the sinks keep idempotency keys (ledger keys, spend-counter keys): exactly as long as a
+/// replay can reach the records that wrote them — the input retention plus the correction horizon —
+/// measured in event time back from the newest event time the sink has been given. Older keys are
+/// pruned by the sink's own maintenance ([`super::Database::sync`], [`super::Cache::sync`]), not on
+/// lookups. Ledger **rows** are the account history and are never pruned; only their keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyRetention {
+    /// Event time (ms) a key is kept after its cause's event time (default 7 d input retention + 24 h
+    /// correction horizon).
+    pub keep_ms: i64,
+    /// Maintenance prunes once the cut-off has advanced by at least this much event time since the last
+    /// prune (default 1 h), so a commit does not scan for keys every time.
+    pub prune_step_ms: i64,
+}
+
+impl KeyRetention {
+    /// The default: SPEC §2's 7-day `ad-events` retention plus SPEC §4's 24 h correction horizon.
+    pub const DEFAULT_KEEP_MS: i64 = 8 * 24 * 3_600_000;
+}
+
+impl Default for KeyRetention {
+    fn default() -> Self {
+        Self { keep_ms: Self::DEFAULT_KEEP_MS, prune_step_ms: 3_600_000 }
+    }
 }
 
 /// A conversion attribution result (one per order).

@@ -58,13 +58,14 @@ pub fn check_spec_example(o: &Outputs) {
         )]
     );
     assert_eq!(o.compensations[0].timestamp, ms("2024-01-15T10:35:15Z"));
-    // Ledger: three charges of 1200 (line 3 has no event_id: partition(device_12345) = 6, line 3) and one refund
-    // keyed by the window start 2024-01-15T10:30:15Z = 1 705 314 615 000 ms.
+    // Ledger: three charges of 1200 (keys `charge:id:{event_id}`; line 3 has no event_id: its source coordinates,
+    // partition(device_12345) = 6, line 3 → `charge:src:ad-events/6/3`) and one refund keyed
+    // `refund:{device}/{ad}/{window start}` with the start 2024-01-15T10:30:15Z = 1 705 314 615 000 ms.
     let want: BTreeSet<_> = [
-        entry("clk-1", "advertiser_50", "campaign_100", "CHARGE", 1200),
-        entry("clk-2", "advertiser_50", "campaign_100", "CHARGE", 1200),
-        entry("ad-events/6/3", "advertiser_50", "campaign_100", "CHARGE", 1200),
-        entry("refund/device_12345/ad_001/1705314615000", "advertiser_50", "campaign_100", "REFUND", 2400),
+        entry("charge:id:clk-1", "advertiser_50", "campaign_100", "CHARGE", 1200),
+        entry("charge:id:clk-2", "advertiser_50", "campaign_100", "CHARGE", 1200),
+        entry("charge:src:ad-events/6/3", "advertiser_50", "campaign_100", "CHARGE", 1200),
+        entry("refund:device_12345/ad_001/1705314615000", "advertiser_50", "campaign_100", "REFUND", 2400),
     ]
     .into();
     assert_eq!(ledger_set(o), want);
@@ -109,11 +110,11 @@ pub fn check_boundary_click(o: &Outputs) {
     );
     // The refund key is the second window's start, 10:35:15 = 1 705 314 615 000 + 300 000.
     let want: BTreeSet<_> = [
-        entry("w-1", "advertiser_50", "campaign_100", "CHARGE", 1000),
-        entry("w-2", "advertiser_50", "campaign_100", "CHARGE", 1100),
-        entry("w-3", "advertiser_50", "campaign_100", "CHARGE", 900),
-        entry("w-4", "advertiser_50", "campaign_100", "CHARGE", 500),
-        entry("refund/device_777/ad_001/1705314915000", "advertiser_50", "campaign_100", "REFUND", 900),
+        entry("charge:id:w-1", "advertiser_50", "campaign_100", "CHARGE", 1000),
+        entry("charge:id:w-2", "advertiser_50", "campaign_100", "CHARGE", 1100),
+        entry("charge:id:w-3", "advertiser_50", "campaign_100", "CHARGE", 900),
+        entry("charge:id:w-4", "advertiser_50", "campaign_100", "CHARGE", 500),
+        entry("refund:device_777/ad_001/1705314915000", "advertiser_50", "campaign_100", "REFUND", 900),
     ]
     .into();
     assert_eq!(ledger_set(o), want);
@@ -346,4 +347,59 @@ pub fn check_bad_input(o: &Outputs) {
     assert_unattributed(o, 1);
     // campaign_100 (approval PENDING) can not be ranked.
     assert!(o.rankings.is_empty(), "{:#?}", o.rankings);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// SPEC §3 field table and issue 7 (keys): an impression without prices, a producer's byte-exact redelivery,
+// a different click reusing an event_id, and a client event_id spelling the refund key of a real window.
+
+pub fn client_ids() -> RawInput {
+    let imp = ADV50.impression("2024-01-15T10:30:05Z");
+    // SPEC §3: an IMPRESSION needs neither bid_price nor actual_price.
+    let imp = imp.replace(",\"bid_price\":1500,\"actual_price\":0", "").replace("\"event_type\"", "\"event_id\":\"imp-1\",\"event_type\"");
+    let x = ADV50.on("device_x");
+    let r1 = ADV50.on("d1").click("2024-01-15T10:30:15Z", 1000, Some("r-1"));
+    raw(
+        &[],
+        &[
+            imp,
+            r1.clone(),
+            r1,                                                                  // redelivered as is
+            ADV50.on("d2").click("2024-01-15T10:31:00Z", 700, Some("r-1")),      // another click, same id
+            x.click("2024-01-15T10:32:00Z", 500, Some("x-1")),
+            x.click("2024-01-15T10:32:10Z", 500, Some("x-2")),
+            ADV50.on("device_y").click("2024-01-15T10:33:00Z", 300, Some("refund:device_x/ad_001/1705314720000")),
+        ],
+        &[],
+        &[advertiser("advertiser_50", 1_000_000, "Asia/Seoul")],
+    )
+}
+
+pub fn check_client_ids(o: &Outputs) {
+    // Window [10:30, 10:35): the impression; clicks r-1 (once), x-1, x-2 and device_y's: 4 clicks,
+    // spend 1000 + 500 + 500 + 300 = 2300. The redelivery and the click reusing r-1 are not counted.
+    assert_eq!(o.metrics.len(), 1, "{:#?}", o.metrics);
+    let w = &o.metrics[0];
+    assert_eq!((w.impressions, w.clicks, w.conversions, w.spend), (1, 4, 0, 2300));
+    // device_x: window [10:32:00, 10:37:00) = {x-1, x-2}: refund 500, key at 10:32:00Z = 1 705 314 720 000 ms.
+    assert_eq!(
+        o.compensations,
+        vec![compensation("device_x", "ad_001", "campaign_100", "advertiser_50", &["2024-01-15T10:32:00Z", "2024-01-15T10:32:10Z"], 500)]
+    );
+    // device_y's event_id spells that refund key; it is charged under charge:id:…, and the refund still books.
+    let want: BTreeSet<_> = [
+        entry("charge:id:r-1", "advertiser_50", "campaign_100", "CHARGE", 1000),
+        entry("charge:id:x-1", "advertiser_50", "campaign_100", "CHARGE", 500),
+        entry("charge:id:x-2", "advertiser_50", "campaign_100", "CHARGE", 500),
+        entry("charge:id:refund:device_x/ad_001/1705314720000", "advertiser_50", "campaign_100", "CHARGE", 300),
+        entry("refund:device_x/ad_001/1705314720000", "advertiser_50", "campaign_100", "REFUND", 500),
+    ]
+    .into();
+    assert_eq!(ledger_set(o), want);
+    // 1 000 000 − 1000 − 500 − 500 − 300 + 500.
+    assert_eq!(balances(o), vec![("advertiser_50", 998_200)]);
+    // The click reusing r-1 is refused with its reason, not silently skipped.
+    assert_eq!(o.dead_letters.len(), 1, "{:#?}", o.dead_letters);
+    assert_eq!(o.dead_letters[0].topic, "ad-events");
+    assert!(o.dead_letters[0].reason.starts_with("EVENT_ID_REUSED"), "{}", o.dead_letters[0].reason);
 }

@@ -313,7 +313,7 @@ pub fn check_refund_below_budget(o: &Outputs) {
 }
 
 pub fn unknown_advertiser() -> RawInput {
-    // No advertisers.jsonl at all: advertiser_99 opens at balance 0 in Asia/Seoul.
+    // No advertisers.jsonl at all: advertiser_99 is not registered, so its click is not charged (issue 7).
     let u = ad("campaign_U", "advertiser_99", "식품", 1000);
     raw(
         &[approved("2024-01-15T00:00:00Z", "campaign_U", "advertiser_99", "SEARCH", "식품", 1000, 1000)],
@@ -323,16 +323,16 @@ pub fn unknown_advertiser() -> RawInput {
 }
 
 pub fn check_unknown_advertiser(o: &Outputs) {
-    // 0 − 1000.
-    assert_eq!(balances(o), vec![("advertiser_99", -1000)]);
-    // 15:30Z is 00:30 of 2024-01-16 in Seoul (on UTC it would still be 2024-01-15): spend 1000 = 100 % of 1000.
-    assert_alerts(
-        o,
-        &[
-            ("campaign_U", "advertiser_99", "2024-01-16", 80, 1000, 1000),
-            ("campaign_U", "advertiser_99", "2024-01-16", 100, 1000, 1000),
-        ],
-    );
-    // T_end = the click: U is paused on that day, so nothing is ranked.
-    assert!(o.rankings.is_empty(), "{:#?}", o.rankings);
+    // Issue 7 changes this case: a click for an advertiser the database does not know is NOT charged (it used
+    // to open the account at 0 and charge −1000). It is a dead letter of ad-events with UNKNOWN_ADVERTISER, no
+    // ledger row, no balance, and it counts for no budget: no alert, no pause.
+    assert!(o.ledger.is_empty(), "{:#?}", o.ledger);
+    assert!(balances(o).is_empty(), "{:?}", balances(o));
+    assert!(o.alerts.is_empty(), "{:#?}", o.alerts);
+    assert_eq!(o.dead_letters.len(), 1, "{:#?}", o.dead_letters);
+    assert_eq!(o.dead_letters[0].topic, "ad-events");
+    assert!(o.dead_letters[0].reason.starts_with("UNKNOWN_ADVERTISER"), "{}", o.dead_letters[0].reason);
+    // The click still happened (performance counts it): 식품 has no impressions, m = 0.01; U: pCTR =
+    // (1 + 100 · 0.01) / (0 + 100) = 0.02, score = 1000 · 0.02 = 20; alone, it pays the reserve, 100.
+    assert_rankings(o, &[("SEARCH", "식품", 1, "campaign_U", 20.0, 100)]);
 }

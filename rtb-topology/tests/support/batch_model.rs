@@ -85,22 +85,77 @@ impl Model {
     }
 }
 
+/// The ad-events that count: an event whose event_id was seen before is a redelivery (same content) or
+/// a reused id (different content); neither counts again. Returns them and the reused ones.
+fn first_per_event_id(ads: &[AdEvent]) -> (Vec<&AdEvent>, Vec<&AdEvent>) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let (mut once, mut reused) = (Vec::new(), Vec::new());
+    for a in ads {
+        match &a.event_id {
+            None => once.push(a),
+            Some(id) => match seen.get(id.as_str()) {
+                None => {
+                    seen.insert(id, &a.content);
+                    once.push(a);
+                }
+                Some(&content) if content == a.content => {}
+                Some(_) => reused.push(a),
+            },
+        }
+    }
+    (once, reused)
+}
+
+/// Issue 7: a charge (or refund) is booked only for an advertiser of advertisers.jsonl (the only way the
+/// replay registers accounts), and not for a campaign whose event in force belongs to another advertiser.
+fn unbillable(advertiser: &str, campaign: &str, ts: Ms, openings: &BTreeMap<String, i64>, history: &History) -> Option<String> {
+    if !openings.contains_key(advertiser) {
+        return Some(format!("UNKNOWN_ADVERTISER: advertiser `{advertiser}`"));
+    }
+    match history.get(campaign).and_then(|h| in_force(h, ts)) {
+        Some(e) if e.advertiser_id != advertiser => Some(format!("CAMPAIGN_ADVERTISER_MISMATCH: campaign `{campaign}`")),
+        _ => None,
+    }
+}
+
 /// Runs the model over validated input.
 pub fn run(inp: &Inputs) -> Model {
     let mut m = Model::default();
-    let clicks: Vec<&AdEvent> = inp.ads.iter().filter(|a| a.kind == AdKind::Click).collect();
+    let (ads_once, reused) = first_per_event_id(&inp.ads);
+    let all_clicks: Vec<&AdEvent> = ads_once.iter().copied().filter(|a| a.kind == AdKind::Click).collect();
     m.out.dead_letters = inp
         .dead
         .iter()
         .map(|d| DeadRow { topic: d.topic.to_string(), reason: d.reason.clone(), payload: d.payload.clone() })
         .collect();
-    m.out.metrics = metrics(inp);
-    let (conversions, unattributed) = conversions(inp, &clicks);
+    m.openings = inp.advertisers.iter().map(|a| (a.advertiser_id.clone(), a.balance)).collect();
+    let history = campaign_history(&inp.campaigns);
+    let dead = |topic: &str, reason: String| DeadRow { topic: topic.to_string(), reason, payload: String::new() };
+    for a in reused.iter().filter(|a| a.kind == AdKind::Click) {
+        m.out.dead_letters.push(dead("ad-events", format!("EVENT_ID_REUSED: {:?}", a.event_id)));
+    }
+    // Clicks that may be charged (the balance worker dead-letters the others; the budget skips them).
+    let mut clicks: Vec<&AdEvent> = Vec::new();
+    for k in &all_clicks {
+        match unbillable(&k.advertiser_id, &k.campaign_id, k.ts, &m.openings, &history) {
+            Some(reason) => m.out.dead_letters.push(dead("ad-events", reason)),
+            None => clicks.push(k),
+        }
+    }
+    m.out.metrics = metrics(&ads_once);
+    let (conversions, unattributed) = conversions(inp, &all_clicks);
     m.out.conversions = conversions;
     m.out.unattributed = Some(unattributed);
-    m.out.compensations = compensations(&clicks);
-    m.out.ledger = ledger(&clicks, &m.out.compensations);
-    m.openings = inp.advertisers.iter().map(|a| (a.advertiser_id.clone(), a.balance)).collect();
+    // Duplicate detection sees every click once; the refund of a window is booked under the same rule.
+    m.out.compensations = compensations(&all_clicks);
+    let mut refunds: Vec<CompensationRow> = Vec::new();
+    for c in &m.out.compensations {
+        match unbillable(&c.advertiser_id, &c.campaign_id, c.timestamp, &m.openings, &history) {
+            Some(reason) => m.out.dead_letters.push(dead("compensation-events", reason)),
+            None => refunds.push(c.clone()),
+        }
+    }
+    m.out.ledger = ledger(&clicks, &refunds);
     m.out.balances = balances(&m.openings, &m.out.ledger);
     let tz_of = |adv: &str| {
         zone(
@@ -111,9 +166,8 @@ pub fn run(inp: &Inputs) -> Model {
                 .map_or("Asia/Seoul", |a| a.time_zone.as_str()),
         )
     };
-    let history = campaign_history(&inp.campaigns);
-    m.spend = spend(&clicks, &m.out.compensations, &history, &tz_of);
-    m.out.alerts = alerts(&clicks, &m.out.compensations, &history, &tz_of);
+    m.spend = spend(&clicks, &refunds, &history, &tz_of);
+    m.out.alerts = alerts(&clicks, &refunds, &history, &tz_of);
     m.t_end = inp
         .campaigns
         .iter()
@@ -121,7 +175,7 @@ pub fn run(inp: &Inputs) -> Model {
         .chain(inp.ads.iter().map(|a| a.ts))
         .chain(inp.conversions.iter().map(|c| c.ts))
         .max();
-    for a in &inp.ads {
+    for a in &ads_once {
         let e = m.totals.entry(a.campaign_id.clone()).or_insert((0, 0));
         match a.kind {
             AdKind::Click => e.0 += 1,
@@ -138,10 +192,10 @@ pub fn run(inp: &Inputs) -> Model {
     m
 }
 
-fn metrics(inp: &Inputs) -> Vec<MetricRow> {
+fn metrics(ads: &[&AdEvent]) -> Vec<MetricRow> {
     // (campaign, window start) → [impressions, clicks, conversions, spend, revenue]
     let mut acc: BTreeMap<(String, Ms), [i64; 5]> = BTreeMap::new();
-    for a in &inp.ads {
+    for a in ads {
         let start = a.ts.div_euclid(FIVE_MIN) * FIVE_MIN;
         let e = acc.entry((a.campaign_id.clone(), start)).or_default();
         match a.kind {
@@ -255,12 +309,20 @@ fn compensations(clicks: &[&AdEvent]) -> Vec<CompensationRow> {
     rows
 }
 
-/// The ledger key of a click: its event_id, else its source coordinates.
+/// The ledger key of a click: `charge:id:` + its event_id, else `charge:src:` + its source coordinates
+/// (issue 7: system keys live in namespaces no client id can reach).
 pub fn charge_key(click: &AdEvent) -> String {
     match &click.event_id {
-        Some(id) => id.clone(),
-        None => format!("ad-events/{}/{}", partition(&click.device_id, AD_PARTITIONS), click.line),
+        Some(id) => format!("charge:id:{id}"),
+        None => format!("charge:src:ad-events/{}/{}", partition(&click.device_id, AD_PARTITIONS), click.line),
     }
+}
+
+/// The refund key of a duplicate-click window: `refund:{device}/{ad}/{window start ms}`, `%` and `/` in
+/// the ids escaped as `%25` and `%2F`.
+pub fn refund_key(device_id: &str, ad_id: &str, t0: Ms) -> String {
+    let esc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    format!("refund:{}/{}/{t0}", esc(device_id), esc(ad_id))
 }
 
 fn ledger(clicks: &[&AdEvent], comps: &[CompensationRow]) -> Vec<LedgerRow> {
@@ -278,7 +340,7 @@ fn ledger(clicks: &[&AdEvent], comps: &[CompensationRow]) -> Vec<LedgerRow> {
     }
     for c in comps {
         let t0 = c.original_click_timestamps[0];
-        let key = format!("refund/{}/{}/{}", c.device_id, c.ad_id, t0);
+        let key = refund_key(&c.device_id, &c.ad_id, t0);
         rows.entry(key.clone()).or_insert(LedgerRow {
             idempotency_key: key,
             advertiser_id: c.advertiser_id.clone(),

@@ -59,6 +59,8 @@ pub struct AdEvent {
     pub product_id: Option<String>,
     pub revenue: i64,
     pub event_id: Option<String>,
+    /// Everything the event says except its event_id (what tells a redelivery from a reused id).
+    pub content: String,
 }
 
 /// A valid conversion event.
@@ -213,6 +215,28 @@ fn req_str(o: &Map<String, Value>, f: &str) -> Result<String, String> {
     }
 }
 
+/// SPEC/issue 7: ids are non-empty, at most 128 bytes and printable (no control character).
+fn check_id(s: String, f: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(format!("empty {f}"));
+    }
+    if s.len() > 128 {
+        return Err(format!("{f} longer than 128 bytes"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{f} holds a control character"));
+    }
+    Ok(s)
+}
+
+fn req_id(o: &Map<String, Value>, f: &str) -> Result<String, String> {
+    check_id(req_str(o, f)?, f)
+}
+
+fn opt_id(o: &Map<String, Value>, f: &str) -> Result<Option<String>, String> {
+    opt_str(o, f)?.map(|s| check_id(s, f)).transpose()
+}
+
 fn opt_str(o: &Map<String, Value>, f: &str) -> Result<Option<String>, String> {
     match field(o, f) {
         None => Ok(None),
@@ -274,10 +298,10 @@ fn campaign_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<Campai
     Ok(CampaignEvent {
         line,
         ts,
-        campaign_id: req_str(o, "campaign_id")?,
-        advertiser_id: req_str(o, "advertiser_id")?,
+        campaign_id: req_id(o, "campaign_id")?,
+        advertiser_id: req_id(o, "advertiser_id")?,
         placement: req_enum(o, "placement", &PLACEMENTS)?,
-        category: req_str(o, "category")?,
+        category: req_id(o, "category")?,
         bid: req_money(o, "bid_price")?,
         daily_budget: req_money(o, "daily_budget")?,
         status: req_enum(o, "status", &["PENDING", "ACTIVE", "PAUSED", "DELETED"])?,
@@ -293,21 +317,39 @@ fn ad_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<AdEvent, Str
         _ => AdKind::Conversion,
     };
     let ts = req_ts(o, now)?;
-    let device_id = req_str(o, "device_id")?;
-    let ad_id = req_str(o, "ad_id")?;
-    let campaign_id = req_str(o, "campaign_id")?;
-    let advertiser_id = req_str(o, "advertiser_id")?;
+    let device_id = req_id(o, "device_id")?;
+    let ad_id = req_id(o, "ad_id")?;
+    let campaign_id = req_id(o, "campaign_id")?;
+    let advertiser_id = req_id(o, "advertiser_id")?;
     req_enum(o, "placement", &PLACEMENTS)?;
-    let category = req_str(o, "category")?;
-    let bid = req_money(o, "bid_price")?;
-    let actual_price = req_money(o, "actual_price")?;
-    if actual_price > bid {
-        return Err(format!("actual_price {actual_price} > bid_price {bid}"));
-    }
-    let product_id = opt_str(o, "product_id")?;
+    let category = req_id(o, "category")?;
+    let session_id = opt_id(o, "session_id")?;
+    let placement = req_str(o, "placement")?;
+    // SPEC §3 field table: prices are required on a click only; a conversion needs revenue and order.
+    let (bid, actual_price) = if kind == AdKind::Click {
+        let bid = req_money(o, "bid_price")?;
+        let actual_price = req_money(o, "actual_price")?;
+        if actual_price > bid {
+            return Err(format!("actual_price {actual_price} > bid_price {bid}"));
+        }
+        (Some(bid), actual_price)
+    } else {
+        (opt_money(o, "bid_price")?, 0)
+    };
+    let order_id = if kind == AdKind::Conversion {
+        req_money(o, "revenue_amount")?;
+        Some(req_id(o, "order_id")?)
+    } else {
+        opt_id(o, "order_id")?
+    };
+    let product_id = opt_id(o, "product_id")?;
     let revenue = opt_money(o, "revenue_amount")?.unwrap_or(0);
-    // event_id is an optional identifier; a non-string one is treated as absent.
-    let event_id = field(o, "event_id").and_then(Value::as_str).map(str::to_string);
+    let event_id = opt_id(o, "event_id")?;
+    let search_term = opt_str(o, "search_term")?;
+    let content = format!(
+        "{kind:?}|{ts}|{device_id:?}|{session_id:?}|{ad_id:?}|{campaign_id:?}|{advertiser_id:?}|{product_id:?}|{placement}|\
+         {category:?}|{bid:?}|{actual_price}|{search_term:?}|{revenue}|{order_id:?}"
+    );
     Ok(AdEvent {
         line,
         ts,
@@ -321,6 +363,7 @@ fn ad_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<AdEvent, Str
         product_id,
         revenue: if kind == AdKind::Conversion { revenue } else { 0 },
         event_id,
+        content,
     })
 }
 
@@ -329,9 +372,9 @@ fn conversion_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<Conv
     Ok(ConversionEvent {
         line,
         ts,
-        device_id: req_str(o, "device_id")?,
-        order_id: req_str(o, "order_id")?,
-        product_id: req_str(o, "product_id")?,
+        device_id: req_id(o, "device_id")?,
+        order_id: req_id(o, "order_id")?,
+        product_id: req_id(o, "product_id")?,
         revenue: req_money(o, "revenue_amount")?,
         conversion_type: req_enum(o, "conversion_type", &["PURCHASE", "ADD_TO_CART", "SIGNUP"])?,
     })
