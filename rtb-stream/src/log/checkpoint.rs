@@ -152,6 +152,12 @@ impl Checkpoint {
         self.point
     }
 
+    /// Updates written so far (1 for a fresh checkpoint).
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Records `point` as durable. The caller must have fsynced everything the point covers. Writes the
     /// older slot and `fdatasync`s; on failure the recorded point stays the previous one.
     pub(crate) fn store(&mut self, point: DurablePoint) -> Result<()> {

@@ -380,6 +380,38 @@ mod tests {
     }
 
     #[test]
+    fn the_durable_point_moves_on_sync_and_roll_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = LogOptions { segment_bytes: 1 << 10, index_interval_bytes: 256, cache_bytes: 1 << 10 };
+        let mut p = DiskPartition::open(dir.path().to_path_buf(), Arc::from("t"), 0, opts).expect("open");
+        assert_eq!(p.checkpoint.point(), DurablePoint::default());
+        let fresh = p.checkpoint.generation();
+        p.append_all((0..3).map(|_| rec(100))).expect("append");
+        assert_eq!(p.checkpoint.point(), DurablePoint::default(), "appends alone are not durable");
+        p.sync().expect("sync");
+        assert_eq!(p.checkpoint.point(), p.written_point());
+        assert_eq!(p.checkpoint.point().next, 3);
+        let synced = p.checkpoint.generation();
+        assert_eq!(synced, fresh + 1, "one update per sync that moved the point");
+        p.sync().expect("sync again");
+        assert_eq!(p.checkpoint.generation(), synced, "nothing new: no checkpoint write");
+        // Rolling to a new segment (about 7 records of 133 bytes per KiB) moves the point to it.
+        p.append_all((0..10).map(|_| rec(100))).expect("append");
+        assert_eq!(p.segment_count(), 2);
+        let rolled = p.checkpoint.point();
+        assert_eq!((rolled.segment_base, rolled.len), (p.active().base, 0), "{rolled:?}");
+        assert_eq!(rolled.next, p.active().base);
+        // Reopening finds the same point and the same records.
+        let point = {
+            p.sync().expect("sync");
+            p.checkpoint.point()
+        };
+        drop(p);
+        let p = DiskPartition::open(dir.path().to_path_buf(), Arc::from("t"), 0, opts).expect("reopen");
+        assert_eq!((p.checkpoint.point(), p.end_offset()), (point, 13));
+    }
+
+    #[test]
     fn memory_stays_bounded_while_old_records_come_from_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = LogOptions { segment_bytes: 64 << 10, index_interval_bytes: 1 << 10, cache_bytes: 10_000 };
