@@ -112,11 +112,13 @@ where
                 Some(&o) if o > end => {
                     // The log lost records this group already applied (a truncated or replaced log): reading
                     // on would hand new records the offsets of applied ones, and skip them.
-                    return Err(Error::Config(format!(
-                        "group `{}` committed offset {o} of {topic}[{}], but the log ends at {end}: records it \
-                         applied are missing from the log (corrupt or replaced data?); refusing to reuse their offsets",
-                        s.group, s.partition
-                    )));
+                    return Err(Error::LogBehindConsumer {
+                        consumer: format!("the state of group `{}`", s.group),
+                        topic: topic.to_string(),
+                        partition: s.partition,
+                        committed: o,
+                        end,
+                    });
                 }
                 Some(&o) if o < start => {
                     tracing::warn!(group = %s.group, %topic, partition = s.partition, committed = o, start,
