@@ -16,8 +16,11 @@ pub struct RunCounters {
     pub dead_letters: BTreeMap<String, u64>,
     /// Dead-letter reasons (reason → count), most frequent first when rendered.
     pub dead_letter_reasons: BTreeMap<String, u64>,
-    /// Late records (per stage).
+    /// Late records per stage: valid input that arrived too late to be applied (not dead letters).
     pub late: BTreeMap<String, u64>,
+    /// Records skipped per consumer group because they were already applied (after a restart).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub duplicates_skipped: BTreeMap<String, u64>,
     /// Conversions without a click in the attribution window.
     pub unattributed_conversions: u64,
     /// Wall-clock seconds.
@@ -92,6 +95,16 @@ pub struct AdvertiserLine {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Whether every input was produced and processed to the end (every offset committed, every watermark
+    /// at the end of the data).
+    pub complete: bool,
+    /// Why not, when not complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// When this run continued an earlier one on the same data directory: the simulated events already in
+    /// its log (this run produced from there on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_after: Option<u64>,
     /// Run counters.
     pub run: RunCounters,
     /// Rankings, every placement+category.
@@ -206,6 +219,9 @@ impl Report {
             .map(|a| (a.campaign_id, a.day.to_string(), a.threshold_pct))
             .collect();
         Ok(Self {
+            complete: false,
+            incomplete: None,
+            resumed_after: None,
             run,
             rankings,
             campaigns,
@@ -225,6 +241,9 @@ impl Report {
         let mut s = String::new();
         let r = &self.run;
         let _ = writeln!(s, "\n=== rtb report ===");
+        if let Some(n) = self.resumed_after {
+            let _ = writeln!(s, "resumed: this run continued after the {n} events already in the data directory's log");
+        }
         let total: u64 = r.events.values().sum();
         let _ = writeln!(
             s,
@@ -286,15 +305,23 @@ impl Report {
         for (reason, n) in reasons.into_iter().take(6) {
             let _ = writeln!(s, "  {n:>6}  {reason}");
         }
+        let late: u64 = r.late.values().sum();
         let _ = writeln!(
             s,
-            "late records: {}",
+            "late records (valid, too late to apply; not dead letters): {late}{}",
             if r.late.is_empty() {
-                "0".to_string()
+                String::new()
             } else {
-                r.late.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                format!(" ({})", r.late.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
             }
         );
+        if !r.duplicates_skipped.is_empty() {
+            let _ = writeln!(
+                s,
+                "already applied, skipped after a restart: {}",
+                r.duplicates_skipped.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            );
+        }
         s
     }
 }

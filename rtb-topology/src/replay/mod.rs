@@ -63,12 +63,15 @@ pub struct ReplaySummary {
     pub unattributed_conversions: u64,
     /// Attributed conversions.
     pub attributed_conversions: u64,
-    /// Max event time seen (ms).
+    /// Max event time seen, written as RFC 3339 like every other time in the outputs.
+    #[serde(serialize_with = "outputs::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub end_of_input: Option<Timestamp>,
-    /// Wall-clock seconds.
-    pub elapsed_s: f64,
-    /// Ad-events per second.
-    pub ad_events_per_sec: f64,
+    /// Wall-clock seconds of the replay (absent where nothing was timed, as in `rtb export`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
+    /// Ad-events per second of the replay (absent where nothing was timed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ad_events_per_sec: Option<f64>,
 }
 
 enum Decoded<T> {
@@ -90,26 +93,34 @@ struct Driver {
     ops: Ops,
     validator: Validator,
     out: Vec<Output>,
-    dead: Vec<DeadLetter>,
+    dead: Rejects,
     watermark: Option<Timestamp>,
     writer: outputs::Writer,
     summary: ReplaySummary,
     ranker: Ranker,
 }
 
+/// What the operators reject: dead letters (invalid input) and late records (valid, too late to apply),
+/// kept apart as the runtime keeps them apart.
+#[derive(Default)]
+struct Rejects {
+    dead: Vec<DeadLetter>,
+    late: Vec<DeadLetter>,
+}
+
 fn run_op<O: Operator<Out = Output>>(
     op: &mut O,
     rec: Record<O::Key, O::In>,
     out: &mut Vec<Output>,
-    dead: &mut Vec<DeadLetter>,
+    rejects: &mut Rejects,
     wm: Option<Timestamp>,
 ) -> Result<()> {
-    let mut ctx = Context::new(out, dead, wm, 0);
+    let mut ctx = Context::with_late(out, &mut rejects.dead, &mut rejects.late, wm, 0);
     op.process(rec, &mut ctx).map_err(Error::Stream)
 }
 
-fn wm_op<O: Operator<Out = Output>>(op: &mut O, wm: Timestamp, out: &mut Vec<Output>, dead: &mut Vec<DeadLetter>) -> Result<()> {
-    let mut ctx = Context::new(out, dead, Some(wm), 0);
+fn wm_op<O: Operator<Out = Output>>(op: &mut O, wm: Timestamp, out: &mut Vec<Output>, rejects: &mut Rejects) -> Result<()> {
+    let mut ctx = Context::with_late(out, &mut rejects.dead, &mut rejects.late, Some(wm), 0);
     op.on_watermark(wm, &mut ctx).map_err(Error::Stream)
 }
 
@@ -155,9 +166,7 @@ impl Driver {
 
     /// Delivers outputs to the operators consuming their topics, until none are left.
     fn route(&mut self) -> Result<()> {
-        for dl in self.dead.drain(..) {
-            self.writer.dead_letter(&dl, &mut self.summary)?;
-        }
+        self.flush_rejects();
         while !self.out.is_empty() {
             let outs = std::mem::take(&mut self.out);
             for (i, o) in outs.into_iter().enumerate() {
@@ -184,11 +193,18 @@ impl Driver {
                     return Err(Error::Run(format!("no consumer for output topic `{}`", o.topic)));
                 }
             }
-            for dl in self.dead.drain(..) {
-                self.writer.dead_letter(&dl, &mut self.summary)?;
-            }
+            self.flush_rejects();
         }
         Ok(())
+    }
+
+    fn flush_rejects(&mut self) {
+        for dl in self.dead.dead.drain(..) {
+            self.writer.dead_letter(&dl);
+        }
+        for dl in self.dead.late.drain(..) {
+            self.writer.late(&dl);
+        }
     }
 }
 
@@ -225,7 +241,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         ops,
         validator,
         out: Vec::new(),
-        dead: Vec::new(),
+        dead: Rejects::default(),
         watermark: None,
         writer: outputs::Writer::create(&opts.output, topics.clone())?,
         summary: ReplaySummary::default(),
@@ -283,7 +299,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                         let ts = ev.timestamp;
                         d.campaign(Record::new(key, ev, ts, SourceCoord::new(topics.campaign_events.as_str(), 0, line)))?;
                     }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.campaign_events, 0, line, inv, &raw, &mut d.summary)?,
+                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.campaign_events, 0, line, inv, &raw),
                 }
             }
             Head::Ad(line, item) => {
@@ -297,7 +313,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                         let ts = ev.timestamp;
                         d.ad(Record::new(key, ev, ts, SourceCoord::new(topics.ad_events.as_str(), p, line)))?;
                     }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.ad_events, 0, line, inv, &raw, &mut d.summary)?,
+                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.ad_events, 0, line, inv, &raw),
                 }
             }
             Head::Conversion(line, item) => {
@@ -309,7 +325,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                         let ts = ev.timestamp;
                         d.conversion(Record::new(key, ev, ts, SourceCoord::new(topics.conversion_events.as_str(), 0, line)))?;
                     }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.conversion_events, 0, line, inv, &raw, &mut d.summary)?,
+                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.conversion_events, 0, line, inv, &raw),
                 }
             }
         }
@@ -330,12 +346,14 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     }
     d.summary.end_of_input = max_ts;
     d.summary.late = late_counts(&d.ops);
+    d.summary.dead_letters = d.writer.dead_per_topic();
     let cs = d.ops.conversion.stats();
     d.summary.attributed_conversions = cs.attributed;
     d.summary.unattributed_conversions = cs.unattributed;
-    d.summary.elapsed_s = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
+    d.summary.elapsed_s = Some(elapsed);
     let ads_n = d.summary.events.get(&topics.ad_events).copied().unwrap_or(0);
-    d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);
+    d.summary.ad_events_per_sec = Some(ads_n as f64 / elapsed.max(1e-9));
     d.writer.finish(cache.as_ref(), db.as_ref(), &d.summary)?;
     Ok(d.summary)
 }
