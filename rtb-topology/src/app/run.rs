@@ -196,7 +196,7 @@ fn run_open(
         }
         produce::append(&log, &ev)?;
         sent_this_run += 1;
-        if sent_this_run % 1_024 == 0 {
+        if sent_this_run.is_multiple_of(1_024) {
             bar.set_position(produced_ad);
             bar.set_message(pipeline_message(&metrics));
             if stop.load(Ordering::Relaxed) {

@@ -329,10 +329,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                 }
             }
         }
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             if let Some(wm) = tracker.current() {
                 d.advance(wm)?;
-                if n % 65_536 == 0 {
+                if n.is_multiple_of(65_536) {
                     let windows = mem_cache.take_windows_ending_by(wm.saturating_sub(horizon));
                     d.writer.spill(windows, mem_db.take_ledger())?;
                 }
