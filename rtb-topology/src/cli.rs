@@ -301,8 +301,8 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
         "replayed {} events ({ads} ad-events) in {:.2} s: {:.0} ad-events/s; {dead} dead letters, {late} late records, \
          {} compensations, {} conversions attributed, {} unattributed; outputs in {}",
         s.events.values().sum::<u64>(),
-        s.elapsed_s.unwrap_or_default(),
-        s.ad_events_per_sec.unwrap_or_default(),
+        s.elapsed_s,
+        s.ad_events_per_sec,
         s.compensations,
         s.attributed_conversions,
         s.unattributed_conversions,

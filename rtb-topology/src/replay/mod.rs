@@ -66,12 +66,18 @@ pub struct ReplaySummary {
     /// Max event time seen, written as RFC 3339 like every other time in the outputs.
     #[serde(serialize_with = "outputs::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub end_of_input: Option<Timestamp>,
-    /// Wall-clock seconds of the replay (absent where nothing was timed, as in `rtb export`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub elapsed_s: Option<f64>,
-    /// Ad-events per second of the replay (absent where nothing was timed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ad_events_per_sec: Option<f64>,
+    /// Wall-clock seconds of the replay; 0 where nothing was timed (`rtb export`), and then left out of
+    /// summary.json rather than written as a placeholder.
+    #[serde(skip_serializing_if = "untimed")]
+    pub elapsed_s: f64,
+    /// Ad-events per second of the replay; 0 (and left out of summary.json) where nothing was timed.
+    #[serde(skip_serializing_if = "untimed")]
+    pub ad_events_per_sec: f64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn untimed(v: &f64) -> bool {
+    *v == 0.0
 }
 
 enum Decoded<T> {
@@ -350,10 +356,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let cs = d.ops.conversion.stats();
     d.summary.attributed_conversions = cs.attributed;
     d.summary.unattributed_conversions = cs.unattributed;
-    let elapsed = started.elapsed().as_secs_f64();
-    d.summary.elapsed_s = Some(elapsed);
+    d.summary.elapsed_s = started.elapsed().as_secs_f64();
     let ads_n = d.summary.events.get(&topics.ad_events).copied().unwrap_or(0);
-    d.summary.ad_events_per_sec = Some(ads_n as f64 / elapsed.max(1e-9));
+    d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);
     d.writer.finish(cache.as_ref(), db.as_ref(), &d.summary)?;
     Ok(d.summary)
 }

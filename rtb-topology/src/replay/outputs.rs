@@ -102,6 +102,11 @@ pub(crate) fn is_late_reason(reason: &str) -> bool {
     reason.starts_with("LATE")
 }
 
+/// A failure writing an output file (a run-time failure, exit 1; `Error::Io` is about the topology file).
+fn out_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Run(format!("cannot write {}: {e}", path.display()))
+}
+
 fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.partial"))
 }
@@ -110,7 +115,7 @@ fn create_in(dir: &Path, name: &str, files: &mut Vec<(PathBuf, PathBuf)>) -> Res
     let tmp = temp_path(dir, name);
     let w = File::create(&tmp)
         .map(|f| BufWriter::with_capacity(1 << 16, f))
-        .map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+        .map_err(|e| out_err(&tmp, e))?;
     if !files.iter().any(|(t, _)| *t == tmp) {
         files.push((tmp, dir.join(name)));
     }
@@ -119,7 +124,7 @@ fn create_in(dir: &Path, name: &str, files: &mut Vec<(PathBuf, PathBuf)>) -> Res
 
 fn line<T: Serialize>(w: &mut impl Write, path: &Path, v: &T) -> Result<()> {
     serde_json::to_writer(&mut *w, v).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
-    w.write_all(b"\n").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+    w.write_all(b"\n").map_err(|e| out_err(path, e))
 }
 
 /// RFC 3339 UTC, always with milliseconds (`2025-03-10T00:00:00.000Z`).
@@ -225,7 +230,7 @@ impl Writer {
         self.files = files;
         result?;
         for (tmp, path) in &self.files {
-            std::fs::rename(tmp, path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
+            std::fs::rename(tmp, path).map_err(|e| out_err(path, e))?;
         }
         self.finished = true;
         Ok(())
@@ -245,7 +250,7 @@ impl Writer {
             for r in &rows {
                 line(&mut w, &path, r)?;
             }
-            w.flush().and_then(|()| w.get_ref().sync_data()).map_err(|e| Error::Io { path, source: e })
+            w.flush().and_then(|()| w.get_ref().sync_data()).map_err(|e| out_err(&path, e))
         };
         write_all("dead_letters.jsonl", self.dead.rows())?;
         write_all("late_events.jsonl", self.late.rows())?;
@@ -272,7 +277,7 @@ impl Writer {
         for ((c, start), (end, m)) in windows.into_iter().filter(|(_, (_, m))| *m != Metrics::default()) {
             line(&mut self.metrics, &path, &metrics_json(&c, start, end, &m))?;
         }
-        self.metrics.flush().and_then(|()| self.metrics.get_ref().sync_data()).map_err(|e| Error::Io { path, source: e })?;
+        self.metrics.flush().and_then(|()| self.metrics.get_ref().sync_data()).map_err(|e| out_err(&path, e))?;
 
         // Conversions (attributed).
         let mut conv = db.conversions()?;
@@ -303,7 +308,7 @@ impl Writer {
         for r in db.ledger()? {
             line(&mut self.ledger, &path, &ledger_json(&r))?;
         }
-        self.ledger.flush().and_then(|()| self.ledger.get_ref().sync_data()).map_err(|e| Error::Io { path, source: e })?;
+        self.ledger.flush().and_then(|()| self.ledger.get_ref().sync_data()).map_err(|e| out_err(&path, e))?;
         let mut adv = db.advertisers()?;
         adv.sort_by(|a, b| a.advertiser_id.cmp(&b.advertiser_id));
         write_all(
@@ -338,7 +343,7 @@ impl Writer {
         let path = temp_path(dir, "summary.json");
         let json = serde_json::to_vec_pretty(summary).map_err(|e| Error::Run(format!("summary.json: {e}")))?;
         let mut w = create_in(dir, "summary.json", files)?;
-        w.write_all(&json).and_then(|()| w.flush()).map_err(|e| Error::Io { path, source: e })
+        w.write_all(&json).and_then(|()| w.flush()).map_err(|e| out_err(&path, e))
     }
 }
 
