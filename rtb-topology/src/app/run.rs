@@ -311,19 +311,17 @@ fn drain(
                                 )
                             })
                             .collect();
-                        // A task that got no record in this process has no stream time to advance from: the
-                        // runtime restores its committed watermark but not how far each input had got.
-                        let starved = behind.iter().all(|b| {
-                            plan.stages.iter().filter(|s| s.name == b.stage).all(|s| {
-                                s.inputs.iter().all(|t| {
-                                    let key = (format!("{}/{t}", s.name), b.partition);
-                                    log.end_offset(t, b.partition).ok() == committed_at_start.get(&key).copied()
-                                })
-                            })
+                        // The runtime restores a task's committed watermark but not the stream time each of
+                        // its inputs had reached: a task whose latest records were processed before this
+                        // restart cannot get its watermark to them until it receives later input.
+                        let restart = behind.iter().all(|b| {
+                            let key = (format!("{}/{}", b.stage, b.end_topic), b.partition);
+                            committed_at_start.get(&key).is_some_and(|&c| b.end_offset < c)
                         });
-                        let cause = if starved {
-                            "; they received no input since this restart, and the runtime does not yet resume \
-                             stream time after a restart (their last windows close when they next receive input)"
+                        let cause = if restart {
+                            "; their latest records were processed before this restart, and the runtime does not \
+                             yet resume stream time after a restart (their last windows close when they next \
+                             receive later input)"
                         } else {
                             ""
                         };
@@ -346,6 +344,9 @@ fn drain(
 struct Behind {
     stage: String,
     partition: u32,
+    /// The input partition and offset of the record that sets the end of the data.
+    end_topic: String,
+    end_offset: u64,
     watermark: Option<Timestamp>,
     target: Timestamp,
 }
@@ -355,8 +356,8 @@ struct Behind {
 /// by the watermark).
 #[derive(Default)]
 struct EndOfData {
-    /// (topic, partition) → (next offset to scan, max event time so far).
-    scanned: HashMap<(String, u32), (u64, Option<Timestamp>)>,
+    /// (topic, partition) → (next offset to scan, max event time so far and its record's offset).
+    scanned: HashMap<(String, u32), (u64, Option<(Timestamp, u64)>)>,
     rejected: HashSet<(String, u32, u64)>,
     dead_scanned: u64,
 }
@@ -389,22 +390,34 @@ impl EndOfData {
         for stage in &plan.stages {
             let ooo = stage.settings.max_out_of_orderness.as_ms();
             for p in 0..stage.partitions {
-                let mut max: Option<Timestamp> = None;
+                let mut max: Option<(Timestamp, u64, &str)> = None;
                 for topic in &stage.inputs {
-                    max = max.max(self.max_ts(log, topic, p)?);
+                    if let Some((ts, offset)) = self.max_ts(log, topic, p)? {
+                        if max.is_none_or(|m| ts > m.0) {
+                            max = Some((ts, offset, topic));
+                        }
+                    }
                 }
-                let Some(max) = max else { continue };
+                let Some((max, end_offset, end_topic)) = max else { continue };
                 let target = max.saturating_sub(ooo);
                 let wm = task_scope(state, &stage.name, p).read_meta::<Option<Timestamp>>(WATERMARK_META)?.flatten();
                 if wm.is_none_or(|w| w < target) {
-                    behind.push(Behind { stage: stage.name.clone(), partition: p, watermark: wm, target });
+                    behind.push(Behind {
+                        stage: stage.name.clone(),
+                        partition: p,
+                        end_topic: end_topic.to_string(),
+                        end_offset,
+                        watermark: wm,
+                        target,
+                    });
                 }
             }
         }
         Ok(behind)
     }
 
-    fn max_ts(&mut self, log: &EmbeddedLog, topic: &str, p: u32) -> Result<Option<Timestamp>> {
+    /// The latest event time in one input partition, and the offset of the record carrying it.
+    fn max_ts(&mut self, log: &EmbeddedLog, topic: &str, p: u32) -> Result<Option<(Timestamp, u64)>> {
         let end = log.end_offset(topic, p)?;
         let slot = match self.scanned.get_mut(&(topic.to_string(), p)) {
             Some(s) => s,
@@ -419,7 +432,9 @@ impl EndOfData {
             slot.0 = last.offset + 1;
             for r in &recs {
                 if !self.rejected.contains(&(topic.to_string(), p, r.offset)) {
-                    slot.1 = slot.1.max(Some(r.timestamp));
+                    if slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
+                        slot.1 = Some((r.timestamp, r.offset));
+                    }
                 }
             }
         }
