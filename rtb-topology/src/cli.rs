@@ -53,8 +53,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the whole system on the embedded log, state and sinks, with the built-in traffic generator.
     ///
-    /// Exits 0 when complete (or stopped by --duration), 130 when interrupted by Ctrl-C before it was
-    /// complete, 1 on a failure.
+    /// Exits 130 when interrupted by Ctrl-C before it was complete, 1 on a failure, 0 otherwise: complete,
+    /// or ended short for another reason it names (--duration over; a watermark that cannot reach the end of
+    /// the data) — `"complete"` in --report-json tells them apart.
     Run(RunArgs),
     /// Replay recorded traffic (JSON Lines) through the same operators in batch mode.
     Replay(ReplayArgs),
