@@ -165,8 +165,8 @@ fn run_open(
             .map_err(|e| Error::Run(format!("database: {e}")))?;
     }
 
-    // What every task had committed before this process: a task given no new input cannot move its
-    // watermark (the drain says so when it stalls).
+    // What every task had committed before this process: records below these offsets were seen by an
+    // earlier process, whose stream time the runtime does not restore (the drain names that cause).
     let committed_at_start = committed_offsets(plan, &state)?;
     let ops = ops_config(plan);
     let wire = WireDecoder::new(ops.validation, Clock::System);
