@@ -2,7 +2,8 @@
 //!
 //! `main` parses [`Cli`], installs the tracing subscriber and calls [`execute`]; everything else lives here
 //! so it can be tested. Exit status: 0 on success, 2 for an invalid topology or bad usage
-//! ([`Error::is_invalid_topology`]; clap itself exits 2 on usage errors), 1 for a failure while running.
+//! ([`Error::is_invalid_topology`]; clap itself exits 2 on usage errors), 1 for a failure while running,
+//! [`EXIT_INTERRUPTED`] (130) for an `rtb run` interrupted by Ctrl-C before it was complete.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,28 @@ use crate::describe::DescribeFormat;
 use crate::error::{Error, Result};
 use crate::model::Topology;
 
+/// Exit status of an `rtb run` interrupted by Ctrl-C (SIGINT) before every event was produced and processed
+/// (128 + SIGINT, the shell's convention). The state is committed: run again to continue.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Done (for `rtb run`: complete, or stopped by `--duration`).
+    Done,
+    /// `rtb run` was interrupted (Ctrl-C) before it was complete; exit status [`EXIT_INTERRUPTED`].
+    Interrupted,
+}
+
 /// `rtb`: the CPC ad system on the embedded stream runtime.
 #[derive(Debug, Parser)]
 #[command(
     name = "rtb",
     version,
-    about = "The CPC sponsored-product ad system on an embedded stream runtime: describe, validate, run, replay"
+    about = "The CPC sponsored-product ad system on an embedded stream runtime: describe, validate, run, replay",
+    after_help = "Exit status: 0 success; 1 failure while running (e.g. a corrupt store, a data directory \
+                  in use by another rtb); 2 invalid topology or usage; 130 `rtb run` interrupted by Ctrl-C \
+                  before it was complete (state committed: run again with the same --data-dir to continue)."
 )]
 pub struct Cli {
     /// The command to run.
@@ -35,6 +52,10 @@ pub enum Command {
     /// Check a topology file and exit 0 (valid) or 2 (invalid, with the reason and line).
     Validate(ValidateArgs),
     /// Run the whole system on the embedded log, state and sinks, with the built-in traffic generator.
+    ///
+    /// Exits 130 when interrupted by Ctrl-C before it was complete, 1 on a failure, 0 otherwise: complete,
+    /// or ended short for another reason it names (--duration over; a watermark that cannot reach the end of
+    /// the data) — `"complete"` in --report-json tells them apart.
     Run(RunArgs),
     /// Replay recorded traffic (JSON Lines) through the same operators in batch mode.
     Replay(ReplayArgs),
@@ -105,7 +126,8 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Also write the final report as JSON to this file.
+    /// Also write the final report as JSON to this file (`"complete": true|false`, and `"resumed_after": N`
+    /// when the run continued an earlier one).
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
 }
@@ -124,7 +146,7 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
     /// Allowed out-of-orderness of the replay's watermark, in ms: records further behind the newest event
-    /// time than this are late (corrected, or reported in dead_letters.jsonl).
+    /// time than this are late (corrected, or reported in late_events.jsonl).
     #[arg(long, value_name = "MS", default_value_t = 300_000)]
     pub max_out_of_orderness_ms: i64,
 }
@@ -174,14 +196,15 @@ pub fn load_topology(path: Option<&Path>) -> Result<Topology> {
 }
 
 /// Runs one command, writing its normal output to `out`.
-pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<()> {
+pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Finished> {
+    let done = |r: Result<()>| r.map(|()| Finished::Done);
     match cli.command {
-        Command::Describe(args) => describe(&args, out),
-        Command::Validate(args) => validate(&args, out),
-        Command::Run(args) => run(&args),
-        Command::Replay(args) => replay(&args, out),
-        Command::Generate(args) => generate(&args, out),
-        Command::Export(args) => export(&args, out),
+        Command::Describe(args) => done(describe(&args, out)),
+        Command::Validate(args) => done(validate(&args, out)),
+        Command::Run(args) => run(&args, out),
+        Command::Replay(args) => done(replay(&args, out)),
+        Command::Generate(args) => done(generate(&args, out)),
+        Command::Export(args) => done(export(&args, out)),
     }
 }
 
@@ -215,7 +238,7 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `rtb run`: the CPC system on the embedded default with the traffic simulator; prints the report.
-pub fn run(args: &RunArgs) -> Result<()> {
+pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
     let plan = load_topology(args.topology.as_deref())?.plan()?;
     let opts = crate::app::run::RunOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| plan.runtime.data_dir.clone()),
@@ -232,20 +255,32 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
     let outcome = crate::app::run::run(&plan, &opts, stop)?;
     let text = outcome.report.render(3, 15);
-    println!("{text}");
-    if outcome.complete {
-        println!("complete: all {} ad-events produced and processed ({})", args.events, opts.data_dir.display());
-    } else {
-        println!(
-            "stopped early; run again with the same --data-dir {} to continue",
-            opts.data_dir.display()
-        );
+    writeln!(out, "{text}").map_err(Error::Output)?;
+    if let Some(n) = outcome.report.resumed_after {
+        writeln!(out, "resumed after {n} events already in {}", opts.data_dir.display()).map_err(Error::Output)?;
     }
+    match &outcome.incomplete {
+        None => writeln!(
+            out,
+            "complete: all {} ad-events produced and processed to the end ({})",
+            args.events.max(outcome.report.run.events.get("ad-events").copied().unwrap_or(0)),
+            opts.data_dir.display()
+        ),
+        Some(why) => writeln!(
+            out,
+            "not complete: {why}; run again with the same --data-dir {} to continue",
+            opts.data_dir.display()
+        ),
+    }
+    .map_err(Error::Output)?;
     if let Some(path) = &args.report_json {
         let json = serde_json::to_vec_pretty(&outcome.report).map_err(|e| Error::Run(e.to_string()))?;
-        std::fs::write(path, json).map_err(|e| Error::Io { path: path.clone(), source: e })?;
+        std::fs::write(path, json).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
     }
-    Ok(())
+    Ok(match outcome.incomplete {
+        Some(crate::app::run::Incomplete::Interrupted) => Finished::Interrupted,
+        _ => Finished::Done,
+    })
 }
 
 /// `rtb replay`: batch replay of recorded traffic through the same operators.
@@ -261,10 +296,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
     let s = crate::replay::replay(&opts)?;
     let dead: u64 = s.dead_letters.values().sum();
     let ads = s.events.get("ad-events").copied().unwrap_or(0);
+    let late: u64 = s.late.values().sum();
     writeln!(
         out,
-        "replayed {} events ({ads} ad-events) in {:.2} s: {:.0} ad-events/s; {dead} dead letters, {} compensations, \
-         {} conversions attributed, {} unattributed; outputs in {}",
+        "replayed {} events ({ads} ad-events) in {:.2} s: {:.0} ad-events/s; {dead} dead letters, {late} late records, \
+         {} compensations, {} conversions attributed, {} unattributed; outputs in {}",
         s.events.values().sum::<u64>(),
         s.elapsed_s,
         s.ad_events_per_sec,
@@ -290,10 +326,12 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
     writeln!(out, "wrote {n} events ({} ad-events) to {}", args.ad_events, args.output.display()).map_err(Error::Output)
 }
 
-/// The process exit status for a command's result: 0, 2 (invalid topology or usage) or 1 (runtime).
-pub fn exit_status(result: &Result<()>) -> u8 {
+/// The process exit status for a command's result: 0, 130 (interrupted run), 2 (invalid topology or usage)
+/// or 1 (runtime).
+pub fn exit_status(result: &Result<Finished>) -> u8 {
     match result {
-        Ok(()) => 0,
+        Ok(Finished::Done) => 0,
+        Ok(Finished::Interrupted) => EXIT_INTERRUPTED,
         Err(e) if e.is_invalid_topology() => 2,
         Err(_) => 1,
     }

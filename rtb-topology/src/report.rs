@@ -5,6 +5,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use rtb_ops::sink::{Cache, Database, LedgerKind};
+use rtb_ops::schema::CampaignStatus;
+use unicode_width::UnicodeWidthStr;
+
+/// `text` left-aligned in `width` terminal columns (by display width: a Hangul syllable takes two).
+fn cell(text: &str, width: usize) -> String {
+    let pad = width.saturating_sub(text.width());
+    format!("{text}{}", " ".repeat(pad))
+}
 use serde::Serialize;
 
 /// Counters of the run itself (not derivable from the stores).
@@ -16,8 +24,11 @@ pub struct RunCounters {
     pub dead_letters: BTreeMap<String, u64>,
     /// Dead-letter reasons (reason → count), most frequent first when rendered.
     pub dead_letter_reasons: BTreeMap<String, u64>,
-    /// Late records (per stage).
+    /// Late records per stage: valid input that arrived too late to be applied (not dead letters).
     pub late: BTreeMap<String, u64>,
+    /// Records skipped per consumer group because they were already applied (after a restart).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub duplicates_skipped: BTreeMap<String, u64>,
     /// Conversions without a click in the attribution window.
     pub unattributed_conversions: u64,
     /// Wall-clock seconds.
@@ -60,7 +71,7 @@ pub struct CampaignLine {
     pub impressions: i64,
     /// Clicks.
     pub clicks: i64,
-    /// Conversions (ad-events).
+    /// CONVERSION ad-events in its windows (not the attributed orders).
     pub conversions: i64,
     /// CTR.
     pub ctr: f64,
@@ -92,6 +103,16 @@ pub struct AdvertiserLine {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Whether every input was produced and processed to the end (every offset committed, every watermark
+    /// at the end of the data).
+    pub complete: bool,
+    /// Why not, when not complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// When this run continued an earlier one on the same data directory: the simulated events already in
+    /// its log (this run produced from there on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_after: Option<u64>,
     /// Run counters.
     pub run: RunCounters,
     /// Rankings, every placement+category.
@@ -106,12 +127,15 @@ pub struct Report {
     pub refunds: u64,
     /// Σ refunds, KRW.
     pub refunded: i64,
-    /// Attributed conversions.
+    /// Orders (conversion-events) attributed to a click.
     pub conversions: u64,
     /// Attributed revenue, KRW.
     pub attributed_revenue: i64,
     /// Budget-paused campaigns (campaign, day).
     pub paused: Vec<(String, String)>,
+    /// Paused campaigns per reason: `BUDGET_EXHAUSTED` (the budget monitor) or `ADVERTISER` (a
+    /// `CAMPAIGN_STATUS_CHANGED` to PAUSED).
+    pub paused_by_reason: BTreeMap<String, u64>,
     /// Alerts (campaign, day, level).
     pub alerts: Vec<(String, String, u32)>,
 }
@@ -141,7 +165,13 @@ impl Report {
 
         let mut campaigns = Vec::new();
         let mut paused = Vec::new();
+        let mut paused_by_reason = BTreeMap::<String, u64>::new();
         for c in &campaigns_rows {
+            if c.budget_paused_day.is_some() {
+                *paused_by_reason.entry("BUDGET_EXHAUSTED".to_string()).or_default() += 1;
+            } else if c.status == CampaignStatus::Paused {
+                *paused_by_reason.entry("ADVERTISER".to_string()).or_default() += 1;
+            }
             let t = cache.campaign_totals(&c.campaign_id)?;
             campaigns.push(CampaignLine {
                 campaign_id: c.campaign_id.clone(),
@@ -206,6 +236,9 @@ impl Report {
             .map(|a| (a.campaign_id, a.day.to_string(), a.threshold_pct))
             .collect();
         Ok(Self {
+            complete: false,
+            incomplete: None,
+            resumed_after: None,
             run,
             rankings,
             campaigns,
@@ -216,6 +249,7 @@ impl Report {
             conversions: attributed.len() as u64,
             attributed_revenue: attributed.iter().map(|c| c.revenue_amount).sum(),
             paused,
+            paused_by_reason,
             alerts,
         })
     }
@@ -225,6 +259,9 @@ impl Report {
         let mut s = String::new();
         let r = &self.run;
         let _ = writeln!(s, "\n=== rtb report ===");
+        if let Some(n) = self.resumed_after {
+            let _ = writeln!(s, "resumed: this run continued after the {n} events already in the data directory's log");
+        }
         let total: u64 = r.events.values().sum();
         let _ = writeln!(
             s,
@@ -237,17 +274,18 @@ impl Report {
         for l in self.rankings.iter().filter(|l| l.rank as usize <= top_per_slot) {
             let _ = writeln!(
                 s,
-                "{:<16} {:<18} {:>4} {:<14} {:>6} {:>7.4} {:>9.2} {:>6}",
-                l.placement, l.category, l.rank, l.campaign_id, l.bid, l.pctr, l.score, l.cpc
+                "{} {} {:>4} {} {:>6} {:>7.4} {:>9.2} {:>6}",
+                cell(&l.placement, 16), cell(&l.category, 18), l.rank, cell(&l.campaign_id, 14), l.bid, l.pctr, l.score, l.cpc
             );
         }
         let _ = writeln!(s, "\n-- campaigns (top {top_campaigns} by spend, of {}) --", self.campaigns.len());
-        let _ = writeln!(s, "{:<14} {:<16} {:<8} {:>8} {:>6} {:>7} {:>5} {:>7} {:>10} {:>10}", "campaign", "placement", "status", "impr", "clicks", "CTR", "conv", "CVR", "spend", "revenue");
+        // `conv`: CONVERSION ad-events counted in the performance windows (not the attributed orders below).
+        let _ = writeln!(s, "{:<14} {:<16} {:<8} {:>8} {:>6} {:>7} {:>8} {:>7} {:>10} {:>10}", "campaign", "placement", "status", "impr", "clicks", "CTR", "conv-ads", "CVR", "spend", "revenue");
         for c in self.campaigns.iter().take(top_campaigns) {
             let _ = writeln!(
                 s,
-                "{:<14} {:<16} {:<8} {:>8} {:>6} {:>6.2}% {:>5} {:>6.2}% {:>10} {:>10}",
-                c.campaign_id, c.placement, c.status, c.impressions, c.clicks, c.ctr * 100.0, c.conversions, c.cvr * 100.0, c.spend, c.revenue
+                "{} {} {} {:>8} {:>6} {:>6.2}% {:>8} {:>6.2}% {:>10} {:>10}",
+                cell(&c.campaign_id, 14), cell(&c.placement, 16), cell(&c.status, 8), c.impressions, c.clicks, c.ctr * 100.0, c.conversions, c.cvr * 100.0, c.spend, c.revenue
             );
         }
         let _ = writeln!(s, "\n-- advertisers --");
@@ -255,19 +293,32 @@ impl Report {
         for a in &self.advertisers {
             let _ = writeln!(
                 s,
-                "{:<16} {:>12} {:>10} {:>9} {:>12} {}",
-                a.advertiser_id, a.opening, a.charges, a.refunds, a.balance, if a.reconciled { "ok" } else { "MISMATCH" }
+                "{} {:>12} {:>10} {:>9} {:>12} {}",
+                cell(&a.advertiser_id, 16), a.opening, a.charges, a.refunds, a.balance, if a.reconciled { "ok" } else { "MISMATCH" }
             );
         }
         let _ = writeln!(s, "\n-- money --");
         let _ = writeln!(s, "charges: {}   refunds: {} ({} KRW)", self.charges, self.refunds, self.refunded);
         let _ = writeln!(
             s,
-            "conversions attributed: {} (revenue {} KRW), unattributed: {}",
+            "orders (conversion-events) attributed to a click: {} (revenue {} KRW); without a click in the \
+             attribution window: {}",
             self.conversions, self.attributed_revenue, r.unattributed_conversions
         );
         let _ = writeln!(s, "\n-- budget --");
-        let _ = writeln!(s, "paused campaigns: {}", self.paused.len());
+        let paused: u64 = self.paused_by_reason.values().sum();
+        let _ = writeln!(
+            s,
+            "paused campaigns: {paused}{}",
+            if self.paused_by_reason.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    self.paused_by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                )
+            }
+        );
         for (c, d) in self.paused.iter().take(10) {
             let _ = writeln!(s, "  {c} (BUDGET_EXHAUSTED on {d})");
         }
@@ -286,15 +337,36 @@ impl Report {
         for (reason, n) in reasons.into_iter().take(6) {
             let _ = writeln!(s, "  {n:>6}  {reason}");
         }
+        let late: u64 = r.late.values().sum();
         let _ = writeln!(
             s,
-            "late records: {}",
+            "late records (valid, too late to apply; not dead letters): {late}{}",
             if r.late.is_empty() {
-                "0".to_string()
+                String::new()
             } else {
-                r.late.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                format!(" ({})", r.late.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
             }
         );
+        if !r.duplicates_skipped.is_empty() {
+            let _ = writeln!(
+                s,
+                "already applied, skipped after a restart: {}",
+                r.duplicates_skipped.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            );
+        }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_padded_by_display_width_not_by_chars() {
+        let ko = cell("전자제품/컴퓨터", 18);
+        assert_eq!(ko.width(), 18, "{ko:?}");
+        assert_eq!(cell("sports", 18).width(), 18);
+        assert_eq!(cell("a-very-long-campaign-id", 4), "a-very-long-campaign-id", "never cut");
     }
 }

@@ -16,7 +16,11 @@ fn rtb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtb"))
 }
 
-fn run_to_completion(data: &Path) {
+/// Runs to the end. `after_kills`: the run follows SIGKILLed ones; a task whose latest records were
+/// processed by a killed run cannot move its watermark to them until the runtime resumes stream time after
+/// a restart, and "complete" now means every watermark reached the end of the data (issue 7 item 4), so
+/// such a run may instead end "not complete" naming exactly those tasks and that cause.
+fn run_to_completion(data: &Path, after_kills: bool) {
     let out = rtb()
         .args(["run", "--data-dir"])
         .arg(data)
@@ -25,7 +29,12 @@ fn run_to_completion(data: &Path) {
         .expect("spawn rtb run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "rtb run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("complete: all 6000 ad-events"), "{stdout}");
+    let stalled_by_restart = stdout.contains("not complete: watermarks stalled")
+        && stdout.contains("their latest records were processed before this restart");
+    assert!(
+        stdout.contains("complete: all 6000 ad-events") || (after_kills && stalled_by_restart),
+        "{stdout}"
+    );
 }
 
 fn export(data: &Path, out: &Path) {
@@ -58,7 +67,7 @@ fn lines(dir: &Path, name: &str) -> Vec<String> {
 fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_ledger() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (a, b) = (tmp.path().join("uninterrupted"), tmp.path().join("killed"));
-    run_to_completion(&a);
+    run_to_completion(&a, false);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let mut kills = 0;
@@ -79,7 +88,7 @@ fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_ledger() {
         let _ = child.wait();
     }
     assert!(kills >= 2, "the run must have been killed mid-way (killed {kills} times)");
-    run_to_completion(&b);
+    run_to_completion(&b, true);
 
     let (ea, eb) = (tmp.path().join("export-a"), tmp.path().join("export-b"));
     export(&a, &ea);

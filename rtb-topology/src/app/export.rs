@@ -10,18 +10,26 @@ use rtb_ops::schema::{CompensationEvent, ValidationConfig, Validator};
 use rtb_stream::log::EmbeddedLog;
 use rtb_stream::DeadLetter;
 
-use super::wiring::{Sinks, DEAD_LETTER_TOPIC};
+use super::lock::DataDirLock;
+use super::stores;
+use super::wiring::{Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use crate::replay::outputs::Writer;
 use crate::replay::ReplaySummary;
 
 /// Exports `data_dir` (a stopped run's) to `output`.
+///
+/// Locks the data directory first (a running `rtb run` holds it), verifies the stores' seal (a corrupt
+/// store fails the export, naming it), and writes every file under a temporary name, renamed into place
+/// only when all are complete: a failed export leaves no partial or empty file behind.
 pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<ReplaySummary> {
     if !data_dir.join("run.json").exists() {
         return Err(Error::Run(format!("{} is not a data directory of `rtb run`", data_dir.display())));
     }
-    std::fs::create_dir_all(output).map_err(|e| Error::Io { path: output.to_path_buf(), source: e })?;
+    let _lock = DataDirLock::acquire(data_dir)?;
+    stores::verify(data_dir, &stores::stores(plan, data_dir))?;
+    std::fs::create_dir_all(output).map_err(|e| Error::Run(format!("{}: {e}", output.display())))?;
     let log = EmbeddedLog::open(data_dir.join("log"))?;
     let sinks = Sinks::open(plan, data_dir)?;
     let topics = TopicNames::default();
@@ -40,23 +48,57 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
             w.compensation(&ev)?;
         }
     }
-    // Dead letters, once per source record.
-    let mut dead = BTreeSet::new();
-    for rec in read_all(&log, DEAD_LETTER_TOPIC)? {
-        let Ok(dl) = serde_json::from_slice::<DeadLetter>(&rec.payload) else { continue };
-        if dead.insert((dl.source.clone(), dl.stage.clone())) {
-            if !dl.reason.starts_with("LATE") {
-                *summary.dead_letters.entry(dl.source.topic.to_string()).or_default() += 1;
-            }
-            w.dead_letter(&dl, &mut summary)?;
+    // Dead letters once per source record (with every stage that rejected it); late records apart.
+    // (A run stopped before it created them has neither topic.)
+    if log.topic_config(LATE_TOPIC).is_ok() {
+        for rec in read_all(&log, LATE_TOPIC)? {
+            w.late(&letter(&rec)?);
         }
     }
-    for t in &plan.topics {
-        let n: u64 = (0..t.partitions).map(|p| log.end_offset(&t.name, p).unwrap_or(0)).sum();
-        summary.events.insert(t.name.clone(), n);
+    if log.topic_config(DEAD_LETTER_TOPIC).is_ok() {
+        for rec in read_all(&log, DEAD_LETTER_TOPIC)? {
+            w.dead_letter(&letter(&rec)?);
+        }
     }
+    summary.dead_letters = w.dead_per_topic();
+    summary.late = w.late_per_stage();
+    let mut end: Option<i64> = None;
+    for t in plan.topics.iter().filter(|t| log.topic_config(&t.name).is_ok()) {
+        let mut n = 0u64;
+        for p in 0..t.partitions {
+            n += log.end_offset(&t.name, p)?.saturating_sub(log.start_offset(&t.name, p)?);
+        }
+        summary.events.insert(t.name.clone(), n);
+        if t.name == topics.campaign_events || t.name == topics.ad_events || t.name == topics.conversion_events {
+            for_each_record(&log, &t.name, |r| end = end.max(Some(r.timestamp)))?;
+        }
+    }
+    summary.end_of_input = end;
+    let conversions = sinks.db.conversions().map_err(|e| Error::Run(format!("database: {e}")))?;
+    summary.attributed_conversions = conversions.iter().filter(|c| c.is_attributed()).count() as u64;
+    summary.unattributed_conversions = conversions.len() as u64 - summary.attributed_conversions;
     w.finish(sinks.cache.as_ref(), sinks.db.as_ref(), &summary)?;
     Ok(summary)
+}
+
+fn letter(rec: &rtb_stream::log::LogRecord) -> Result<DeadLetter> {
+    serde_json::from_slice::<DeadLetter>(&rec.payload)
+        .map_err(|e| Error::Run(format!("{}: not a dead letter or late record: {e}", rec.coord())))
+}
+
+/// Calls `f` on every record of `topic`, partition by partition, without holding them all.
+fn for_each_record(log: &EmbeddedLog, topic: &str, mut f: impl FnMut(&rtb_stream::log::LogRecord)) -> Result<()> {
+    for p in 0..log.topic_config(topic)?.partitions {
+        let end = log.end_offset(topic, p)?;
+        let mut from = log.start_offset(topic, p)?;
+        while from < end {
+            let recs = log.read(topic, p, from, 4_096)?;
+            let Some(last) = recs.last() else { break };
+            from = last.offset + 1;
+            recs.iter().for_each(&mut f);
+        }
+    }
+    Ok(())
 }
 
 /// Every record of `topic`, partition by partition.

@@ -17,7 +17,7 @@ pub fn write_inputs(dir: &Path, seed: u64, scale: u32, ad_events: u64, hours: u3
         let f = File::create(&p).map_err(|e| Error::Io { path: p.clone(), source: e })?;
         Ok((BufWriter::with_capacity(1 << 20, f), p))
     };
-    let cfg = SimConfig { seed, scale, ad_events, span_ms: i64::from(hours.max(1)) * 3_600_000, ..SimConfig::default() };
+    let cfg = SimConfig { seed, scale, ad_events, ..SimConfig::default() }.spanning(i64::from(hours.max(1)) * 3_600_000);
     let sim = Simulator::new(cfg, GspPricer::default());
     let (mut adv, adv_path) = open("advertisers.jsonl")?;
     for a in sim.advertisers() {

@@ -3,7 +3,9 @@
 
 pub mod export;
 pub mod generate;
+pub mod lock;
 pub mod pricing;
 pub mod produce;
 pub mod run;
+pub mod stores;
 pub mod wiring;

@@ -6,7 +6,7 @@
 //! [`super::produce`]), and every effect on money is idempotent. A run killed at any moment and restarted
 //! ends with the ledger of an uninterrupted run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,16 +19,19 @@ use rtb_ops::wire::{Clock, WireDecoder};
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
 use rtb_stream::runtime::{task_scope, Runtime};
 use rtb_stream::state::{SledBackend, StoreBackend};
-use rtb_stream::DeadLetter;
+use rtb_stream::{DeadLetter, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::lock::DataDirLock;
 use super::produce;
+use super::stores;
 use super::pricing::GspPricer;
 use super::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use crate::report::{Report, RunCounters};
-use crate::sim::{SimConfig, SimTopic, Simulator};
+use crate::replay::outputs::is_late_reason;
+use crate::sim::{SimConfig, SimTopic, Simulator, DEFAULT_PACE_MS};
 
 /// What `rtb run` does.
 #[derive(Debug, Clone)]
@@ -54,35 +57,102 @@ pub struct RunOptions {
 struct RunIdentity {
     seed: u64,
     scale: u32,
+    /// Ad-events to produce in total (the largest `--events` given on this directory).
     events: u64,
+    /// The simulator's pace (ms per ad-event). Absent in directories written before the timeline was made
+    /// independent of the total: those were paced by `30 h / events` and cannot change their total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pace_ms: Option<f64>,
+}
+
+impl RunIdentity {
+    /// The pace the simulator runs at for this directory.
+    fn pace(&self) -> f64 {
+        self.pace_ms.unwrap_or(30.0 * 3_600_000.0 / self.events.max(1) as f64)
+    }
+}
+
+/// Why a run ended before everything was produced and processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incomplete {
+    /// Ctrl-C (SIGINT) or SIGTERM.
+    Interrupted,
+    /// `--duration` was over before every event was produced.
+    DurationOver,
+    /// Every record was committed but some watermarks stopped short of the end of the data.
+    WatermarkStalled(String),
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incomplete::Interrupted => f.write_str("interrupted (Ctrl-C)"),
+            Incomplete::DurationOver => f.write_str("--duration was over before every event was produced"),
+            Incomplete::WatermarkStalled(why) => write!(f, "watermarks stalled: {why}"),
+        }
+    }
 }
 
 /// The result of a run.
 #[derive(Debug)]
 pub struct RunOutcome {
-    /// The report.
+    /// The report (its `complete` says whether every event was produced and processed to the end).
     pub report: Report,
-    /// Whether every simulated event was produced and processed.
-    pub complete: bool,
+    /// Why the run is not complete, if it is not.
+    pub incomplete: Option<Incomplete>,
+}
+
+impl RunOutcome {
+    /// Whether every simulated event was produced, and every stage committed every input record and moved
+    /// its watermark to the end of the data.
+    pub fn complete(&self) -> bool {
+        self.incomplete.is_none()
+    }
 }
 
 /// Runs the CPC system until the simulator has produced everything (or the duration is over, or Ctrl-C),
 /// drains, commits, and reports.
+///
+/// The data directory is locked first (see [`super::lock`]), then the stores' seal is verified (see
+/// [`super::stores`]): a corrupt store fails the run, naming it, before anything is written.
 pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOutcome> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| io(&opts.data_dir, e))?;
+    let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let ident = check_identity(&opts.data_dir, opts)?;
+    let stores = stores::stores(plan, &opts.data_dir);
+    stores::verify(&opts.data_dir, &stores)?;
+    stores::unseal(&opts.data_dir)?;
+    // Everything is opened and closed inside: the stores must be closed before they are sealed.
+    let outcome = run_open(plan, opts, &ident, &stop, started)?;
+    stores::seal(&opts.data_dir, &stores)?;
+    Ok(outcome)
+}
 
+fn run_open(
+    plan: &ExecutionPlan,
+    opts: &RunOptions,
+    ident: &RunIdentity,
+    stop: &AtomicBool,
+    started: Instant,
+) -> Result<RunOutcome> {
     let log = EmbeddedLog::open(opts.data_dir.join("log"))?;
     for t in &plan.topics {
         log.create_topic(&t.name, t.topic_config())?;
     }
     log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
     log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
-    let state: Arc<dyn StoreBackend> = Arc::new(SledBackend::open(opts.data_dir.join("state"), "tasks")?);
+    let state: Arc<dyn StoreBackend> =
+        Arc::new(SledBackend::open(opts.data_dir.join(stores::STATE_DIR), "tasks")?);
     let sinks = Sinks::open(plan, &opts.data_dir)?;
 
-    let sim_cfg = SimConfig { seed: ident.seed, scale: ident.scale, ad_events: ident.events, ..SimConfig::default() };
+    let sim_cfg = SimConfig {
+        seed: ident.seed,
+        scale: ident.scale,
+        ad_events: ident.events,
+        pace_ms: ident.pace(),
+        ..SimConfig::default()
+    };
     let mut sim = Simulator::new(sim_cfg, GspPricer::default());
     for a in sim.advertisers() {
         sinks
@@ -95,6 +165,9 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
             .map_err(|e| Error::Run(format!("database: {e}")))?;
     }
 
+    // What every task had committed before this process: records below these offsets were seen by an
+    // earlier process, whose stream time the runtime does not restore (the drain names that cause).
+    let committed_at_start = committed_offsets(plan, &state)?;
     let ops = ops_config(plan);
     let wire = WireDecoder::new(ops.validation, Clock::System);
     let mut rt = Runtime::new(log.clone(), Arc::clone(&state)).with_commit_barrier(sinks.commit_barrier());
@@ -109,7 +182,7 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     let mut produced = BTreeMap::<String, u64>::new();
     let prod_start = Instant::now();
     let mut sent_this_run = 0u64;
-    let mut interrupted = false;
+    let mut incomplete = None;
     if resume > 0 {
         bar.println(format!("resuming after {resume} events already in {}", opts.data_dir.display()));
     }
@@ -123,11 +196,14 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
         }
         produce::append(&log, &ev)?;
         sent_this_run += 1;
-        if sent_this_run % 1_024 == 0 {
+        if sent_this_run.is_multiple_of(1_024) {
             bar.set_position(produced_ad);
             bar.set_message(pipeline_message(&metrics));
-            if stop.load(Ordering::Relaxed) || token.is_triggered() {
-                interrupted = true;
+            if stop.load(Ordering::Relaxed) {
+                incomplete = Some(Incomplete::Interrupted);
+                break;
+            }
+            if token.is_triggered() {
                 break;
             }
             if opts.duration.is_some_and(|d| prod_start.elapsed() >= d) {
@@ -141,32 +217,18 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
             }
         }
     }
-    let all_produced = produced_ad >= ident.events;
+    if incomplete.is_none() && produced_ad < ident.events && !token.is_triggered() {
+        incomplete = Some(Incomplete::DurationOver);
+    }
     bar.set_position(produced_ad);
     log.flush()?;
 
-    // Drain: wait until every stage has committed everything, and stays so for longer than the idle
-    // timeout (so idle partitions release the watermark and the last windows fire).
-    let settle = plan.stages.iter().map(|s| s.settings.idle_timeout.as_ms()).max().unwrap_or(0) as u64
-        + 2 * plan.runtime.commit_interval.as_ms().max(0) as u64
-        + 500;
-    let mut caught_up_since: Option<Instant> = None;
-    while !interrupted && !token.is_triggered() {
-        if stop.load(Ordering::Relaxed) {
-            interrupted = true;
-            break;
+    // Drain: until every stage has committed every input record AND its committed watermark has reached the
+    // end of the data it read (so every window, join and dedup window that the data closes has fired).
+    if incomplete != Some(Incomplete::Interrupted) {
+        if let Some(why) = drain(plan, &log, &state, &committed_at_start, &metrics, &token, stop, &bar)? {
+            incomplete.get_or_insert(why);
         }
-        let lag = total_lag(plan, &log, &state)?;
-        bar.set_message(format!("draining: lag {lag}; {}", pipeline_message(&metrics)));
-        if lag == 0 {
-            let since = *caught_up_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_millis(settle) && total_lag(plan, &log, &state)? == 0 {
-                break;
-            }
-        } else {
-            caught_up_since = None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
     token.trigger();
     let rt_report = rt.join()?;
@@ -175,15 +237,209 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     bar.finish_and_clear();
 
     let mut counters = RunCounters { events: produced, elapsed_s: started.elapsed().as_secs_f64(), ..RunCounters::default() };
-    dead_letter_counts(&log, &mut counters)?;
+    letter_counts(&log, &mut counters)?;
     for (group, c) in &rt_report.groups {
         if c.duplicates_skipped > 0 {
-            counters.late.insert(format!("{group} (duplicates skipped)"), c.duplicates_skipped);
+            counters.duplicates_skipped.insert(group.clone(), c.duplicates_skipped);
         }
     }
-    let report = Report::collect(sinks.cache.as_ref(), sinks.db.as_ref(), counters)
+    let mut report = Report::collect(sinks.cache.as_ref(), sinks.db.as_ref(), counters)
         .map_err(|e| Error::Run(format!("report: {e}")))?;
-    Ok(RunOutcome { report, complete: all_produced && !interrupted })
+    report.complete = incomplete.is_none();
+    report.resumed_after = (resume > 0).then_some(resume);
+    report.incomplete = incomplete.as_ref().map(ToString::to_string);
+    Ok(RunOutcome { report, incomplete })
+}
+
+/// Waits until the pipeline has processed everything to the end; `Some(why)` when it stopped short.
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    plan: &ExecutionPlan,
+    log: &EmbeddedLog,
+    state: &Arc<dyn StoreBackend>,
+    committed_at_start: &HashMap<(String, u32), u64>,
+    metrics: &rtb_stream::runtime::RuntimeMetrics,
+    token: &rtb_stream::runtime::ShutdownToken,
+    stop: &AtomicBool,
+    bar: &ProgressBar,
+) -> Result<Option<Incomplete>> {
+    let idle = plan.stages.iter().map(|s| s.settings.idle_timeout.as_ms()).max().unwrap_or(0).max(0) as u64;
+    let commit = plan.runtime.commit_interval.as_ms().max(0) as u64;
+    // Once every record is committed, a watermark that has not moved for this long will not move any more:
+    // the idle timeout has released every partition and several commits have passed.
+    let stall = Duration::from_millis(idle + 4 * commit + 3_000);
+    let mut ends = EndOfData::default();
+    let mut last_progress: Option<(Vec<Behind>, Instant)> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Some(Incomplete::Interrupted));
+        }
+        if token.is_triggered() {
+            // A task failed: `Runtime::join` reports it.
+            return Ok(None);
+        }
+        let lag = total_lag(plan, log, state)?;
+        if lag > 0 {
+            last_progress = None;
+            bar.set_message(format!("draining: {lag} records not yet committed; {}", pipeline_message(metrics)));
+        } else {
+            let behind = ends.behind(plan, log, state)?;
+            if behind.is_empty() {
+                return Ok(None);
+            }
+            let first = &behind[0];
+            bar.set_message(format!(
+                "draining: every record committed; waiting for the watermark of {} task(s) (e.g. {} partition {})                  to reach the end of the data: a partition counts as idle {:.1} s after its last record",
+                behind.len(),
+                first.stage,
+                first.partition,
+                idle as f64 / 1000.0
+            ));
+            match &last_progress {
+                Some((prev, since)) if *prev == behind => {
+                    if since.elapsed() >= stall {
+                        let list: Vec<String> = behind
+                            .iter()
+                            .take(5)
+                            .map(|b| {
+                                format!(
+                                    "{} partition {} at {} (end {})",
+                                    b.stage,
+                                    b.partition,
+                                    b.watermark.map_or_else(|| "none".to_string(), crate::sim::fmt_ts),
+                                    crate::sim::fmt_ts(b.target)
+                                )
+                            })
+                            .collect();
+                        // The runtime restores a task's committed watermark but not the stream time each of
+                        // its inputs had reached: a task whose latest records were processed before this
+                        // restart cannot get its watermark to them until it receives later input.
+                        let restart = behind.iter().all(|b| {
+                            let key = (format!("{}/{}", b.stage, b.end_topic), b.partition);
+                            committed_at_start.get(&key).is_some_and(|&c| b.end_offset < c)
+                        });
+                        let cause = if restart {
+                            "; their latest records were processed before this restart, and the runtime does not \
+                             yet resume stream time after a restart (their last windows close when they next \
+                             receive later input)"
+                        } else {
+                            ""
+                        };
+                        return Ok(Some(Incomplete::WatermarkStalled(format!(
+                            "{} task(s) stopped short of the end of the data: {}{cause}",
+                            behind.len(),
+                            list.join(", ")
+                        ))));
+                    }
+                }
+                _ => last_progress = Some((behind, Instant::now())),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A task whose committed watermark has not reached the end of its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Behind {
+    stage: String,
+    partition: u32,
+    /// The input partition and offset of the record that sets the end of the data.
+    end_topic: String,
+    end_offset: u64,
+    watermark: Option<Timestamp>,
+    target: Timestamp,
+}
+
+/// The end of the data of every task, maintained incrementally: for each input partition, the latest
+/// event time among its records that no stage rejected as invalid (a rejected record is never observed
+/// by the watermark).
+#[derive(Default)]
+struct EndOfData {
+    /// (topic, partition) → (next offset to scan, max event time so far and its record's offset).
+    scanned: HashMap<(String, u32), (u64, Option<(Timestamp, u64)>)>,
+    rejected: HashSet<(String, u32, u64)>,
+    dead_scanned: u64,
+}
+
+/// Where the runtime commits a task's watermark in its state scope (see `rtb_stream::runtime::task`).
+const WATERMARK_META: &str = "watermark";
+
+impl EndOfData {
+    /// Called when every input offset is committed: every dead letter of those records is in the log.
+    fn behind(
+        &mut self,
+        plan: &ExecutionPlan,
+        log: &EmbeddedLog,
+        state: &Arc<dyn StoreBackend>,
+    ) -> Result<Vec<Behind>> {
+        let end = log.end_offset(DEAD_LETTER_TOPIC, 0)?;
+        while self.dead_scanned < end {
+            let recs = log.read(DEAD_LETTER_TOPIC, 0, self.dead_scanned, 4_096)?;
+            let Some(last) = recs.last() else { break };
+            self.dead_scanned = last.offset + 1;
+            for r in recs {
+                if let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) {
+                    if !is_late_reason(&dl.reason) {
+                        self.rejected.insert((dl.source.topic.to_string(), dl.source.partition, dl.source.offset));
+                    }
+                }
+            }
+        }
+        let mut behind = Vec::new();
+        for stage in &plan.stages {
+            let ooo = stage.settings.max_out_of_orderness.as_ms();
+            for p in 0..stage.partitions {
+                let mut max: Option<(Timestamp, u64, &str)> = None;
+                for topic in &stage.inputs {
+                    if let Some((ts, offset)) = self.max_ts(log, topic, p)? {
+                        if max.is_none_or(|m| ts > m.0) {
+                            max = Some((ts, offset, topic));
+                        }
+                    }
+                }
+                let Some((max, end_offset, end_topic)) = max else { continue };
+                let target = max.saturating_sub(ooo);
+                let wm = task_scope(state, &stage.name, p).read_meta::<Option<Timestamp>>(WATERMARK_META)?.flatten();
+                if wm.is_none_or(|w| w < target) {
+                    behind.push(Behind {
+                        stage: stage.name.clone(),
+                        partition: p,
+                        end_topic: end_topic.to_string(),
+                        end_offset,
+                        watermark: wm,
+                        target,
+                    });
+                }
+            }
+        }
+        Ok(behind)
+    }
+
+    /// The latest event time in one input partition, and the offset of the record carrying it.
+    fn max_ts(&mut self, log: &EmbeddedLog, topic: &str, p: u32) -> Result<Option<(Timestamp, u64)>> {
+        let end = log.end_offset(topic, p)?;
+        let slot = match self.scanned.get_mut(&(topic.to_string(), p)) {
+            Some(s) => s,
+            None => {
+                let start = log.start_offset(topic, p)?;
+                self.scanned.entry((topic.to_string(), p)).or_insert((start, None))
+            }
+        };
+        while slot.0 < end {
+            let recs = log.read(topic, p, slot.0, 4_096)?;
+            let Some(last) = recs.last() else { break };
+            slot.0 = last.offset + 1;
+            for r in &recs {
+                if !self.rejected.contains(&(topic.to_string(), p, r.offset)) {
+                    if slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
+                        slot.1 = Some((r.timestamp, r.offset));
+                    }
+                }
+            }
+        }
+        Ok(slot.1)
+    }
 }
 
 /// Operator configuration from the plan's per-stage settings.
@@ -216,31 +472,65 @@ pub fn ops_config(plan: &ExecutionPlan) -> OpsConfig {
     ops
 }
 
+/// A failure on a data-directory file (`Error::Io` is about the topology file and exits 2).
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source: e }
+    Error::Run(format!("{}: {e}", path.display()))
 }
 
 fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
     let path = dir.join("run.json");
-    let want = RunIdentity { seed: opts.seed, scale: opts.scale, events: opts.events };
-    if let Ok(bytes) = std::fs::read(&path) {
-        let have: RunIdentity = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
-        if (have.seed, have.scale) != (want.seed, want.scale) {
-            return Err(Error::Run(format!(
-                "{} was created with --seed {} --scale {}; restart with the same values or use another --data-dir",
-                dir.display(),
-                have.seed,
-                have.scale
-            )));
+    let want = RunIdentity { seed: opts.seed, scale: opts.scale, events: opts.events, pace_ms: Some(DEFAULT_PACE_MS) };
+    let write = |id: &RunIdentity| -> Result<()> {
+        let json = serde_json::to_vec_pretty(id).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, json).map_err(|e| io(&path, e))
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write(&want)?;
+            return Ok(want);
         }
-        // A restart may raise the event count to continue producing.
-        let merged = RunIdentity { events: have.events.max(want.events), ..have };
-        std::fs::write(&path, serde_json::to_vec_pretty(&merged).unwrap_or_default()).map_err(|e| io(&path, e))?;
-        return Ok(merged);
+        Err(e) => return Err(io(&path, e)),
+    };
+    let have: RunIdentity =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
+    if (have.seed, have.scale) != (want.seed, want.scale) {
+        return Err(Error::Run(format!(
+            "{} was created with --seed {} --scale {}; restart with the same values or use another --data-dir",
+            dir.display(),
+            have.seed,
+            have.scale
+        )));
     }
-    std::fs::write(&path, serde_json::to_vec_pretty(&want).unwrap_or_default()).map_err(|e| io(&path, e))?;
-    Ok(want)
+    if have.pace_ms.is_none() && want.events != have.events {
+        // The old simulator spread `events` over 30 h: another total would re-time every event.
+        return Err(Error::Run(format!(
+            "{} was created by an older rtb whose simulated timeline depends on --events; restart it with              --events {} or use another --data-dir",
+            dir.display(),
+            have.events
+        )));
+    }
+    // A restart may raise the event count to continue producing: the timeline does not depend on it.
+    let merged = RunIdentity { events: have.events.max(want.events), ..have };
+    if merged != have {
+        write(&merged)?;
+    }
+    Ok(merged)
+}
+
+/// Committed offsets of every task, keyed by (`stage/topic`, partition).
+fn committed_offsets(plan: &ExecutionPlan, state: &Arc<dyn StoreBackend>) -> Result<HashMap<(String, u32), u64>> {
+    let mut out = HashMap::new();
+    for stage in &plan.stages {
+        for p in 0..stage.partitions {
+            let committed = task_scope(state, &stage.name, p).read_offsets()?;
+            for topic in &stage.inputs {
+                let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                out.insert((format!("{}/{topic}", stage.name), p), done);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Records not yet committed by the stages, summed over every input partition.
@@ -279,14 +569,25 @@ fn progress_bar(opts: &RunOptions, total: u64) -> ProgressBar {
     bar
 }
 
-/// Counts dead letters (once per source record, although several stages reject the same record).
-fn dead_letter_counts(log: &EmbeddedLog, c: &mut RunCounters) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
+/// Counts dead letters (once per source record, although several stages reject the same record) and late
+/// records (per stage), from the dead-letter and late topics.
+fn letter_counts(log: &EmbeddedLog, c: &mut RunCounters) -> Result<()> {
+    let mut seen = HashSet::new();
+    let mut late_seen = HashSet::new();
+    let mut late = |dl: &DeadLetter, c: &mut RunCounters| {
+        if late_seen.insert((dl.source.clone(), dl.stage.clone())) {
+            *c.late.entry(dl.stage.clone()).or_default() += 1;
+        }
+    };
+    for r in super::export::read_all(log, LATE_TOPIC)? {
+        let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
+        late(&dl, c);
+    }
     for r in super::export::read_all(log, DEAD_LETTER_TOPIC)? {
         let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
-        // Late records are reported through the dead-letter output too (reason LATE_*), per stage.
-        if dl.reason.starts_with("LATE") {
-            *c.late.entry(dl.stage.clone()).or_default() += 1;
+        // Operators not yet moved to `Context::late` report late records as dead letters (reason LATE_*).
+        if is_late_reason(&dl.reason) {
+            late(&dl, c);
             continue;
         }
         if seen.insert(dl.source.clone()) {

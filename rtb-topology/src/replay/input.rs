@@ -31,6 +31,9 @@ pub struct DecodedFile<T> {
 
 const BATCH: usize = 2_048;
 
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Raw lines of one batch: (line number, bytes).
 type RawBatch = std::io::Result<Vec<(u64, Vec<u8>)>>;
 
@@ -97,6 +100,11 @@ impl<T: Send + 'static> DecodedFile<T> {
                     Ok(_) => {
                         while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                             buf.pop();
+                        }
+                        if line_no == 0 && buf.starts_with(UTF8_BOM) {
+                            // A byte-order mark some editors write at the start of a UTF-8 file is not
+                            // part of the first record.
+                            buf.drain(..UTF8_BOM.len());
                         }
                         if !buf.is_empty() {
                             batch.push((line_no, buf));
@@ -189,6 +197,20 @@ mod tests {
             }
             assert_eq!(n, 5_000);
         }
+    }
+
+    #[test]
+    fn a_utf8_bom_at_the_start_of_the_file_is_not_part_of_the_first_line() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.jsonl");
+        std::fs::write(&p, b"\xEF\xBB\xBF{\"a\":1}\n\xEF\xBB\xBF{\"a\":2}\n").expect("write");
+        let mut f = DecodedFile::open(&p, false, |b, _| serde_json::from_slice::<serde_json::Value>(b).is_ok())
+            .expect("open");
+        let first = f.next_line().expect("read").expect("line 0");
+        assert!(first.item, "the first line decodes: the BOM is not part of it");
+        let second = f.next_line().expect("read").expect("line 1");
+        assert!(!second.item, "a BOM anywhere else is data, and invalid JSON");
+        assert!(f.next_line().expect("read").is_none());
     }
 
     #[test]

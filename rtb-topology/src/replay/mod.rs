@@ -63,12 +63,21 @@ pub struct ReplaySummary {
     pub unattributed_conversions: u64,
     /// Attributed conversions.
     pub attributed_conversions: u64,
-    /// Max event time seen (ms).
+    /// Max event time seen, written as RFC 3339 like every other time in the outputs.
+    #[serde(serialize_with = "outputs::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub end_of_input: Option<Timestamp>,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds of the replay; 0 where nothing was timed (`rtb export`), and then left out of
+    /// summary.json rather than written as a placeholder.
+    #[serde(skip_serializing_if = "untimed")]
     pub elapsed_s: f64,
-    /// Ad-events per second.
+    /// Ad-events per second of the replay; 0 (and left out of summary.json) where nothing was timed.
+    #[serde(skip_serializing_if = "untimed")]
     pub ad_events_per_sec: f64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn untimed(v: &f64) -> bool {
+    *v == 0.0
 }
 
 enum Decoded<T> {
@@ -90,26 +99,34 @@ struct Driver {
     ops: Ops,
     validator: Validator,
     out: Vec<Output>,
-    dead: Vec<DeadLetter>,
+    dead: Rejects,
     watermark: Option<Timestamp>,
     writer: outputs::Writer,
     summary: ReplaySummary,
     ranker: Ranker,
 }
 
+/// What the operators reject: dead letters (invalid input) and late records (valid, too late to apply),
+/// kept apart as the runtime keeps them apart.
+#[derive(Default)]
+struct Rejects {
+    dead: Vec<DeadLetter>,
+    late: Vec<DeadLetter>,
+}
+
 fn run_op<O: Operator<Out = Output>>(
     op: &mut O,
     rec: Record<O::Key, O::In>,
     out: &mut Vec<Output>,
-    dead: &mut Vec<DeadLetter>,
+    rejects: &mut Rejects,
     wm: Option<Timestamp>,
 ) -> Result<()> {
-    let mut ctx = Context::new(out, dead, wm, 0);
+    let mut ctx = Context::with_late(out, &mut rejects.dead, &mut rejects.late, wm, 0);
     op.process(rec, &mut ctx).map_err(Error::Stream)
 }
 
-fn wm_op<O: Operator<Out = Output>>(op: &mut O, wm: Timestamp, out: &mut Vec<Output>, dead: &mut Vec<DeadLetter>) -> Result<()> {
-    let mut ctx = Context::new(out, dead, Some(wm), 0);
+fn wm_op<O: Operator<Out = Output>>(op: &mut O, wm: Timestamp, out: &mut Vec<Output>, rejects: &mut Rejects) -> Result<()> {
+    let mut ctx = Context::with_late(out, &mut rejects.dead, &mut rejects.late, Some(wm), 0);
     op.on_watermark(wm, &mut ctx).map_err(Error::Stream)
 }
 
@@ -155,9 +172,7 @@ impl Driver {
 
     /// Delivers outputs to the operators consuming their topics, until none are left.
     fn route(&mut self) -> Result<()> {
-        for dl in self.dead.drain(..) {
-            self.writer.dead_letter(&dl, &mut self.summary)?;
-        }
+        self.flush_rejects();
         while !self.out.is_empty() {
             let outs = std::mem::take(&mut self.out);
             for (i, o) in outs.into_iter().enumerate() {
@@ -184,11 +199,18 @@ impl Driver {
                     return Err(Error::Run(format!("no consumer for output topic `{}`", o.topic)));
                 }
             }
-            for dl in self.dead.drain(..) {
-                self.writer.dead_letter(&dl, &mut self.summary)?;
-            }
+            self.flush_rejects();
         }
         Ok(())
+    }
+
+    fn flush_rejects(&mut self) {
+        for dl in self.dead.dead.drain(..) {
+            self.writer.dead_letter(&dl);
+        }
+        for dl in self.dead.late.drain(..) {
+            self.writer.late(&dl);
+        }
     }
 }
 
@@ -225,7 +247,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
         ops,
         validator,
         out: Vec::new(),
-        dead: Vec::new(),
+        dead: Rejects::default(),
         watermark: None,
         writer: outputs::Writer::create(&opts.output, topics.clone())?,
         summary: ReplaySummary::default(),
@@ -283,7 +305,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                         let ts = ev.timestamp;
                         d.campaign(Record::new(key, ev, ts, SourceCoord::new(topics.campaign_events.as_str(), 0, line)))?;
                     }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.campaign_events, 0, line, inv, &raw, &mut d.summary)?,
+                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.campaign_events, 0, line, inv, &raw),
                 }
             }
             Head::Ad(line, item) => {
@@ -297,7 +319,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                         let ts = ev.timestamp;
                         d.ad(Record::new(key, ev, ts, SourceCoord::new(topics.ad_events.as_str(), p, line)))?;
                     }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.ad_events, 0, line, inv, &raw, &mut d.summary)?,
+                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.ad_events, 0, line, inv, &raw),
                 }
             }
             Head::Conversion(line, item) => {
@@ -309,14 +331,14 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
                         let ts = ev.timestamp;
                         d.conversion(Record::new(key, ev, ts, SourceCoord::new(topics.conversion_events.as_str(), 0, line)))?;
                     }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.conversion_events, 0, line, inv, &raw, &mut d.summary)?,
+                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.conversion_events, 0, line, inv, &raw),
                 }
             }
         }
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             if let Some(wm) = tracker.current() {
                 d.advance(wm)?;
-                if n % 65_536 == 0 {
+                if n.is_multiple_of(65_536) {
                     let windows = mem_cache.take_windows_ending_by(wm.saturating_sub(horizon));
                     d.writer.spill(windows, mem_db.take_ledger())?;
                 }
@@ -330,6 +352,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     }
     d.summary.end_of_input = max_ts;
     d.summary.late = late_counts(&d.ops);
+    d.summary.dead_letters = d.writer.dead_per_topic();
     let cs = d.ops.conversion.stats();
     d.summary.attributed_conversions = cs.attributed;
     d.summary.unattributed_conversions = cs.unattributed;

@@ -1,5 +1,6 @@
 //! The replay's output files (formats in the README).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -15,29 +16,128 @@ use super::ReplaySummary;
 use crate::error::{Error, Result};
 use crate::sim::Advertiser as AdvertiserLine;
 
-/// Streams the per-record outputs (dead letters, compensations) and writes the rest from the stores at the end.
+/// Streams the per-record outputs and writes the rest from the stores at the end.
+///
+/// Every file is written under a temporary name (`.NAME.partial`) and renamed into place only by
+/// [`Writer::finish`]: a run that fails half-way (a corrupt store, a full disk) leaves no partial or empty
+/// file that would read as a fact; a writer dropped without `finish` removes its temporary files.
 pub(crate) struct Writer {
     dir: PathBuf,
-    dead: BufWriter<File>,
     metrics: BufWriter<File>,
     ledger: BufWriter<File>,
+    /// Temporary files created so far: (temporary path, final path).
+    files: Vec<(PathBuf, PathBuf)>,
+    finished: bool,
+    /// Rejected input, once per source record, with every stage that rejected it.
+    dead: Letters,
+    /// Valid records that arrived too late to be applied, once per source record.
+    late: Letters,
     compensations: Vec<CompensationEvent>,
     pub(crate) topics: TopicNames,
 }
 
-fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
-    let path = dir.join(name);
-    File::create(&path).map(|f| BufWriter::with_capacity(1 << 16, f)).map_err(|e| Error::Io { path, source: e })
+/// Letters (dead or late) grouped by source record, in first-seen order of stages.
+#[derive(Default)]
+struct Letters {
+    by_source: BTreeMap<(String, u32, u64), Letter>,
+}
+
+struct Letter {
+    stages: Vec<String>,
+    reasons: Vec<String>,
+    payload: String,
+}
+
+impl Letters {
+    fn add(&mut self, topic: &str, partition: u32, offset: u64, stage: &str, reason: &str, payload: &str) {
+        let e = self.by_source.entry((topic.to_string(), partition, offset)).or_insert_with(|| Letter {
+            stages: Vec::new(),
+            reasons: Vec::new(),
+            payload: payload.to_string(),
+        });
+        if !e.stages.iter().any(|s| s == stage) {
+            e.stages.push(stage.to_string());
+            e.reasons.push(reason.to_string());
+        }
+    }
+
+    /// Source records per topic.
+    fn per_topic(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for (topic, _, _) in self.by_source.keys() {
+            *m.entry(topic.clone()).or_default() += 1;
+        }
+        m
+    }
+
+    /// (stage → records) over every letter.
+    fn per_stage(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for l in self.by_source.values() {
+            for s in &l.stages {
+                *m.entry(s.clone()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    fn rows(&self) -> Vec<serde_json::Value> {
+        self.by_source
+            .iter()
+            .map(|((topic, partition, offset), l)| {
+                let mut v = json!({"topic": topic, "partition": partition, "offset": offset, "stages": l.stages,
+                    "reason": l.reasons.first(), "payload": l.payload});
+                if l.reasons.iter().any(|r| Some(r) != l.reasons.first()) {
+                    v["reasons"] = json!(l.reasons);
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// Whether a dead letter is really a late record (operators that still report lateness as a dead letter
+/// with a `LATE_*` reason instead of through `Context::late`).
+pub(crate) fn is_late_reason(reason: &str) -> bool {
+    reason.starts_with("LATE")
+}
+
+/// A failure writing an output file (a run-time failure, exit 1; `Error::Io` is about the topology file).
+fn out_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Run(format!("cannot write {}: {e}", path.display()))
+}
+
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.partial"))
+}
+
+fn create_in(dir: &Path, name: &str, files: &mut Vec<(PathBuf, PathBuf)>) -> Result<BufWriter<File>> {
+    let tmp = temp_path(dir, name);
+    let w = File::create(&tmp)
+        .map(|f| BufWriter::with_capacity(1 << 16, f))
+        .map_err(|e| out_err(&tmp, e))?;
+    if !files.iter().any(|(t, _)| *t == tmp) {
+        files.push((tmp, dir.join(name)));
+    }
+    Ok(w)
 }
 
 fn line<T: Serialize>(w: &mut impl Write, path: &Path, v: &T) -> Result<()> {
     serde_json::to_writer(&mut *w, v).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
-    w.write_all(b"\n").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+    w.write_all(b"\n").map_err(|e| out_err(path, e))
 }
 
 /// RFC 3339 UTC, always with milliseconds (`2025-03-10T00:00:00.000Z`).
 fn ts(ms: i64) -> String {
     crate::sim::fmt_ts(ms)
+}
+
+/// Serialises an optional event time (ms) as RFC 3339, like every other time in the outputs.
+pub(crate) fn rfc3339_opt<S: serde::Serializer>(v: &Option<i64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(ms) => s.serialize_str(&ts(*ms)),
+        None => s.serialize_none(),
+    }
 }
 
 /// A compensation event in the output's timestamp format.
@@ -48,13 +148,29 @@ fn compensation_json(c: &CompensationEvent) -> serde_json::Value {
     v
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.finished {
+            for (tmp, _) in &self.files {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+    }
+}
+
 impl Writer {
     pub(crate) fn create(dir: &Path, topics: TopicNames) -> Result<Self> {
+        let mut files = Vec::new();
+        let metrics = create_in(dir, "metrics.jsonl", &mut files)?;
+        let ledger = create_in(dir, "ledger.jsonl", &mut files)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            dead: create(dir, "dead_letters.jsonl")?,
-            metrics: create(dir, "metrics.jsonl")?,
-            ledger: create(dir, "ledger.jsonl")?,
+            metrics,
+            ledger,
+            files,
+            finished: false,
+            dead: Letters::default(),
+            late: Letters::default(),
             compensations: Vec::new(),
             topics,
         })
@@ -63,11 +179,11 @@ impl Writer {
     /// Streams out campaign windows (final: they can no longer be corrected) and ledger rows, so the replay's
     /// memory holds only what can still change. Per-ad windows are not part of the output and are dropped.
     pub(crate) fn spill(&mut self, windows: Vec<WindowMetrics>, ledger: Vec<LedgerRow>) -> Result<()> {
-        let path = self.dir.join("metrics.jsonl");
+        let path = temp_path(&self.dir, "metrics.jsonl");
         for w in windows.iter().filter(|w| w.scope == MetricsScope::Campaign && w.metrics != Metrics::default()) {
             line(&mut self.metrics, &path, &metrics_json(&w.campaign_id, w.window_start, w.window_end, &w.metrics))?;
         }
-        let path = self.dir.join("ledger.jsonl");
+        let path = temp_path(&self.dir, "ledger.jsonl");
         for r in &ledger {
             line(&mut self.ledger, &path, &ledger_json(r))?;
         }
@@ -75,38 +191,29 @@ impl Writer {
     }
 
     /// An input line that failed validation.
-    pub(crate) fn invalid(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        line_no: u64,
-        why: Invalid,
-        raw: &[u8],
-        summary: &mut ReplaySummary,
-    ) -> Result<()> {
-        *summary.dead_letters.entry(topic.to_string()).or_default() += 1;
-        let path = self.dir.join("dead_letters.jsonl");
-        line(
-            &mut self.dead,
-            &path,
-            &json!({
-                "topic": topic, "partition": partition, "offset": line_no, "stage": "decode",
-                "reason": why.to_string(), "payload": String::from_utf8_lossy(raw),
-            }),
-        )
+    pub(crate) fn invalid(&mut self, topic: &str, partition: u32, line_no: u64, why: Invalid, raw: &[u8]) {
+        self.dead.add(topic, partition, line_no, "decode", &why.to_string(), &String::from_utf8_lossy(raw));
     }
 
-    /// A record an operator rejected (late records included).
-    pub(crate) fn dead_letter(&mut self, dl: &DeadLetter, _summary: &mut ReplaySummary) -> Result<()> {
-        let path = self.dir.join("dead_letters.jsonl");
-        line(
-            &mut self.dead,
-            &path,
-            &json!({
-                "topic": &*dl.source.topic, "partition": dl.source.partition, "offset": dl.source.offset,
-                "stage": dl.stage, "reason": dl.reason, "payload": dl.payload,
-            }),
-        )
+    /// A record an operator rejected. A `LATE_*` reason is a late record, not a dead letter.
+    pub(crate) fn dead_letter(&mut self, dl: &DeadLetter) {
+        let to = if is_late_reason(&dl.reason) { &mut self.late } else { &mut self.dead };
+        to.add(&dl.source.topic, dl.source.partition, dl.source.offset, &dl.stage, &dl.reason, &dl.payload);
+    }
+
+    /// A valid record that arrived too late to be applied.
+    pub(crate) fn late(&mut self, dl: &DeadLetter) {
+        self.late.add(&dl.source.topic, dl.source.partition, dl.source.offset, &dl.stage, &dl.reason, &dl.payload);
+    }
+
+    /// Dead letters per topic (each rejected source record once).
+    pub(crate) fn dead_per_topic(&self) -> BTreeMap<String, u64> {
+        self.dead.per_topic()
+    }
+
+    /// Late records per stage.
+    pub(crate) fn late_per_stage(&self) -> BTreeMap<String, u64> {
+        self.late.per_stage()
     }
 
     pub(crate) fn compensation(&mut self, ev: &CompensationEvent) -> Result<()> {
@@ -115,18 +222,38 @@ impl Writer {
     }
 
     /// Writes everything read from the stores, and the summary.
+    /// Renames the temporary files into place only once every one of them is complete.
     pub(crate) fn finish(mut self, cache: &dyn Cache, db: &dyn Database, summary: &ReplaySummary) -> Result<()> {
-        let dead_path = self.dir.join("dead_letters.jsonl");
-        self.dead.flush().map_err(|e| Error::Io { path: dead_path, source: e })?;
         let dir = self.dir.clone();
-        let write_all = |name: &str, rows: Vec<serde_json::Value>| -> Result<()> {
-            let path = dir.join(name);
-            let mut w = create(&dir, name)?;
+        let mut files = std::mem::take(&mut self.files);
+        let result = self.write_rest(cache, db, summary, &dir, &mut files);
+        self.files = files;
+        result?;
+        for (tmp, path) in &self.files {
+            std::fs::rename(tmp, path).map_err(|e| out_err(path, e))?;
+        }
+        self.finished = true;
+        Ok(())
+    }
+
+    fn write_rest(
+        &mut self,
+        cache: &dyn Cache,
+        db: &dyn Database,
+        summary: &ReplaySummary,
+        dir: &Path,
+        files: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> Result<()> {
+        let mut write_all = |name: &str, rows: Vec<serde_json::Value>| -> Result<()> {
+            let path = temp_path(dir, name);
+            let mut w = create_in(dir, name, files)?;
             for r in &rows {
                 line(&mut w, &path, r)?;
             }
-            w.flush().map_err(|e| Error::Io { path, source: e })
+            w.flush().and_then(|()| w.get_ref().sync_data()).map_err(|e| out_err(&path, e))
         };
+        write_all("dead_letters.jsonl", self.dead.rows())?;
+        write_all("late_events.jsonl", self.late.rows())?;
 
         // Rankings.
         let mut rankings = Vec::new();
@@ -146,11 +273,11 @@ impl Writer {
             let slot = windows.entry((w.campaign_id.clone(), w.window_start)).or_insert((w.window_end, Metrics::default()));
             slot.1 = slot.1.plus(w.metrics);
         }
-        let path = dir.join("metrics.jsonl");
+        let path = temp_path(dir, "metrics.jsonl");
         for ((c, start), (end, m)) in windows.into_iter().filter(|(_, (_, m))| *m != Metrics::default()) {
             line(&mut self.metrics, &path, &metrics_json(&c, start, end, &m))?;
         }
-        self.metrics.flush().map_err(|e| Error::Io { path, source: e })?;
+        self.metrics.flush().and_then(|()| self.metrics.get_ref().sync_data()).map_err(|e| out_err(&path, e))?;
 
         // Conversions (attributed).
         let mut conv = db.conversions()?;
@@ -177,11 +304,11 @@ impl Writer {
         write_all("compensations.jsonl", comps)?;
 
         // Ledger rows not spilled yet, then balances.
-        let path = dir.join("ledger.jsonl");
+        let path = temp_path(dir, "ledger.jsonl");
         for r in db.ledger()? {
             line(&mut self.ledger, &path, &ledger_json(&r))?;
         }
-        self.ledger.flush().map_err(|e| Error::Io { path, source: e })?;
+        self.ledger.flush().and_then(|()| self.ledger.get_ref().sync_data()).map_err(|e| out_err(&path, e))?;
         let mut adv = db.advertisers()?;
         adv.sort_by(|a, b| a.advertiser_id.cmp(&b.advertiser_id));
         write_all(
@@ -213,9 +340,10 @@ impl Writer {
             .collect();
         write_all("alerts.jsonl", alerts)?;
 
-        let path = self.dir.join("summary.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(summary).unwrap_or_default())
-            .map_err(|e| Error::Io { path, source: e })
+        let path = temp_path(dir, "summary.json");
+        let json = serde_json::to_vec_pretty(summary).map_err(|e| Error::Run(format!("summary.json: {e}")))?;
+        let mut w = create_in(dir, "summary.json", files)?;
+        w.write_all(&json).and_then(|()| w.flush()).map_err(|e| out_err(&path, e))
     }
 }
 

@@ -89,8 +89,11 @@ pub struct SimConfig {
     pub ad_events: u64,
     /// Simulated start (default 2025-03-10T00:00:00Z).
     pub start: Millis,
-    /// Simulated time the ad traffic spans (default 30 h: crosses a Seoul midnight).
-    pub span_ms: i64,
+    /// Mean simulated milliseconds between two ad-events: the pace of the simulated clock. The timeline
+    /// never depends on `ad_events`, so event *i* (its time and content) depends only on the seed, the
+    /// scale, the pace and *i*, and a run with more events continues one with fewer (see [`SimConfig::spanning`]
+    /// to fit a given number of events into a given span). Default: 30 h over 100 000 ad-events.
+    pub pace_ms: f64,
     /// Share of clicks followed by duplicate clicks.
     pub duplicate_rate: f64,
     /// Share of events that are malformed.
@@ -108,12 +111,24 @@ impl Default for SimConfig {
             scale: 1,
             ad_events: 200_000,
             start: 1_741_564_800_000, // 2025-03-10T00:00:00Z
-            span_ms: 30 * 3_600_000,
+            pace_ms: DEFAULT_PACE_MS,
             duplicate_rate: 0.04,
             malformed_rate: 0.001,
             late_rate: 0.002,
             max_disorder_ms: 2_000,
         }
+    }
+}
+
+/// Default pace: 100 000 ad-events span 30 simulated hours (crossing a Seoul midnight).
+pub const DEFAULT_PACE_MS: f64 = 30.0 * 3_600_000.0 / 100_000.0;
+
+impl SimConfig {
+    /// The pace at which `ad_events` ad-events span about `span_ms` of simulated time (for a one-off
+    /// generation of a fixed size, such as `rtb generate --hours`).
+    pub fn spanning(mut self, span_ms: i64) -> Self {
+        self.pace_ms = span_ms.max(1) as f64 / self.ad_events.max(1) as f64;
+        self
     }
 }
 
@@ -227,7 +242,8 @@ impl<P: PriceModel> Simulator<P> {
                 spend: 0,
             });
         }
-        let ms_per_ad_event = cfg.span_ms as f64 / cfg.ad_events.max(1) as f64;
+        // The pace is not derived from `ad_events`: a longer run is a continuation of a shorter one.
+        let ms_per_ad_event = if cfg.pace_ms.is_finite() && cfg.pace_ms > 0.0 { cfg.pace_ms } else { DEFAULT_PACE_MS };
         let start = cfg.start;
         let mut sim = Self {
             devices: 2_000 * scale as u64,
@@ -548,7 +564,7 @@ impl<P: PriceModel> Simulator<P> {
     }
 
     /// One auction at the current simulated time, then the clock moves on in proportion to the ad-events
-    /// it produced, so `ad_events` events span about `span_ms`.
+    /// it produced (`pace_ms` per ad-event on average).
     fn step(&mut self) {
         self.close_windows();
         self.campaign_changes();

@@ -11,7 +11,7 @@ impl PriceModel for ByBid {
 }
 
 fn small(seed: u64) -> SimConfig {
-    SimConfig { seed, ad_events: 20_000, span_ms: 6 * 3_600_000, ..SimConfig::default() }
+    SimConfig { seed, ad_events: 20_000, ..SimConfig::default() }.spanning(6 * 3_600_000)
 }
 
 #[test]
@@ -21,6 +21,20 @@ fn same_seed_same_events_other_seed_other_events() {
     let c: Vec<_> = Simulator::new(small(8), ByBid).collect();
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+#[test]
+fn a_larger_total_continues_a_smaller_one_event_for_event() {
+    // A restart with a larger --events must continue the first run, not re-time it: event i depends on
+    // the seed, the scale, the pace and i only.
+    let cfg = |n| SimConfig { seed: 3, ad_events: n, ..SimConfig::default() };
+    let short: Vec<_> = Simulator::new(cfg(2_000), ByBid).collect();
+    let long: Vec<_> = Simulator::new(cfg(6_000), ByBid).collect();
+    assert!(long.len() > short.len() + 3_000, "{} vs {}", long.len(), short.len());
+    assert_eq!(short[..], long[..short.len()], "the short run is a prefix of the long one");
+    let last_short = short.iter().map(|e| e.timestamp).max().expect("events");
+    let first_new = long[short.len()..].iter().map(|e| e.timestamp).min().expect("events");
+    assert!(first_new > last_short - 1_000_000, "the continuation is not far behind the first run");
 }
 
 #[test]
