@@ -86,7 +86,7 @@ fn dead_letters_land_in_the_dlq_topic_with_coordinates() {
     got.sort();
     bad.sort();
     assert_eq!(got, bad);
-    assert!(letters.iter().all(|d| d.stage == "decode" && d.reason.contains("UTF-8")));
+    assert!(letters.iter().all(|d| d.stage == "g" && d.reason.contains("UTF-8")));
     assert_eq!(report.groups["g"].dead_letters, bad.len() as u64);
     let good: u64 = (0..2)
         .map(|p| {

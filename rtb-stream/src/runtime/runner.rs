@@ -25,6 +25,11 @@ pub fn task_scope(state: &Arc<dyn StoreBackend>, group: &str, partition: u32) ->
     StateScope::new(Arc::clone(state), format!("{group}/{partition}").into_bytes())
 }
 
+/// The watermark task (`group`, `partition`) committed last (with its offsets), if it committed one.
+pub fn committed_watermark(state: &Arc<dyn StoreBackend>, group: &str, partition: u32) -> Result<Option<crate::time::Timestamp>> {
+    Ok(task_scope(state, group, partition).read_meta::<Option<crate::time::Timestamp>>(super::task::META_WATERMARK)?.flatten())
+}
+
 fn wall_clock() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,12 +18,10 @@ use crate::state::{OffsetMap, StateScope, WriteBatch};
 use crate::time::{Timestamp, WatermarkTracker};
 
 /// Runtime metadata names inside the task's scope.
-const META_WATERMARK: &str = "watermark";
+pub(crate) const META_WATERMARK: &str = "watermark";
 const META_ORIGINS: &str = "origins";
 /// Stream time (max event time seen) per watermark source: `(topic, partition, max_ts)`.
 const META_STREAM_TIME: &str = "stream-time";
-/// Stage name of dead letters produced by the decoder.
-pub(crate) const DECODE_STAGE: &str = "decode";
 
 /// Everything a task needs besides its operator and decoder.
 pub(crate) struct TaskSetup {
@@ -370,7 +368,16 @@ where
         let decoded = decoded.unwrap_or_else(|| self.decoder.decode(rec));
         let record = match decoded {
             Err(reason) => {
-                self.dead.push(letter(rec, DECODE_STAGE, reason));
+                if self.s.cfg.dead_letter_topic.is_none() {
+                    return Err(Error::Decode {
+                        topic: rec.topic.to_string(),
+                        partition: rec.partition,
+                        offset: rec.offset,
+                        reason: format!("{reason}; configure a dead_letter_topic to keep such records"),
+                    });
+                }
+                // The stage of a decode failure is the group: each consumer group that rejects a record says so.
+                self.dead.push(letter(rec, &self.s.group, reason));
                 return Ok(None);
             }
             Ok(record) => record,
@@ -539,21 +546,12 @@ where
         let reason =
             if more > 0 { format!("{} (and {more} more dead letters)", dl.reason) } else { dl.reason };
         let reason = format!("{reason}; configure a dead_letter_topic to keep such records");
-        if dl.stage == DECODE_STAGE {
-            Error::Decode {
-                topic: dl.source.topic.to_string(),
-                partition: dl.source.partition,
-                offset: dl.source.offset,
-                reason,
-            }
-        } else {
-            Error::Operator {
-                operator: dl.stage,
-                topic: dl.source.topic.to_string(),
-                partition: dl.source.partition,
-                offset: dl.source.offset,
-                reason,
-            }
+        Error::Operator {
+            operator: dl.stage,
+            topic: dl.source.topic.to_string(),
+            partition: dl.source.partition,
+            offset: dl.source.offset,
+            reason,
         }
     }
 

@@ -17,7 +17,7 @@ use rtb_ops::config::OpsConfig;
 use rtb_ops::sink::Advertiser as AdvertiserSpec;
 use rtb_ops::wire::{Clock, WireDecoder};
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
-use rtb_stream::runtime::{task_scope, Runtime};
+use rtb_stream::runtime::{committed_watermark, task_scope, Runtime};
 use rtb_stream::state::{SledBackend, StoreBackend};
 use rtb_stream::{DeadLetter, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -362,8 +362,6 @@ struct EndOfData {
     dead_scanned: u64,
 }
 
-/// Where the runtime commits a task's watermark in its state scope (see `rtb_stream::runtime::task`).
-const WATERMARK_META: &str = "watermark";
 
 impl EndOfData {
     /// Called when every input offset is committed: every dead letter of those records is in the log.
@@ -400,7 +398,7 @@ impl EndOfData {
                 }
                 let Some((max, end_offset, end_topic)) = max else { continue };
                 let target = max.saturating_sub(ooo);
-                let wm = task_scope(state, &stage.name, p).read_meta::<Option<Timestamp>>(WATERMARK_META)?.flatten();
+                let wm = committed_watermark(state, &stage.name, p)?;
                 if wm.is_none_or(|w| w < target) {
                     behind.push(Behind {
                         stage: stage.name.clone(),
