@@ -198,6 +198,7 @@ fn one_outlier_timestamp_is_set_aside_and_does_not_make_the_rest_late() {
         watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
         late_topic: Some("late".into()),
         dead_letter_topic: Some("dlq".into()),
+        max_ahead: Some(HOUR),
         ..batch_job("g", &["in"])
     };
     let seen = Arc::new(AtomicU64::new(0));
@@ -226,6 +227,7 @@ fn a_real_jump_in_time_is_not_an_outlier() {
         watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
         late_topic: Some("late".into()),
         dead_letter_topic: Some("dlq".into()),
+        max_ahead: Some(HOUR),
         ..batch_job("g", &["in"])
     };
     rt.spawn(cfg, decode_key, windows_factory(Arc::new(AtomicU64::new(0)))).expect("spawn");
@@ -283,4 +285,42 @@ fn a_group_committed_past_the_end_of_the_log_is_refused() {
         matches!(&err, rtb_stream::Error::LogBehindConsumer { committed: 10, end: 4, partition: 0, .. }),
         "{err}"
     );
+}
+
+/// Forwards every record to `merged`, without an origin (as an operator's own output is).
+struct Forward;
+
+impl Operator for Forward {
+    type Key = String;
+    type In = ();
+    type Out = Output;
+    fn process(&mut self, r: Record<String, ()>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+        ctx.emit(Output { topic: "merged".into(), record: ProduceRecord { partition: Some(0), ..keyed(&r.key, r.timestamp) } });
+        Ok(())
+    }
+}
+
+#[test]
+fn records_that_jobs_of_the_runtime_produce_are_not_judged_as_outliers() {
+    // A job of the runtime writes a topic whose records jump two hours ahead and back (an operator's output
+    // interleaves what several tasks produce). Its clocks are not a client's: nothing is set aside there.
+    let log = log_with(&[("raw", 1), ("merged", 1), ("out", 1), ("late", 1), ("dlq", 1)]);
+    let base = 1_735_689_600_000;
+    let mut recs: Vec<ProduceRecord> = (0..20).map(|i| keyed("a", base + i * 1_000)).collect();
+    recs.insert(10, keyed("a", base + 2 * HOUR));
+    log.append_batch("raw", recs).expect("append");
+    let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
+    let upstream = JobConfig { outputs: vec!["merged".into()], ..batch_job("forward", &["raw"]) };
+    rt.spawn(upstream, decode_key, |_, _| Ok(Forward)).expect("spawn");
+    let cfg = JobConfig {
+        watermark: WatermarkConfig { max_out_of_orderness: 3 * HOUR, idle_timeout: None },
+        late_topic: Some("late".into()),
+        dead_letter_topic: Some("dlq".into()),
+        max_ahead: Some(HOUR),
+        ..batch_job("g", &["merged"])
+    };
+    rt.spawn(cfg, decode_key, windows_factory(Arc::new(AtomicU64::new(0)))).expect("spawn");
+    let report = join_within(rt, 30).expect("join");
+    assert_eq!(report.groups["g"].dead_letters, 0, "an input produced inside the runtime is not judged");
+    assert_eq!(results(&log).values().sum::<u64>(), 21);
 }

@@ -194,6 +194,9 @@ impl Runtime {
         D: Decoder<K, V>,
         F: Fn(&TaskInfo, &StateScope) -> Result<O> + Send + Sync + 'static,
     {
+        if self.producers.sealed() {
+            return Err(Error::Config(format!("group `{}`: the runtime is sealed; no job can be added", cfg.group)));
+        }
         let partitions = self.validate(&cfg)?;
         let committer = self.committer();
         let metrics = Arc::new(GroupMetrics::default());
@@ -291,6 +294,12 @@ impl Runtime {
             )));
         }
         Ok(partitions)
+    }
+
+    /// Declares that every job of this runtime has been spawned (also done by [`Runtime::join`]): from now on
+    /// batch-mode inputs that jobs of this runtime produce to can end. Spawning after sealing is refused.
+    pub fn seal(&self) {
+        self.producers.seal();
     }
 
     /// Waits for every task. Returns the first task error (the others were stopped because of it and are

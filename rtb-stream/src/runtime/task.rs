@@ -385,7 +385,7 @@ where
         let slot = self.slot_of(input, rec, now);
         let ts = record.timestamp;
         let mut early = None;
-        if let Some(ahead) = self.s.cfg.max_ahead {
+        if let Some(ahead) = self.s.cfg.max_ahead.filter(|_| self.judges_clocks(input, rec)) {
             if self.is_ahead(ts, ahead, now) {
                 // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
                 // record of the same input decides: back near the old time means a spike, set aside.
@@ -431,6 +431,12 @@ where
             self.fire_watermark(wm, now)?;
         }
         Ok(early)
+    }
+
+    /// Whether a record's clock is judged for outliers: a record read from a topic that no job of the
+    /// runtime produces to (see [`JobConfig::max_ahead`]).
+    fn judges_clocks(&self, input: usize, rec: &LogRecord) -> bool {
+        rec.origin.is_none() && !self.s.producers.produced_here(&self.s.inputs[input])
     }
 
     /// Whether `ts` is more than `ahead` past the data seen so far (and, in a live run, past the wall clock).
