@@ -14,6 +14,8 @@
 //! - [`operator`] — the operator trait and a hand-driven harness.
 //! - [`log`] — an embedded partitioned log (in-memory or on disk) with Kafka's key partitioner.
 //! - [`runtime`] — runs operators over partitions, feeds watermarks, commits, shuts down cleanly.
+//! - [`registry`] — operator kinds, event schemas and sink backends registered by name, for declarative
+//!   topologies.
 //!
 //! ## Example
 //! ```
@@ -37,6 +39,7 @@ pub mod join;
 pub mod log;
 pub mod operator;
 pub mod record;
+pub mod registry;
 pub mod runtime;
 pub mod state;
 pub mod time;
