@@ -882,6 +882,31 @@ mod tests {
     }
 
     #[test]
+    fn repartition_keys_come_from_the_validated_event() {
+        let r = cpc_registry().unwrap();
+        let ads = r.schema(schemas::AD_EVENTS).unwrap();
+        let rec = |payload: &str| LogRecord {
+            topic: Arc::from("clicks"),
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: None,
+            payload: Arc::from(payload.as_bytes()),
+            origin: None,
+        };
+        let click = rec(r#"{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"device_12345","ad_id":"ad_001","campaign_id":"campaign_100","advertiser_id":"advertiser_50","placement":"HOME","category":"c","bid_price":1500,"actual_price":1200}"#);
+        let by = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(ads.key(&click, &by(&["campaign_id"])), Ok("campaign_100".to_string()));
+        assert_eq!(ads.key(&click, &by(&["placement", "category"])), Ok("HOME:c".to_string()));
+        assert_eq!(
+            ads.key(&click, &by(&["product_id"])),
+            Err("missing field `product_id`".to_string()),
+            "an absent optional field cannot be a key"
+        );
+        assert!(ads.key(&rec("{"), &by(&["campaign_id"])).is_err(), "an invalid event is a dead letter");
+    }
+
+    #[test]
     fn ops_config_takes_each_part_from_its_kind_and_topics_from_the_plan() {
         let peers = vec![
             PeerStage { operator: "r".into(), kind: kinds::RANKING.into(), settings: json!({"prior_strength": 7, "reserve_price": 50}) },

@@ -268,12 +268,22 @@ pub fn typed_settings<T: DeserializeOwned>(settings: &Value) -> std::result::Res
     serde_json::from_value(value.clone()).map_err(|e| {
         let message = e.to_string();
         // serde names unknown and missing fields in backticks; point at a written field it names.
-        let field = message
+        let named = message
             .split('`')
             .skip(1)
             .step_by(2)
             .find(|name| value.get(name).is_some() || message.starts_with("unknown field"))
             .map(str::to_owned);
+        // A wrong type or value is not named by serde: find the written field that fails on its own.
+        let field = named.or_else(|| {
+            value.as_object()?.iter().find_map(|(name, v)| {
+                let alone = Value::Object(std::iter::once((name.clone(), v.clone())).collect());
+                match serde_json::from_value::<T>(alone) {
+                    Err(e) if !e.to_string().starts_with("missing field") => Some(name.clone()),
+                    _ => None,
+                }
+            })
+        });
         SettingsError { field, reason: message }
     })
 }
@@ -589,8 +599,9 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("sise"), "{e}");
         let e = k.resolve_settings(&serde_json::json!({"count": 0})).unwrap_err();
         assert_eq!(e, SettingsError::field("count", "must be at least 1"));
-        let e = k.resolve_settings(&serde_json::json!({"size": "5 weeks"})).unwrap_err();
+        let e = k.resolve_settings(&serde_json::json!({"count": 2, "size": "5 weeks"})).unwrap_err();
         assert!(e.reason.contains("invalid duration"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("size"), "the field whose value is wrong");
     }
 
     #[test]

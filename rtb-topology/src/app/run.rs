@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rtb_ops::config::OpsConfig;
 use rtb_ops::sink::Advertiser as AdvertiserSpec;
-use rtb_ops::wire::{Clock, WireDecoder};
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
 use rtb_stream::runtime::{task_scope, Runtime};
 use rtb_stream::state::{SledBackend, StoreBackend};
@@ -95,10 +94,8 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
             .map_err(|e| Error::Run(format!("database: {e}")))?;
     }
 
-    let ops = ops_config(plan);
-    let wire = WireDecoder::new(ops.validation, Clock::System);
     let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
-    wiring::spawn_all(&mut rt, plan, &sinks, &ops, &wire, false)?;
+    wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
     let token = rt.shutdown_token();
     let metrics = rt.metrics();
 
@@ -186,34 +183,17 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     Ok(RunOutcome { report, complete: all_produced && !interrupted })
 }
 
-/// Operator configuration from the plan's per-stage settings.
-pub fn ops_config(plan: &ExecutionPlan) -> OpsConfig {
-    let mut ops = OpsConfig::default();
-    for s in &plan.stages {
-        match s.kind {
-            crate::OperatorKind::Performance => {
-                if let Some(w) = s.settings.window {
-                    ops.performance.window_ms = w.as_ms();
-                }
-                ops.performance.grace_ms = s.settings.grace.as_ms();
-                if let crate::LatePolicy::Correct { max_lateness } = s.settings.late_policy {
-                    ops.performance.max_lateness_ms = max_lateness.as_ms();
-                }
-            }
-            crate::OperatorKind::DuplicateDetection => {
-                if let Some(w) = s.settings.window {
-                    ops.dedup.window_ms = w.as_ms();
-                }
-            }
-            crate::OperatorKind::ConversionMatching => {
-                if let Some(w) = s.settings.window {
-                    ops.conversion.attribution_window_ms = w.as_ms();
-                }
-            }
-            _ => {}
-        }
-    }
-    ops
+/// The operators' configuration as the plan sets it (each kind's settings, the plan's topic names), for
+/// the paths that drive the CPC operators by hand (`rtb replay`).
+pub fn ops_config(plan: &ExecutionPlan) -> Result<OpsConfig> {
+    let topics: Vec<(String, String)> = plan
+        .topics
+        .iter()
+        .filter(|t| !t.internal)
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    rtb_ops::registry::ops_config(&plan.peers(), &topics)
+        .map_err(|e| Error::Run(format!("operator settings: {e}")))
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
@@ -248,7 +228,7 @@ pub fn total_lag(plan: &ExecutionPlan, log: &EmbeddedLog, state: &Arc<dyn StoreB
     let mut lag = 0u64;
     for stage in &plan.stages {
         for p in 0..stage.partitions {
-            let committed = task_scope(state, &stage.name, p).read_offsets()?;
+            let committed = task_scope(state, stage.runtime_group(), p).read_offsets()?;
             for topic in &stage.inputs {
                 let end = log.end_offset(topic, p)?;
                 let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);
