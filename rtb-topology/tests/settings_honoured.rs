@@ -377,6 +377,20 @@ fn late_policy_correct_updates_the_window_side_output_sends_it_out() {
 }
 
 #[test]
+fn grace_keeps_a_window_open_for_late_events() {
+    // With 30 minutes of grace the window [10:00, 10:05) is not written yet when the watermark is at
+    // 10:19:55: the 10:01 impression is on time, even with the side-output policy.
+    let text = edit(
+        &cpc_small(),
+        "grace = \"1m\", late_policy = \"correct\", max_lateness = \"24h\"",
+        "grace = \"30m\", late_policy = \"side-output\"",
+    );
+    let (_d, e) = run(&text, &late_passes());
+    assert_eq!(first_window_impressions(&e), 2);
+    assert_eq!(e.late_records(), 0);
+}
+
+#[test]
 fn max_lateness_bounds_corrections() {
     // 10 minutes of correction: the late impression (the window completed at 10:06, the watermark is at
     // 10:19:55 when it arrives) is past it.
@@ -457,6 +471,16 @@ fn reserve_and_increment_set_the_prices() {
     let text = edit(&cpc_small(), "reserve_price = 100, increment = 10", "reserve_price = 300, increment = 50");
     let (_d2, changed) = run(&text, &[two_campaigns()]);
     assert_eq!(cpcs(&changed), [("c1".to_owned(), 950), ("c2".to_owned(), 300)]);
+}
+
+#[test]
+fn default_prior_ctr_is_m_without_impressions() {
+    let pctrs = |e: &Engine| -> Vec<f64> { e.ranking().iter().map(|r| r.pctr).collect() };
+    let (_d1, shipped) = run(&cpc_small(), &[two_campaigns()]);
+    assert_eq!(pctrs(&shipped), [0.01, 0.01]);
+    let text = edit(&cpc_small(), "default_prior_ctr = 0.01", "default_prior_ctr = 0.02");
+    let (_d2, changed) = run(&text, &[two_campaigns()]);
+    assert_eq!(pctrs(&changed), [0.02, 0.02]);
 }
 
 #[test]
