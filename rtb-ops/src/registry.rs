@@ -779,7 +779,7 @@ impl OperatorKind for BudgetMonitorKind {
         if s.pause_at_pct == 0 {
             return Err(SettingsError::field("pause_at_pct", "must be positive"));
         }
-        if s.alert_thresholds_pct.iter().any(|t| *t == 0) {
+        if s.alert_thresholds_pct.contains(&0) {
             return Err(SettingsError::field("alert_thresholds_pct", "thresholds must be positive"));
         }
         crate::calendar::parse_time_zone(&s.default_time_zone)

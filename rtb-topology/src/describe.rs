@@ -118,7 +118,9 @@ impl ExecutionPlan {
         let _ = writeln!(
             s,
             "  {n}. {} [group {}, {role}{key}, {} tasks]",
-            st.name, st.group, st.partitions
+            st.name,
+            st.runtime_group(),
+            st.partitions
         );
         if let Some(rp) = &st.repartition {
             let from = self.topic(&rp.source).map_or(0, |t| t.partitions);

@@ -187,12 +187,12 @@ pub enum Error {
     WrongInputs {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: String,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What the kind takes.
-        expected: String,
+        expected: Box<str>,
         /// What was declared.
-        found: String,
+        found: Box<str>,
         /// Where the inputs were written.
         at: Option<Location>,
     },
@@ -204,12 +204,12 @@ pub enum Error {
     WrongOutputs {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: String,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What the kind produces.
-        expected: String,
+        expected: Box<str>,
         /// What was declared.
-        found: String,
+        found: Box<str>,
         /// Where the outputs were written.
         at: Option<Location>,
     },
@@ -221,12 +221,12 @@ pub enum Error {
     WrongKey {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: String,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// The key as declared (`none` when absent).
-        key: String,
+        key: Box<str>,
         /// What the kind accepts.
-        expected: String,
+        expected: Box<str>,
         /// Where the key was written.
         at: Option<Location>,
     },
@@ -248,12 +248,12 @@ pub enum Error {
     WrongSinks {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: String,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What the kind writes.
-        expected: String,
+        expected: Box<str>,
         /// What was declared.
-        found: String,
+        found: Box<str>,
         /// Where the sinks were written.
         at: Option<Location>,
     },
@@ -275,11 +275,11 @@ pub enum Error {
         /// The sink.
         sink: String,
         /// The backend.
-        backend: String,
-        /// The sink's kind.
-        kind: String,
+        backend: Box<str>,
+        /// The sink's kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// Backends registered for that kind.
-        available: String,
+        available: Box<str>,
         /// Where the backend was written.
         at: Option<Location>,
     },
@@ -288,8 +288,8 @@ pub enum Error {
     InvalidSink {
         /// The sink.
         sink: String,
-        /// Its kind.
-        kind: String,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What is wrong.
         reason: String,
         /// Where it was written.

@@ -174,7 +174,7 @@ fn redis_cache_is_not_available_in_this_build() {
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::BackendUnavailable { sink, backend, .. } if sink == "cache" && backend == "redis"),
+        matches!(&err, Error::BackendUnavailable { sink, backend, .. } if sink == "cache" && &**backend == "redis"),
         "{err:?}"
     );
     check(
@@ -192,7 +192,7 @@ fn postgres_database_is_not_available_in_this_build() {
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::BackendUnavailable { backend, .. } if backend == "postgres"),
+        matches!(&err, Error::BackendUnavailable { backend, .. } if &**backend == "postgres"),
         "{err:?}"
     );
     check(
@@ -212,7 +212,7 @@ fn redis_cannot_serve_a_database() {
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::BackendUnavailable { sink, kind, .. } if sink == "database" && kind == "database"),
+        matches!(&err, Error::BackendUnavailable { sink, kind, .. } if sink == "database" && &**kind == "database"),
         "{err:?}"
     );
     check(
@@ -440,7 +440,7 @@ fn conversion_matching_inputs_in_the_wrong_order_are_wrong_inputs() {
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongInputs { operator, expected, .. } if operator == "conversion-matching" && expected == "[conversion-events, ad-events]"),
+        matches!(&err, Error::WrongInputs { operator, expected, .. } if operator == "conversion-matching" && &**expected == "[conversion-events, ad-events]"),
         "{err:?}"
     );
     check(
@@ -476,7 +476,7 @@ fn duplicate_detection_without_output_has_wrong_outputs() {
     let text = cpc_with("outputs = [\"compensation-events\"]\n", "");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongOutputs { operator, found, .. } if operator == "duplicate-detection" && found == "none"),
+        matches!(&err, Error::WrongOutputs { operator, found, .. } if operator == "duplicate-detection" && &**found == "none"),
         "{err:?}"
     );
     // No `outputs` line any more: the error points at the operator.
@@ -551,7 +551,7 @@ fn performance_keyed_by_device_has_wrong_key() {
     let text = cpc_with("key = \"campaign_id\"", "key = \"device_id\"");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "performance" && key == "device_id"),
+        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "performance" && &**key == "device_id"),
         "{err:?}"
     );
     check(
@@ -566,7 +566,7 @@ fn statement_without_key_has_wrong_key() {
     let text = cpc_with("key = [\"placement\", \"category\"]\nsinks", "sinks");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "ranking" && key == "none"),
+        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "ranking" && &**key == "none"),
         "{err:?}"
     );
     check(

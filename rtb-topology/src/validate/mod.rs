@@ -286,9 +286,9 @@ impl Checker<'_> {
                 }
                 return Err(Error::BackendUnavailable {
                     sink: sink.name.clone(),
-                    backend: sink.backend.clone(),
-                    kind: sink.kind.clone(),
-                    available: list(&self.registry.backend_names(&sink.kind)),
+                    backend: sink.backend.as_str().into(),
+                    kind: sink.kind.as_str().into(),
+                    available: list(&self.registry.backend_names(&sink.kind)).into(),
                     at: at("backend"),
                 });
             };
@@ -306,7 +306,7 @@ impl Checker<'_> {
                 };
                 return Err(Error::InvalidSink {
                     sink: sink.name.clone(),
-                    kind: sink.kind.clone(),
+                    kind: sink.kind.as_str().into(),
                     reason: e.reason,
                     at: at(field),
                 });
@@ -431,21 +431,21 @@ impl Checker<'_> {
         if input_schemas != rules.inputs {
             return Err(Error::WrongInputs {
                 operator: id(),
-                kind,
-                expected: schemas(&rules.inputs),
-                found: topics_with_schemas(&op.inputs, topics),
+                kind: kind.as_str().into(),
+                expected: schemas(&rules.inputs).into(),
+                found: topics_with_schemas(&op.inputs, topics).into(),
                 at: field("inputs"),
             });
         }
         if output_schemas != rules.outputs {
             return Err(Error::WrongOutputs {
                 operator: id(),
-                kind,
-                expected: schemas(&rules.outputs),
+                kind: kind.as_str().into(),
+                expected: schemas(&rules.outputs).into(),
                 found: if op.outputs.is_empty() {
-                    "none".to_owned()
+                    "none".into()
                 } else {
-                    topics_with_schemas(&op.outputs, topics)
+                    topics_with_schemas(&op.outputs, topics).into()
                 },
                 at: field("outputs"),
             });
@@ -463,12 +463,12 @@ impl Checker<'_> {
                 .collect();
             return Err(Error::WrongSinks {
                 operator: id(),
-                kind,
-                expected: sink_kinds(&rules.sinks),
+                kind: kind.as_str().into(),
+                expected: sink_kinds(&rules.sinks).into(),
                 found: if found.is_empty() {
-                    "none".to_owned()
+                    "none".into()
                 } else {
-                    list(&found)
+                    list(&found).into()
                 },
                 at: field("sinks"),
             });
@@ -506,9 +506,9 @@ impl Checker<'_> {
         let allowed = &rules.key_fields;
         let wrong = |key: String, expected: String| Error::WrongKey {
             operator: op.id.clone(),
-            kind: op.kind.clone(),
-            key,
-            expected,
+            kind: op.kind.as_str().into(),
+            key: key.into(),
+            expected: expected.into(),
             at: field("key"),
         };
         match &op.key {
