@@ -478,3 +478,23 @@ fn builder_errors_name_the_item_without_a_location() {
         "unknown topic `ad-evnts` (input of operator `balance`)"
     );
 }
+
+#[test]
+fn repartition_group_clashing_with_a_declared_group_is_rejected() {
+    // The performance repartition stage runs as group `performance-aggregator-ad-events-repartition`:
+    // a declared operator with that group would share its offsets and state.
+    let text = cpc_with(
+        "group = \"balance-processor\"",
+        "group = \"performance-aggregator-ad-events-repartition\"",
+    );
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::InvalidRepartition { operator, input, .. } if operator == "performance" && input == "ad-events"),
+        "{err:?}"
+    );
+    check(
+        &err,
+        line_of(&text, "repartition = [{ input = \"ad-events\""),
+        &["`performance`", "is also a consumer group"],
+    );
+}

@@ -104,15 +104,23 @@ pub(crate) fn analyze<'a>(
     for (i, op) in t.operators.iter().enumerate() {
         out.push(c.operator(i, op, &topics, &sinks, &mut ids, &mut groups)?);
     }
-    // A repartition stage is named after its internal topic; it must not clash with an operator's stage.
+    // A repartition stage is named after its internal topic, which is also its runtime group: it must
+    // not clash with an operator's stage or with a declared group (they would share offsets and state).
     for (i, a) in out.iter().enumerate() {
         for (r, rp) in a.repartitions.iter().enumerate() {
-            if ids.contains_key(rp.topic.as_str()) {
+            let clash = if ids.contains_key(rp.topic.as_str()) {
+                Some("an operator id")
+            } else if groups.contains_key(rp.topic.as_str()) {
+                Some("a consumer group")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
                 return Err(Error::InvalidRepartition {
                     operator: a.op.id.clone(),
                     input: rp.source.clone(),
                     reason: format!(
-                        "its internal topic name `{}` is also an operator id",
+                        "its internal topic name `{}` (also its stage's group) is also {what}",
                         rp.topic
                     ),
                     at: c.at(&[
