@@ -14,6 +14,8 @@
 //!   detection, balance, budget and compensation workers.
 //! - [`calendar`] — budget days in an advertiser's time zone.
 //! - [`config`] — typed configuration with defaults.
+//! - [`registry`] — the CPC schemas, seven operator kinds (typed settings) and embedded sink backends,
+//!   registered by name in an `rtb_stream::registry::Registry`.
 //!
 //! ## Example
 //! The spec's duplicate-click example: three clicks of one device on one ad within seconds, 1 200 KRW
@@ -48,6 +50,7 @@ pub mod config;
 pub mod error;
 pub mod ops;
 pub mod ranking;
+pub mod registry;
 pub mod schema;
 pub mod sink;
 pub mod wire;

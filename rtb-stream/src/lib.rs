@@ -16,6 +16,8 @@
 //! - [`io`] — the traits the runtime reads and appends through (`LogIo`, `PartitionReader`, `Producer`);
 //!   the embedded log implements them, a Kafka client can too.
 //! - [`runtime`] — runs operators over partitions, feeds watermarks, commits, shuts down cleanly.
+//! - [`registry`] — operator kinds, event schemas and sink backends registered by name, for declarative
+//!   topologies.
 //!
 //! ## Example
 //! ```
@@ -40,6 +42,7 @@ pub mod join;
 pub mod log;
 pub mod operator;
 pub mod record;
+pub mod registry;
 pub mod runtime;
 pub mod state;
 pub mod time;

@@ -12,16 +12,16 @@ pub const CPC_TOPOLOGY_TOML: &str = include_str!("../../topologies/cpc.toml");
 /// Builds a [`Topology`] in code. Items keep the order they are added in, as in a file.
 ///
 /// ```
-/// use rtb_topology::{EventSchema, OperatorKind, OperatorSpec, SinkKind, SinkSpec, TopicSpec, Topology, Millis};
+/// use rtb_topology::{OperatorSpec, SinkSpec, TopicSpec, Topology, Millis};
 ///
 /// let topology = Topology::builder()
-///     .topic(TopicSpec::new("ad-events", EventSchema::AdEvents, 8)
+///     .topic(TopicSpec::new("ad-events", "ad-events", 8)
 ///         .retention(Millis::days(7))
 ///         .key("device_id"))
-///     .operator(OperatorSpec::new("balance", OperatorKind::Balance, "balance-processor")
+///     .operator(OperatorSpec::new("balance", "balance", "balance-processor")
 ///         .input("ad-events")
 ///         .sink("database"))
-///     .sink(SinkSpec::new("database", SinkKind::Database))
+///     .sink(SinkSpec::new("database", "database"))
 ///     .build()?;
 /// assert_eq!(topology.plan()?.stages.len(), 1);
 /// # Ok::<(), rtb_topology::Error>(())
@@ -74,9 +74,14 @@ impl TopologyBuilder {
         self.topology.runtime.commit_interval = interval;
         self
     }
-    /// Validates and returns the topology.
+    /// Validates (against the built-in registry) and returns the topology.
     pub fn build(self) -> Result<Topology> {
         self.topology.validate()?;
+        Ok(self.topology)
+    }
+    /// Validates against `registry` and returns the topology.
+    pub fn build_with(self, registry: &crate::Registry) -> Result<Topology> {
+        self.topology.validate_with_registry(registry)?;
         Ok(self.topology)
     }
     /// Returns the topology without validating it (validate it before running it).

@@ -290,7 +290,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
         input: args.input.clone(),
         output: args.output.clone(),
         max_out_of_orderness_ms: args.max_out_of_orderness_ms,
-        ops: crate::app::run::ops_config(&plan),
+        ops: crate::app::run::ops_config(&plan)?,
         ad_partitions: plan.topic("ad-events").map_or(8, |t| t.partitions),
     };
     let s = crate::replay::replay(&opts)?;

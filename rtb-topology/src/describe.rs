@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::kind::LatePolicy;
-use crate::model::{Backend, OperatorKind};
 use crate::plan::{ExecutionPlan, Stage};
 
 /// Output format of `describe`.
@@ -97,13 +95,11 @@ impl ExecutionPlan {
             .sinks
             .iter()
             .map(|k| {
-                let place = match k.backend {
-                    Backend::Embedded => {
-                        format!("embedded ({})", k.embedded_dir(&rt.data_dir).display())
-                    }
-                    other => format!("{} {}", other.name(), k.url.as_deref().unwrap_or("")),
+                let place = match &k.url {
+                    Some(url) => format!("{} {url}", k.backend),
+                    None => format!("{} ({})", k.backend, k.embedded_dir(&rt.data_dir).display()),
                 };
-                [k.name.clone(), k.kind.name().to_owned(), place]
+                [k.name.clone(), k.kind.clone(), place]
             })
             .collect();
         table(&mut s, ["SINK", "KIND", "BACKEND"], &rows);
@@ -111,10 +107,9 @@ impl ExecutionPlan {
     }
 
     fn describe_stage(&self, s: &mut String, n: usize, st: &Stage) {
-        let role = match st.kind {
-            OperatorKind::Repartition => "internal repartition".to_owned(),
-            k if k.is_statement() => format!("statement {k}"),
-            k => format!("worker {k}"),
+        let role = match &st.repartition {
+            Some(_) => "internal repartition".to_owned(),
+            None => format!("{} {}", st.rules.role, st.kind),
         };
         let key = st
             .key
@@ -123,7 +118,9 @@ impl ExecutionPlan {
         let _ = writeln!(
             s,
             "  {n}. {} [group {}, {role}{key}, {} tasks]",
-            st.name, st.group, st.partitions
+            st.name,
+            st.runtime_group(),
+            st.partitions
         );
         if let Some(rp) = &st.repartition {
             let from = self.topic(&rp.source).map_or(0, |t| t.partitions);
@@ -148,28 +145,27 @@ impl ExecutionPlan {
             st.inputs.join(" + "),
             st.name
         );
-        let set = &st.settings;
-        let mut parts = Vec::new();
-        if let Some(w) = set.window {
-            parts.push(format!("window {w}"));
-            parts.push(format!("grace {}", set.grace));
-            parts.push(match set.late_policy {
-                LatePolicy::Drop => "late: drop (counted)".to_owned(),
-                LatePolicy::SideOutput => "late: side output".to_owned(),
-                LatePolicy::Correct { max_lateness } => format!("late: correct for {max_lateness}"),
-            });
+        if let Some(settings) = st.kind_settings.as_object().filter(|m| !m.is_empty()) {
+            let parts: Vec<String> = settings
+                .iter()
+                .map(|(name, value)| match value {
+                    serde_json::Value::String(text) => format!("{name} {text}"),
+                    other => format!("{name} {other}"),
+                })
+                .collect();
+            let _ = writeln!(s, "       settings: {}", parts.join(", "));
         }
-        parts.push(format!(
-            "watermark −{}, idle after {}",
+        let set = &st.settings;
+        let _ = writeln!(
+            s,
+            "       watermark −{}, idle after {}",
             set.max_out_of_orderness, set.idle_timeout
-        ));
-        let _ = writeln!(s, "       {}", parts.join(", "));
+        );
     }
 
     /// The plan as a Mermaid `flowchart LR`: the API server feeds the external topics; topics feed the
-    /// statements and workers (through repartition stages where declared); they write the cache and the
-    /// database, and produce to topics (duplicate detection → compensation events, budget monitor →
-    /// campaign events).
+    /// operators, grouped by their kind's role (CPC: statements and workers), through repartition stages
+    /// where declared; they write their sinks and produce to topics.
     pub fn mermaid(&self) -> String {
         let mut ids = Ids::default();
         let mut s = String::from("flowchart LR\n");
@@ -190,14 +186,30 @@ impl ExecutionPlan {
         }
         s.push_str("    end\n");
 
-        for (title, sub, pick) in [
-            ("Statements", "statements", true),
-            ("Workers", "workers", false),
-        ] {
-            let _ = writeln!(s, "    subgraph {sub} [{title}]");
+        // One subgraph per role (`statement`, `worker` ...); a repartition stage sits with its consumer.
+        let role_of = |st: &Stage| -> String {
+            self.stage(&st.operator).map_or_else(|| st.rules.role.clone(), |o| o.rules.role.clone())
+        };
+        let mut roles: Vec<String> = Vec::new();
+        for st in &self.stages {
+            let role = role_of(st);
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        for role in &roles {
+            let sub: String = role
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let mut title: Vec<char> = role.chars().collect();
+            if let Some(first) = title.first_mut() {
+                *first = first.to_ascii_uppercase();
+            }
+            let title: String = title.into_iter().collect();
+            let _ = writeln!(s, "    subgraph {sub}s [{title}s]");
             for st in &self.stages {
-                let owner = self.stage(&st.operator).map_or(st.kind, |o| o.kind);
-                if owner.is_statement() != pick {
+                if role_of(st) != *role {
                     continue;
                 }
                 let id = ids.node("s", &st.name);
@@ -228,16 +240,13 @@ impl ExecutionPlan {
                 s,
                 "        {id}[(\"{}<br/>{} · {}\")]",
                 k.name,
-                k.kind.name(),
-                k.backend.name()
+                k.kind,
+                k.backend
             );
         }
         s.push_str("    end\n");
 
-        for t in self
-            .topics
-            .iter()
-            .filter(|t| !t.internal && t.schema.is_external())
+        for t in self.topics.iter().filter(|t| !t.internal && t.external)
         {
             let _ = writeln!(s, "    api --> {}", ids.get("t", &t.name));
         }
@@ -252,7 +261,7 @@ impl ExecutionPlan {
             for sink in &st.sinks {
                 let _ = writeln!(s, "    {me} --> {}", ids.get("k", sink));
             }
-            for (kind, what) in st.kind.reads() {
+            for (kind, what) in &st.rules.reads {
                 let read = st
                     .sinks
                     .iter()

@@ -4,7 +4,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model::{OperatorKind, SinkKind};
 
 /// Where in a topology file something was written.
 ///
@@ -66,7 +65,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The topology file is not valid TOML or does not fit the topology format (unknown field, wrong type,
-    /// unknown operator kind ...).
+    /// malformed duration ...).
     #[error("invalid topology file{}: {message}", At(at))]
     Parse {
         /// The parser's message.
@@ -144,6 +143,42 @@ pub enum Error {
         /// Where the kind was written.
         at: Option<Location>,
     },
+    /// An operator names a kind that is not registered.
+    #[error("operator `{operator}`: unknown kind `{kind}` (registered: {known}){}", At(at))]
+    UnknownKind {
+        /// The operator.
+        operator: String,
+        /// The kind as written.
+        kind: String,
+        /// The registered kinds.
+        known: String,
+        /// Where the kind was written.
+        at: Option<Location>,
+    },
+    /// A topic names a schema that is not registered.
+    #[error("topic `{topic}`: unknown schema `{schema}` (registered: {known}){}", At(at))]
+    UnknownSchema {
+        /// The topic.
+        topic: String,
+        /// The schema as written.
+        schema: String,
+        /// The registered schemas.
+        known: String,
+        /// Where the schema was written.
+        at: Option<Location>,
+    },
+    /// A sink names a kind no backend is registered for.
+    #[error("sink `{sink}`: unknown sink kind `{kind}` (registered: {known}){}", At(at))]
+    UnknownSinkKind {
+        /// The sink.
+        sink: String,
+        /// The kind as written.
+        kind: String,
+        /// The registered sink kinds.
+        known: String,
+        /// Where the kind was written.
+        at: Option<Location>,
+    },
     /// An operator's inputs do not fit its kind (count or event schema).
     #[error(
         "operator `{operator}` (kind {kind}) expects inputs {expected}, found {found}{}",
@@ -152,12 +187,12 @@ pub enum Error {
     WrongInputs {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: OperatorKind,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What the kind takes.
-        expected: String,
+        expected: Box<str>,
         /// What was declared.
-        found: String,
+        found: Box<str>,
         /// Where the inputs were written.
         at: Option<Location>,
     },
@@ -169,12 +204,12 @@ pub enum Error {
     WrongOutputs {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: OperatorKind,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What the kind produces.
-        expected: String,
+        expected: Box<str>,
         /// What was declared.
-        found: String,
+        found: Box<str>,
         /// Where the outputs were written.
         at: Option<Location>,
     },
@@ -186,12 +221,12 @@ pub enum Error {
     WrongKey {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: OperatorKind,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// The key as declared (`none` when absent).
-        key: String,
+        key: Box<str>,
         /// What the kind accepts.
-        expected: String,
+        expected: Box<str>,
         /// Where the key was written.
         at: Option<Location>,
     },
@@ -213,12 +248,12 @@ pub enum Error {
     WrongSinks {
         /// The operator.
         operator: String,
-        /// Its kind.
-        kind: OperatorKind,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What the kind writes.
-        expected: String,
+        expected: Box<str>,
         /// What was declared.
-        found: String,
+        found: Box<str>,
         /// Where the sinks were written.
         at: Option<Location>,
     },
@@ -230,27 +265,31 @@ pub enum Error {
         /// Where the second declaration is.
         at: Option<Location>,
     },
-    /// A sink names a backend that is a valid name but not built into this binary.
+    /// A sink names a backend that is not registered for its kind (not built into this binary, or unable
+    /// to serve that kind).
     #[error(
-        "sink `{sink}`: backend `{backend}` is not available in this build (use `embedded`){}",
+        "sink `{sink}`: backend `{backend}` is not available for sink kind `{kind}` in this build (available: {available}){}",
         At(at)
     )]
     BackendUnavailable {
         /// The sink.
         sink: String,
         /// The backend.
-        backend: String,
+        backend: Box<str>,
+        /// The sink's kind (boxed: keeps the error small).
+        kind: Box<str>,
+        /// Backends registered for that kind.
+        available: Box<str>,
         /// Where the backend was written.
         at: Option<Location>,
     },
-    /// A sink's backend cannot serve its kind (Redis as a database, PostgreSQL as a cache), or its settings
-    /// do not fit the backend.
-    #[error("sink `{sink}` (kind {}): {reason}{}", kind.name(), At(at))]
+    /// A sink's options do not fit its backend (a `url` for a backend that takes a `path` ...).
+    #[error("sink `{sink}` (kind {kind}): {reason}{}", At(at))]
     InvalidSink {
         /// The sink.
         sink: String,
-        /// Its kind.
-        kind: SinkKind,
+        /// Its kind (boxed: keeps the error small).
+        kind: Box<str>,
         /// What is wrong.
         reason: String,
         /// Where it was written.
@@ -281,13 +320,13 @@ pub enum Error {
         /// Where it was written.
         at: Option<Location>,
     },
-    /// An operator setting is out of range or does not apply to the operator's kind.
-    #[error("operator `{operator}`: setting `{setting}` {reason}{}", At(at))]
+    /// An operator setting is unknown to the operator's kind, of the wrong type, or out of range.
+    #[error("operator `{operator}`: setting `{setting}`: {reason}{}", At(at))]
     InvalidSetting {
         /// The operator.
         operator: String,
-        /// The setting.
-        setting: &'static str,
+        /// The setting (`settings` when the error is about the table as a whole).
+        setting: String,
         /// What is wrong.
         reason: String,
         /// Where it was written.
@@ -344,6 +383,9 @@ impl Error {
             | Error::DuplicateOperatorId { at, .. }
             | Error::DuplicateGroup { at, .. }
             | Error::InternalKind { at, .. }
+            | Error::UnknownKind { at, .. }
+            | Error::UnknownSchema { at, .. }
+            | Error::UnknownSinkKind { at, .. }
             | Error::WrongInputs { at, .. }
             | Error::WrongOutputs { at, .. }
             | Error::WrongKey { at, .. }

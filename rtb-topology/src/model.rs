@@ -1,8 +1,10 @@
 //! The typed topology model: topics, operators (with their consumer groups), sinks and runtime settings.
 //!
 //! The TOML file format is this model deserialised with `deny_unknown_fields`; the Rust builder
-//! ([`Topology::builder`](crate::Topology::builder)) produces the same values. Per-kind rules (which inputs,
-//! outputs, sinks and keys a kind takes, and its default settings) live in [`crate::kind`].
+//! ([`Topology::builder`](crate::Topology::builder)) produces the same values. Operator kinds, schemas and
+//! sink kinds/backends are names looked up in an [`rtb_stream::registry::Registry`] when the topology is
+//! validated: the built-in one ([`crate::registry::default_registry`]) holds the CPC system's
+//! (`rtb_ops::registry`), and a library user registers their own the same way.
 //!
 //! ## File format
 //! Durations are written `"500ms"`, `"30s"`, `"5m"`, `"24h"`, `"7d"`; keys as one field or a list.
@@ -14,29 +16,30 @@
 //!
 //! [[topic]]
 //! name = "ad-events"
-//! schema = "ad-events"             # campaign-events | ad-events | conversion-events | compensation-events
+//! schema = "ad-events"             # a registered schema
 //! partitions = 8
 //! retention = "7d"                 # optional: forever
 //! key = "device_id"                # optional: round-robin
 //!
 //! [[operator]]
 //! id = "performance"               # stable, unique
-//! kind = "performance"             # ranking | performance | conversion-matching | duplicate-detection
-//!                                  # | balance | budget-monitor | compensation
-//! group = "performance-aggregator" # consumer group, unique
-//! inputs = ["ad-events"]
-//! key = "campaign_id"              # required for the four statements
-//! outputs = []                     # topics it produces to
-//! sinks = ["cache"]
+//! kind = "performance"             # a registered operator kind
+//! group = "performance-aggregator" # consumer group and state namespace, unique; no `/`
+//! inputs = ["ad-events"]           # in the order the kind reads them
+//! key = "campaign_id"              # required by some kinds
+//! outputs = []                     # topics it produces to, in the order the kind produces them
+//! sinks = ["cache", "database"]    # one sink of each kind the kind writes
 //! repartition = [{ input = "ad-events", by = "campaign_id" }]   # `by`, `partitions` optional
-//! settings = { window = "5m", grace = "1m", late_policy = "correct", max_lateness = "1h",
-//!              max_out_of_orderness = "5s", idle_timeout = "10s" }  # all optional
+//! settings = { window = "5m", late_policy = "correct" }         # the kind's own settings (typed;
+//!                                                               # unknown fields rejected)
+//! watermark = { max_out_of_orderness = "5s", idle_timeout = "10s" }  # optional
 //!
 //! [[sink]]
 //! name = "cache"
-//! kind = "cache"                   # cache | database
-//! backend = "embedded"             # embedded (default) | redis | postgres (reserved, not in this build)
-//! path = "cache"                   # embedded: directory under data_dir (default: the name)
+//! kind = "cache"                   # a registered sink kind
+//! backend = "embedded"             # a backend registered for that kind (default `embedded`)
+//! path = "cache"                   # file-keeping backends: directory under data_dir (default: the name)
+//! url = "redis://..."              # server backends: where to connect
 //! ```
 
 use std::path::PathBuf;
@@ -63,44 +66,14 @@ pub struct Topology {
     pub runtime: RuntimeSettings,
 }
 
-/// The event schema a topic carries (SPEC §3); operator kinds accept inputs by schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventSchema {
-    /// Campaign lifecycle events from the admin console and the budget monitor.
-    CampaignEvents,
-    /// Impressions, clicks and conversions reported by shoppers' apps.
-    AdEvents,
-    /// Conversions reported by external order systems.
-    ConversionEvents,
-    /// Refunds for duplicate clicks, produced by duplicate detection.
-    CompensationEvents,
-}
-
-impl EventSchema {
-    /// The name used in topology files (`ad-events` ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            EventSchema::CampaignEvents => "campaign-events",
-            EventSchema::AdEvents => "ad-events",
-            EventSchema::ConversionEvents => "conversion-events",
-            EventSchema::CompensationEvents => "compensation-events",
-        }
-    }
-    /// True for schemas produced by the API server (outside the topology).
-    pub fn is_external(self) -> bool {
-        !matches!(self, EventSchema::CompensationEvents)
-    }
-}
-
 /// A topic: a named, partitioned log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
     /// Topic name (`[A-Za-z0-9._-]`).
     pub name: String,
-    /// The events it carries.
-    pub schema: EventSchema,
+    /// The events it carries (a registered schema name).
+    pub schema: String,
     /// Number of partitions (at least 1).
     pub partitions: u32,
     /// How long records are kept; absent keeps them forever.
@@ -114,10 +87,10 @@ pub struct TopicSpec {
 
 impl TopicSpec {
     /// A topic with no retention limit and no key.
-    pub fn new(name: impl Into<String>, schema: EventSchema, partitions: u32) -> Self {
+    pub fn new(name: impl Into<String>, schema: impl Into<String>, partitions: u32) -> Self {
         Self {
             name: name.into(),
-            schema,
+            schema: schema.into(),
             partitions,
             retention: None,
             key: None,
@@ -142,72 +115,6 @@ impl TopicSpec {
     }
 }
 
-/// What an operator does: the CPC statements and workers of SPEC §1, plus the internal repartition stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OperatorKind {
-    /// Statement: campaign events (+ CTR from the metrics) → ranking cache per placement and category.
-    Ranking,
-    /// Statement: ad events → 5-minute CTR/CVR windows → metrics cache.
-    Performance,
-    /// Statement: conversions + clicks → 24-hour last-click attribution → conversion results.
-    ConversionMatching,
-    /// Statement: clicks → 5-minute dedup window per device and ad → compensation events.
-    DuplicateDetection,
-    /// Worker: each click deducts its price from the advertiser balance.
-    Balance,
-    /// Worker: each click adds to the campaign's daily spend; alerts and pauses.
-    BudgetMonitor,
-    /// Worker: each compensation event refunds the advertiser balance.
-    Compensation,
-    /// Internal: re-keys one topic into an internal topic so a keyed operator's inputs are co-partitioned.
-    /// Made by [`Topology::plan`](crate::Topology::plan); never declared in a topology.
-    Repartition,
-}
-
-impl OperatorKind {
-    /// The kinds a topology may declare (all but [`OperatorKind::Repartition`]).
-    pub const DECLARABLE: [OperatorKind; 7] = [
-        OperatorKind::Ranking,
-        OperatorKind::Performance,
-        OperatorKind::ConversionMatching,
-        OperatorKind::DuplicateDetection,
-        OperatorKind::Balance,
-        OperatorKind::BudgetMonitor,
-        OperatorKind::Compensation,
-    ];
-
-    /// The name used in topology files (`conversion-matching` ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            OperatorKind::Ranking => "ranking",
-            OperatorKind::Performance => "performance",
-            OperatorKind::ConversionMatching => "conversion-matching",
-            OperatorKind::DuplicateDetection => "duplicate-detection",
-            OperatorKind::Balance => "balance",
-            OperatorKind::BudgetMonitor => "budget-monitor",
-            OperatorKind::Compensation => "compensation",
-            OperatorKind::Repartition => "repartition",
-        }
-    }
-    /// True for the four stream statements, false for the workers and the internal repartition.
-    pub fn is_statement(self) -> bool {
-        matches!(
-            self,
-            OperatorKind::Ranking
-                | OperatorKind::Performance
-                | OperatorKind::ConversionMatching
-                | OperatorKind::DuplicateDetection
-        )
-    }
-}
-
-impl std::fmt::Display for OperatorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// One operator: a kind, the consumer group it reads with, its input and output topics, the sinks it
 /// writes, and its settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,9 +122,10 @@ impl std::fmt::Display for OperatorKind {
 pub struct OperatorSpec {
     /// Stable id (`[A-Za-z0-9._-]`): names the operator in errors, metrics and state.
     pub id: String,
-    /// What it does.
-    pub kind: OperatorKind,
-    /// Its consumer group (offsets and state are kept per group). Unique among operators.
+    /// What it does: a registered operator kind.
+    pub kind: String,
+    /// Its consumer group: the runtime's group for offsets and state (a repartition stage's group is
+    /// derived from it). Unique among operators; renaming it starts the operator from scratch.
     pub group: String,
     /// Topics it reads, in the order its kind expects (conversion matching: conversions, then clicks).
     pub inputs: Vec<String>,
@@ -234,24 +142,29 @@ pub struct OperatorSpec {
     /// Inputs to re-key into internal topics before this operator reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repartition: Vec<RepartitionSpec>,
-    /// Windows, grace, late policy and watermark settings; absent ones take the kind's defaults.
-    #[serde(default, skip_serializing_if = "OperatorSettings::is_empty")]
-    pub settings: OperatorSettings,
+    /// The kind's own settings (its typed settings, see the kind's documentation); absent fields take the
+    /// kind's defaults, unknown ones are rejected.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Watermark settings; absent ones take the defaults.
+    #[serde(default, skip_serializing_if = "WatermarkSettings::is_empty")]
+    pub watermark: WatermarkSettings,
 }
 
 impl OperatorSpec {
     /// An operator with no inputs, outputs, sinks, key or settings yet.
-    pub fn new(id: impl Into<String>, kind: OperatorKind, group: impl Into<String>) -> Self {
+    pub fn new(id: impl Into<String>, kind: impl Into<String>, group: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            kind,
+            kind: kind.into(),
             group: group.into(),
             inputs: Vec::new(),
             key: None,
             outputs: Vec::new(),
             sinks: Vec::new(),
             repartition: Vec::new(),
-            settings: OperatorSettings::default(),
+            settings: serde_json::Map::new(),
+            watermark: WatermarkSettings::default(),
         }
     }
     /// Adds an input topic.
@@ -279,40 +192,21 @@ impl OperatorSpec {
         self.repartition.push(repartition);
         self
     }
-    /// Replaces all settings.
-    pub fn settings(mut self, settings: OperatorSettings) -> Self {
-        self.settings = settings;
-        self
-    }
-    /// Sets the window size (performance: tumbling window; conversion matching: attribution window;
-    /// duplicate detection: dedup window).
-    pub fn window(mut self, window: Millis) -> Self {
-        self.settings.window = Some(window);
-        self
-    }
-    /// Sets the grace period after a window's end.
-    pub fn grace(mut self, grace: Millis) -> Self {
-        self.settings.grace = Some(grace);
-        self
-    }
-    /// Sets the late-record policy.
-    pub fn late_policy(mut self, policy: LatePolicyKind) -> Self {
-        self.settings.late_policy = Some(policy);
-        self
-    }
-    /// Sets how long a `correct` late policy keeps windows open for corrections.
-    pub fn max_lateness(mut self, lateness: Millis) -> Self {
-        self.settings.max_lateness = Some(lateness);
+    /// Sets one of the kind's settings (`.setting("window", Millis::minutes(5))`,
+    /// `.setting("prior_strength", 50)`), as `settings = { name = value }` in a file.
+    pub fn setting(mut self, name: impl Into<String>, value: impl serde::Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.settings.insert(name.into(), value);
         self
     }
     /// Sets the watermark's allowed out-of-orderness.
     pub fn max_out_of_orderness(mut self, delay: Millis) -> Self {
-        self.settings.max_out_of_orderness = Some(delay);
+        self.watermark.max_out_of_orderness = Some(delay);
         self
     }
     /// Sets the idle timeout after which a silent partition stops holding the watermark back.
     pub fn idle_timeout(mut self, timeout: Millis) -> Self {
-        self.settings.idle_timeout = Some(timeout);
+        self.watermark.idle_timeout = Some(timeout);
         self
     }
 }
@@ -354,34 +248,11 @@ impl RepartitionSpec {
     }
 }
 
-/// What a windowed operator does with a record that arrives after its window was completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LatePolicyKind {
-    /// Count it and drop it.
-    Drop,
-    /// Send it to the late-records output.
-    SideOutput,
-    /// Update the emitted window and emit a correction (for `max_lateness`; later ones go to the output).
-    Correct,
-}
-
-/// Per-operator settings as written; `None` takes the kind's default (see [`crate::ResolvedSettings`]).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// Watermark settings of an operator as written; `None` takes the default
+/// ([`crate::kind::DEFAULT_MAX_OUT_OF_ORDERNESS`], [`crate::kind::DEFAULT_IDLE_TIMEOUT`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OperatorSettings {
-    /// Window size (windowed kinds only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<Millis>,
-    /// Grace after a window's end before its result is final (windowed kinds only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace: Option<Millis>,
-    /// Late-record policy (windowed kinds only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub late_policy: Option<LatePolicyKind>,
-    /// How long windows stay correctable (only with `late_policy = "correct"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_lateness: Option<Millis>,
+pub struct WatermarkSettings {
     /// The watermark trails the highest timestamp seen by this much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_out_of_orderness: Option<Millis>,
@@ -390,55 +261,18 @@ pub struct OperatorSettings {
     pub idle_timeout: Option<Millis>,
 }
 
-impl OperatorSettings {
-    /// True when nothing is set (every setting takes the kind's default).
+impl WatermarkSettings {
+    /// True when nothing is set.
     pub fn is_empty(&self) -> bool {
-        *self == OperatorSettings::default()
+        *self == WatermarkSettings::default()
     }
 }
 
-/// What a sink stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkKind {
-    /// Rankings, metrics and budget counters (Redis in production).
-    Cache,
-    /// Balances, ledger, conversion results and campaign status (PostgreSQL in production).
-    Database,
-}
+/// The backend a sink uses when its file names none.
+pub const DEFAULT_BACKEND: &str = "embedded";
 
-impl SinkKind {
-    /// The name used in topology files.
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkKind::Cache => "cache",
-            SinkKind::Database => "database",
-        }
-    }
-}
-
-/// Where a sink keeps its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    /// sled-backed, under the runtime's data directory. The only backend of this build.
-    #[default]
-    Embedded,
-    /// A Redis server (cache sinks). Reserved: not available in this build.
-    Redis,
-    /// A PostgreSQL server (database sinks). Reserved: not available in this build.
-    Postgres,
-}
-
-impl Backend {
-    /// The name used in topology files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Embedded => "embedded",
-            Backend::Redis => "redis",
-            Backend::Postgres => "postgres",
-        }
-    }
+fn default_backend() -> String {
+    DEFAULT_BACKEND.to_owned()
 }
 
 /// A sink operators write to.
@@ -447,33 +281,33 @@ impl Backend {
 pub struct SinkSpec {
     /// Sink name, referred to by operators' `sinks`.
     pub name: String,
-    /// What it stores.
-    pub kind: SinkKind,
-    /// Where it keeps its data (default `embedded`).
-    #[serde(default)]
-    pub backend: Backend,
-    /// Embedded backend: directory under the data directory (default: the sink's name).
+    /// What it stores: a registered sink kind.
+    pub kind: String,
+    /// Where it keeps its data: a backend registered for the kind (default `embedded`).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// File-keeping backends: directory under the data directory (default: the sink's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Redis/PostgreSQL backends: the server URL.
+    /// Server backends: the URL to connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
 
 impl SinkSpec {
-    /// An embedded sink.
-    pub fn new(name: impl Into<String>, kind: SinkKind) -> Self {
+    /// A sink on the default (`embedded`) backend.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            kind,
-            backend: Backend::Embedded,
+            kind: kind.into(),
+            backend: default_backend(),
             path: None,
             url: None,
         }
     }
     /// Sets the backend.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
+    pub fn backend(mut self, backend: impl Into<String>) -> Self {
+        self.backend = backend.into();
         self
     }
     /// Sets the embedded directory (relative to the data directory).
@@ -481,12 +315,12 @@ impl SinkSpec {
         self.path = Some(path.into());
         self
     }
-    /// Sets the server URL (Redis/PostgreSQL).
+    /// Sets the server URL.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
     }
-    /// Embedded backend: the sink's directory, given the data directory.
+    /// File-keeping backends: the sink's directory, given the data directory.
     pub fn embedded_dir(&self, data_dir: &std::path::Path) -> PathBuf {
         data_dir.join(
             self.path
@@ -506,6 +340,15 @@ pub struct RuntimeSettings {
     pub commit_interval: Millis,
     /// Most records a task reads from one partition per poll (default 1024).
     pub max_poll_records: usize,
+    /// Timestamp outliers (a client with a bad clock): a record more than this far ahead of the data seen
+    /// (and, in a live run, of the wall clock), whose next record is back at the old time, is set aside as a
+    /// dead letter without moving the watermark (default 1 h; `"0s"` turns the check off). Applies to
+    /// topics written from outside the topology.
+    pub max_ahead: Millis,
+    /// The correction horizon: a record more than this far behind its stage's watermark reaches no
+    /// operator and goes to the late output (default 24 h, SPEC §4). An operator's own `max_lateness`
+    /// cannot reach further back than this.
+    pub max_behind: Millis,
 }
 
 impl Default for RuntimeSettings {
@@ -514,6 +357,8 @@ impl Default for RuntimeSettings {
             data_dir: PathBuf::from("rtb-data"),
             commit_interval: Millis::ms(200),
             max_poll_records: 1024,
+            max_ahead: Millis::hours(1),
+            max_behind: Millis::hours(24),
         }
     }
 }

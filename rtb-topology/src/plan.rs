@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use rtb_stream::registry::{KindRules, PeerStage, Registry, REPARTITION};
+
 use crate::error::Result;
 use crate::kind::ResolvedSettings;
-use crate::model::{EventSchema, OperatorKind, RuntimeSettings, SinkSpec, Topology};
+use crate::model::{RuntimeSettings, SinkSpec, Topology};
+use crate::registry::default_registry;
 use crate::units::{KeySpec, Millis};
 use crate::validate::analyze;
 
@@ -14,8 +17,8 @@ use crate::validate::analyze;
 pub struct PlannedTopic {
     /// Topic name.
     pub name: String,
-    /// The events it carries.
-    pub schema: EventSchema,
+    /// The events it carries (a registered schema).
+    pub schema: String,
     /// Partitions.
     pub partitions: u32,
     /// Retention (an internal topic keeps its source's).
@@ -24,6 +27,8 @@ pub struct PlannedTopic {
     pub key: Option<KeySpec>,
     /// True for topics the plan made (`<group>-<input>-repartition`).
     pub internal: bool,
+    /// True when its schema's records come from outside the topology (for `describe`).
+    pub external: bool,
 }
 
 impl PlannedTopic {
@@ -54,15 +59,19 @@ pub struct RepartitionInfo {
 /// One stage of the plan: one consumer of one group, run as one task per partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
-    /// Unique name: the operator id, or the internal topic's name for a repartition stage. Use it as the
-    /// runtime's state namespace (a repartition stage shares its consumer's group, not its state).
+    /// Unique name: the operator id, or the internal topic's name for a repartition stage.
     pub name: String,
     /// The declared operator this stage belongs to (a repartition stage: the operator it feeds).
     pub operator: String,
-    /// Consumer group.
+    /// The declared consumer group (a repartition stage: its consumer's). The runtime's group is
+    /// [`Stage::runtime_group`].
     pub group: String,
-    /// What it runs.
-    pub kind: OperatorKind,
+    /// What it runs: a registered kind, or [`REPARTITION`] for a repartition stage.
+    pub kind: String,
+    /// The kind's rules (empty for a repartition stage).
+    pub rules: KindRules,
+    /// The kind's settings, every default filled in (`null` for a repartition stage).
+    pub kind_settings: serde_json::Value,
     /// Topics it reads, in the order the kind expects (internal topics in place of repartitioned inputs).
     pub inputs: Vec<String>,
     /// Key it is keyed by.
@@ -73,7 +82,7 @@ pub struct Stage {
     pub sinks: Vec<String>,
     /// Tasks (partitions of its co-partitioned inputs).
     pub partitions: u32,
-    /// Effective settings (a repartition stage has its consumer's watermark settings).
+    /// Effective watermark settings (a repartition stage has its consumer's).
     pub settings: ResolvedSettings,
     /// For a repartition stage: what it re-keys and why.
     pub repartition: Option<RepartitionInfo>,
@@ -94,43 +103,53 @@ pub struct ExecutionPlan {
 }
 
 impl Topology {
-    /// Validates the topology and turns it into an [`ExecutionPlan`], inserting an internal topic
-    /// `<group>-<input>-repartition` and a repartition stage for every declared repartition.
+    /// Validates the topology against the built-in registry and turns it into an [`ExecutionPlan`],
+    /// inserting an internal topic `<group>-<input>-repartition` and a repartition stage for every declared
+    /// repartition.
     pub fn plan(&self) -> Result<ExecutionPlan> {
-        let analyses = analyze(self, None)?;
+        self.plan_with(default_registry()?)
+    }
+
+    /// [`Topology::plan`] with the kinds, schemas and sink backends of `registry`.
+    pub fn plan_with(&self, registry: &Registry) -> Result<ExecutionPlan> {
+        let analyses = analyze(self, None, registry)?;
         let mut topics: Vec<PlannedTopic> = self
             .topics
             .iter()
             .map(|t| PlannedTopic {
                 name: t.name.clone(),
-                schema: t.schema,
+                schema: t.schema.clone(),
                 partitions: t.partitions,
                 retention: t.retention,
                 key: t.key.clone(),
                 internal: false,
+                external: registry.schema(&t.schema).is_some_and(|s| s.external()),
             })
             .collect();
         let mut stages = Vec::new();
         for a in &analyses {
             let op = a.op;
-            let settings = op.kind.resolve(&op.settings);
+            let settings = ResolvedSettings::resolve(&op.watermark);
             for rp in &a.repartitions {
                 let Some(source) = self.topics.iter().find(|t| t.name == rp.source) else {
                     continue;
                 };
                 topics.push(PlannedTopic {
                     name: rp.topic.clone(),
-                    schema: source.schema,
+                    schema: source.schema.clone(),
                     partitions: rp.partitions,
                     retention: source.retention,
                     key: Some(rp.by.clone()),
                     internal: true,
+                    external: false,
                 });
                 stages.push(Stage {
                     name: rp.topic.clone(),
                     operator: op.id.clone(),
                     group: op.group.clone(),
-                    kind: OperatorKind::Repartition,
+                    kind: REPARTITION.to_owned(),
+                    rules: KindRules::default(),
+                    kind_settings: serde_json::Value::Null,
                     inputs: vec![rp.source.clone()],
                     key: Some(rp.by.clone()),
                     outputs: vec![rp.topic.clone()],
@@ -150,7 +169,9 @@ impl Topology {
                 name: op.id.clone(),
                 operator: op.id.clone(),
                 group: op.group.clone(),
-                kind: op.kind,
+                kind: op.kind.clone(),
+                rules: a.rules.clone(),
+                kind_settings: a.settings.clone(),
                 inputs: a.inputs.iter().map(|e| e.topic.clone()).collect(),
                 key: op.key.clone(),
                 outputs: op.outputs.clone(),
@@ -166,6 +187,19 @@ impl Topology {
             sinks: self.sinks.clone(),
             runtime: self.runtime.clone(),
         })
+    }
+}
+
+impl Stage {
+    /// The runtime's group (consumer offsets and state namespace): the declared `group` for an operator's
+    /// stage, `<group>-<input>-repartition` (its internal topic's name, derived from the consumer's group)
+    /// for a repartition stage. Renaming a group starts its stages from scratch; keeping it resumes.
+    pub fn runtime_group(&self) -> &str {
+        if self.repartition.is_some() {
+            &self.name
+        } else {
+            &self.group
+        }
     }
 }
 
@@ -202,6 +236,16 @@ impl ExecutionPlan {
             }
         }
         map
+    }
+
+    /// The operator stages (not the repartitions) with their kinds and resolved settings, for kinds that
+    /// must agree with a related operator.
+    pub fn peers(&self) -> Vec<PeerStage> {
+        self.stages
+            .iter()
+            .filter(|s| s.repartition.is_none())
+            .map(|s| PeerStage { operator: s.name.clone(), kind: s.kind.clone(), settings: s.kind_settings.clone() })
+            .collect()
     }
 
     /// Stages that produce to `topic`.

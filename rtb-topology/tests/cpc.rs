@@ -2,14 +2,24 @@
 //! repartitions SPEC §2 calls for, and `describe` shows them.
 
 use rtb_topology::{
-    Backend, DescribeFormat, EventSchema, LatePolicy, LatePolicyKind, Millis, OperatorKind,
-    OperatorSpec, RepartitionSpec, SinkKind, SinkSpec, TopicSpec, Topology, CPC_TOPOLOGY_TOML,
+    DescribeFormat, Millis, OperatorSpec, RepartitionSpec, SinkSpec, TopicSpec, Topology,
+    CPC_TOPOLOGY_TOML,
 };
 
 /// SPEC §1-2 written with the builder, independently of the file.
+#[allow(non_upper_case_globals)]
 fn cpc_built() -> Topology {
-    use EventSchema::*;
-    use OperatorKind::*;
+    const CampaignEvents: &str = "campaign-events";
+    const AdEvents: &str = "ad-events";
+    const ConversionEvents: &str = "conversion-events";
+    const CompensationEvents: &str = "compensation-events";
+    const Ranking: &str = "ranking";
+    const Performance: &str = "performance";
+    const ConversionMatching: &str = "conversion-matching";
+    const DuplicateDetection: &str = "duplicate-detection";
+    const Balance: &str = "balance";
+    const BudgetMonitor: &str = "budget-monitor";
+    const Compensation: &str = "compensation";
     Topology::builder()
         .data_dir("rtb-data")
         .commit_interval(Millis::ms(200))
@@ -38,18 +48,23 @@ fn cpc_built() -> Topology {
                 .input("campaign-events")
                 .key(["placement", "category"])
                 .sink("cache")
-                .sink("database"),
+                .sink("database")
+                .setting("prior_strength", 100)
+                .setting("default_prior_ctr", 0.01)
+                .setting("reserve_price", 100)
+                .setting("increment", 10),
         )
         .operator(
             OperatorSpec::new("performance", Performance, "performance-aggregator")
                 .input("ad-events")
                 .key("campaign_id")
                 .sink("cache")
+                .sink("database")
                 .repartition(RepartitionSpec::of("ad-events").by("campaign_id"))
-                .window(Millis::minutes(5))
-                .grace(Millis::minutes(1))
-                .late_policy(LatePolicyKind::Correct)
-                .max_lateness(Millis::hours(1)),
+                .setting("window", Millis::minutes(5))
+                .setting("grace", Millis::minutes(1))
+                .setting("late_policy", "correct")
+                .setting("max_lateness", "24h"),
         )
         .operator(
             OperatorSpec::new(
@@ -62,8 +77,7 @@ fn cpc_built() -> Topology {
             .key("device_id")
             .sink("database")
             .repartition(RepartitionSpec::of("conversion-events").by("device_id"))
-            .window(Millis::hours(24))
-            .late_policy(LatePolicyKind::SideOutput),
+            .setting("window", "24h"),
         )
         .operator(
             OperatorSpec::new(
@@ -74,8 +88,7 @@ fn cpc_built() -> Topology {
             .input("ad-events")
             .key(["device_id", "ad_id"])
             .output("compensation-events")
-            .window(Millis::minutes(5))
-            .late_policy(LatePolicyKind::SideOutput),
+            .setting("window", Millis::minutes(5)),
         )
         .operator(
             OperatorSpec::new("balance", Balance, "balance-processor")
@@ -87,7 +100,10 @@ fn cpc_built() -> Topology {
                 .input("ad-events")
                 .output("campaign-events")
                 .sink("cache")
-                .sink("database"),
+                .sink("database")
+                .setting("alert_thresholds_pct", [80, 100])
+                .setting("pause_at_pct", 100)
+                .setting("default_time_zone", "Asia/Seoul"),
         )
         .operator(
             OperatorSpec::new("compensation", Compensation, "compensation-processor")
@@ -95,8 +111,8 @@ fn cpc_built() -> Topology {
                 .sink("cache")
                 .sink("database"),
         )
-        .sink(SinkSpec::new("cache", SinkKind::Cache).backend(Backend::Embedded))
-        .sink(SinkSpec::new("database", SinkKind::Database))
+        .sink(SinkSpec::new("cache", "cache").backend("embedded"))
+        .sink(SinkSpec::new("database", "database"))
         .build()
         .expect("the CPC topology is valid")
 }
@@ -187,8 +203,8 @@ fn plan_repartitions_conversions_into_ad_events_partitions() {
     let topic = plan.topic(internal).expect("internal topic planned");
     assert!(topic.internal);
     assert_eq!(
-        (topic.partitions, topic.schema),
-        (8, EventSchema::ConversionEvents)
+        (topic.partitions, topic.schema.as_str()),
+        (8, "conversion-events")
     );
     assert_eq!(
         topic.key.as_ref().map(ToString::to_string).as_deref(),
@@ -203,11 +219,12 @@ fn plan_repartitions_conversions_into_ad_events_partitions() {
     let stages: Vec<_> = plan.stages_of("conversion-matching").collect();
     assert_eq!(stages.len(), 2);
     let (rp, matcher) = (stages[0], stages[1]);
-    assert_eq!(rp.kind, OperatorKind::Repartition);
+    assert_eq!(rp.kind, "repartition");
     assert_eq!(
         (rp.group.as_str(), rp.name.as_str()),
         ("conversion-matcher", internal)
     );
+    assert_eq!(rp.runtime_group(), internal, "its own offsets and state, derived from the group");
     assert_eq!(rp.inputs, ["conversion-events"]);
     assert_eq!(rp.outputs, [internal]);
     assert_eq!(rp.partitions, 4, "one task per source partition");
@@ -217,12 +234,13 @@ fn plan_repartitions_conversions_into_ad_events_partitions() {
         "not co-partitioned: conversion-events has 4 partitions, ad-events 8"
     );
 
-    assert_eq!(matcher.kind, OperatorKind::ConversionMatching);
+    assert_eq!(matcher.kind, "conversion-matching");
     assert_eq!(matcher.group, "conversion-matcher");
+    assert_eq!(matcher.runtime_group(), "conversion-matcher", "the declared group runs it");
     assert_eq!(matcher.inputs, [internal, "ad-events"]);
     assert_eq!(matcher.partitions, 8);
     assert_eq!(matcher.sinks, ["database"]);
-    assert_eq!(matcher.settings.window, Some(Millis::hours(24)));
+    assert_eq!(matcher.kind_settings["window"], "1d");
 }
 
 #[test]
@@ -246,12 +264,9 @@ fn plan_repartitions_ad_events_by_campaign_for_performance() {
     );
     let perf = plan.stage("performance").expect("stage");
     assert_eq!(perf.inputs, [internal]);
-    assert_eq!(
-        perf.settings.late_policy,
-        LatePolicy::Correct {
-            max_lateness: Millis::hours(1)
-        }
-    );
+    // SPEC §4: late events correct their window for the 24 h attribution window by default.
+    assert_eq!(perf.kind_settings["late_policy"], "correct");
+    assert_eq!(perf.kind_settings["max_lateness"], "1d");
 }
 
 #[test]
@@ -324,9 +339,11 @@ fn describe_text_shows_topics_stages_and_repartition_reasons() {
     has("conversion-matcher-conversion-events-repartition + ad-events → conversion-matching → database (sink)");
     has("ad-events → duplicate-detection → compensation-events");
     has("ad-events → budget-monitor → campaign-events, cache (sink), database (sink)");
+    has("performance-aggregator-ad-events-repartition → performance → cache (sink), database (sink)");
     has("compensation-events → compensation → cache (sink), database (sink)");
     has("5. conversion-matching [group conversion-matcher, statement conversion-matching, keyed by device_id, 8 tasks]");
-    has("window 5m, grace 1m, late: correct for 1h");
+    has("settings: grace 1m, late_policy correct, max_lateness 1d, recompute_rankings true, window 5m");
+    has("settings: default_prior_ctr 0.01, increment 10, prior_strength 100, reserve_price 100");
     has("cache     cache     embedded (rtb-data/cache)");
 }
 

@@ -6,8 +6,7 @@ mod common;
 
 use common::{check, cpc_with, invalid, line_of};
 use rtb_topology::{
-    Error, EventSchema, OperatorKind, OperatorSpec, SinkKind, SinkSpec, TopicSpec, Topology,
-    CPC_TOPOLOGY_TOML,
+    Error, OperatorSpec, SinkSpec, TopicSpec, Topology, CPC_TOPOLOGY_TOML,
 };
 #[test]
 fn shipped_topology_is_valid() {
@@ -25,11 +24,38 @@ fn unknown_field_is_a_parse_error_on_its_line() {
 }
 
 #[test]
-fn unknown_operator_kind_is_a_parse_error_naming_it() {
+fn unknown_operator_kind_names_it_and_the_registered_kinds() {
+    // Kinds are registered names now (not a closed enum of the file format): an unknown one is a
+    // validation error, still on its line.
     let text = cpc_with("kind = \"balance\"", "kind = \"balanse\"");
     let err = invalid(&text);
-    assert!(matches!(err, Error::Parse { .. }), "{err:?}");
-    check(&err, line_of(&text, "balanse"), &["balanse"]);
+    assert!(
+        matches!(&err, Error::UnknownKind { operator, kind, .. } if operator == "balance" && kind == "balanse"),
+        "{err:?}"
+    );
+    check(&err, line_of(&text, "balanse"), &["`balanse`", "balance, budget-monitor"]);
+}
+
+#[test]
+fn unknown_schema_names_it_and_the_registered_schemas() {
+    let text = cpc_with("schema = \"conversion-events\"", "schema = \"orders\"");
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::UnknownSchema { topic, schema, .. } if topic == "conversion-events" && schema == "orders"),
+        "{err:?}"
+    );
+    check(&err, line_of(&text, "schema = \"orders\""), &["`orders`", "ad-events, campaign-events"]);
+}
+
+#[test]
+fn unknown_sink_kind_names_it() {
+    let text = cpc_with("kind = \"cache\"\nbackend", "kind = \"kv\"\nbackend");
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::UnknownSinkKind { sink, kind, .. } if sink == "cache" && kind == "kv"),
+        "{err:?}"
+    );
+    check(&err, line_of(&text, "kind = \"kv\""), &["`kv`", "cache, database"]);
 }
 
 #[test]
@@ -143,62 +169,64 @@ fn duplicate_sink_names_it() {
 #[test]
 fn redis_cache_is_not_available_in_this_build() {
     let text = cpc_with(
-        "backend = \"embedded\"              # redis: reserved for the real-services build",
-        "backend = \"redis\" # redis",
+        "kind = \"cache\"\nbackend = \"embedded\"",
+        "kind = \"cache\"\nbackend = \"redis\" # redis",
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::BackendUnavailable { sink, backend, .. } if sink == "cache" && backend == "redis"),
+        matches!(&err, Error::BackendUnavailable { sink, backend, .. } if sink == "cache" && &**backend == "redis"),
         "{err:?}"
     );
     check(
         &err,
         line_of(&text, "backend = \"redis\""),
-        &["`cache`", "`redis`", "not available in this build"],
+        &["`cache`", "`redis`", "not available for sink kind `cache` in this build", "[embedded]"],
     );
 }
 
 #[test]
 fn postgres_database_is_not_available_in_this_build() {
     let text = cpc_with(
-        "backend = \"embedded\"              # postgres: reserved for the real-services build",
-        "backend = \"postgres\"\nurl = \"postgres://db/rtb\"",
+        "kind = \"database\"\nbackend = \"embedded\"",
+        "kind = \"database\"\nbackend = \"postgres\"\nurl = \"postgres://db/rtb\"",
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::BackendUnavailable { backend, .. } if backend == "postgres"),
+        matches!(&err, Error::BackendUnavailable { backend, .. } if &**backend == "postgres"),
         "{err:?}"
     );
     check(
         &err,
         line_of(&text, "backend = \"postgres\""),
-        &["`database`", "not available in this build"],
+        &["`database`", "not available for sink kind `database` in this build"],
     );
 }
 
 #[test]
 fn redis_cannot_serve_a_database() {
+    // Backends are registered per sink kind: no `redis` backend serves a database, and the error lists
+    // the ones that do.
     let text = cpc_with(
-        "backend = \"embedded\"              # postgres: reserved for the real-services build",
-        "backend = \"redis\"",
+        "kind = \"database\"\nbackend = \"embedded\"",
+        "kind = \"database\"\nbackend = \"redis\"",
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::InvalidSink { sink, .. } if sink == "database"),
+        matches!(&err, Error::BackendUnavailable { sink, kind, .. } if sink == "database" && &**kind == "database"),
         "{err:?}"
     );
     check(
         &err,
         line_of(&text, "backend = \"redis\""),
-        &["`database`", "`redis` cannot serve a database sink"],
+        &["`database`", "`redis` is not available for sink kind `database`", "[embedded]"],
     );
 }
 
 #[test]
 fn url_on_an_embedded_sink_is_rejected() {
     let text = cpc_with(
-        "backend = \"embedded\"              # redis: reserved for the real-services build",
-        "url = \"redis://x\"",
+        "kind = \"cache\"\nbackend = \"embedded\"",
+        "kind = \"cache\"\nbackend = \"embedded\"\nurl = \"redis://x\"",
     );
     let err = invalid(&text);
     assert!(
@@ -259,16 +287,16 @@ fn duplicate_consumer_group_names_both_operators() {
 fn conversion_matcher_split_into_two_operators_of_one_group_is_a_duplicate_group() {
     // The legitimate shape is one operator with two inputs; two operators sharing the group are not.
     let t = Topology::builder()
-        .topic(TopicSpec::new("ad-events", EventSchema::AdEvents, 8).key("device_id"))
+        .topic(TopicSpec::new("ad-events", "ad-events", 8).key("device_id"))
         .topic(TopicSpec::new(
             "refunds",
-            EventSchema::CompensationEvents,
+            "compensation-events",
             8,
         ))
         .operator(
             OperatorSpec::new(
                 "dedup",
-                OperatorKind::DuplicateDetection,
+                "duplicate-detection",
                 "conversion-matcher",
             )
             .input("ad-events")
@@ -276,11 +304,11 @@ fn conversion_matcher_split_into_two_operators_of_one_group_is_a_duplicate_group
             .output("refunds"),
         )
         .operator(
-            OperatorSpec::new("balance", OperatorKind::Balance, "conversion-matcher")
+            OperatorSpec::new("balance", "balance", "conversion-matcher")
                 .input("ad-events")
                 .sink("db"),
         )
-        .sink(SinkSpec::new("db", SinkKind::Database))
+        .sink(SinkSpec::new("db", "database"))
         .build_unvalidated();
     let err = t.validate().expect_err("shared group");
     assert!(
@@ -412,7 +440,7 @@ fn conversion_matching_inputs_in_the_wrong_order_are_wrong_inputs() {
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongInputs { operator, expected, .. } if operator == "conversion-matching" && expected == "[conversion-events, ad-events]"),
+        matches!(&err, Error::WrongInputs { operator, expected, .. } if operator == "conversion-matching" && &**expected == "[conversion-events, ad-events]"),
         "{err:?}"
     );
     check(
@@ -448,7 +476,7 @@ fn duplicate_detection_without_output_has_wrong_outputs() {
     let text = cpc_with("outputs = [\"compensation-events\"]\n", "");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongOutputs { operator, found, .. } if operator == "duplicate-detection" && found == "none"),
+        matches!(&err, Error::WrongOutputs { operator, found, .. } if operator == "duplicate-detection" && &**found == "none"),
         "{err:?}"
     );
     // No `outputs` line any more: the error points at the operator.
@@ -481,9 +509,11 @@ fn worker_producing_to_a_topic_has_wrong_outputs() {
 }
 
 #[test]
-fn performance_writing_the_database_has_wrong_sinks() {
+fn performance_without_its_cache_has_wrong_sinks() {
+    // Performance writes metrics to its cache and reads campaigns from its database (to recompute
+    // rankings): each operator gets only the sinks it declares, so both must be declared.
     let text = cpc_with(
-        "key = \"campaign_id\"\nsinks = [\"cache\"]",
+        "key = \"campaign_id\"\nsinks = [\"cache\", \"database\"]",
         "key = \"campaign_id\"\nsinks = [\"database\"]",
     );
     let err = invalid(&text);
@@ -494,7 +524,7 @@ fn performance_writing_the_database_has_wrong_sinks() {
     check(
         &err,
         line_of(&text, "key = \"campaign_id\"\nsinks") + 1,
-        &["`performance`", "one cache sink", "database (database)"],
+        &["`performance`", "one cache sink and one database sink", "[database (database)]"],
     );
 }
 
@@ -521,12 +551,12 @@ fn performance_keyed_by_device_has_wrong_key() {
     let text = cpc_with("key = \"campaign_id\"", "key = \"device_id\"");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "performance" && key == "device_id"),
+        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "performance" && &**key == "device_id"),
         "{err:?}"
     );
     check(
         &err,
-        line_of(&text, "key = \"device_id\"\nsinks = [\"cache\"]"),
+        line_of(&text, "key = \"device_id\"\nsinks = [\"cache\", \"database\"]     # metrics"),
         &["`performance`", "device_id", "[campaign_id]"],
     );
 }
@@ -536,7 +566,7 @@ fn statement_without_key_has_wrong_key() {
     let text = cpc_with("key = [\"placement\", \"category\"]\nsinks", "sinks");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "ranking" && key == "none"),
+        matches!(&err, Error::WrongKey { operator, key, .. } if operator == "ranking" && &**key == "none"),
         "{err:?}"
     );
     check(

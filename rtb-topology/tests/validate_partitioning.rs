@@ -5,8 +5,7 @@ mod common;
 
 use common::{check, cpc_with, invalid, line_of};
 use rtb_topology::{
-    Error, EventSchema, OperatorKind, OperatorSpec, RepartitionSpec, SinkKind, SinkSpec, TopicSpec,
-    Topology,
+    Error, OperatorSpec, RepartitionSpec, SinkSpec, TopicSpec, Topology,
 };
 // ------------------------------------------------------------------ co-partitioning and repartitions
 
@@ -80,16 +79,16 @@ fn performance_without_repartition_is_not_keyed_by_campaign() {
 #[test]
 fn inputs_with_equal_partitions_but_different_keys_are_not_co_partitioned() {
     let t = Topology::builder()
-        .topic(TopicSpec::new("conv", EventSchema::ConversionEvents, 8).key("product_id"))
-        .topic(TopicSpec::new("ads", EventSchema::AdEvents, 8).key("device_id"))
+        .topic(TopicSpec::new("conv", "conversion-events", 8).key("product_id"))
+        .topic(TopicSpec::new("ads", "ad-events", 8).key("device_id"))
         .operator(
-            OperatorSpec::new("m", OperatorKind::ConversionMatching, "g")
+            OperatorSpec::new("m", "conversion-matching", "g")
                 .input("conv")
                 .input("ads")
                 .key(["device_id", "product_id"])
                 .sink("db"),
         )
-        .sink(SinkSpec::new("db", SinkKind::Database))
+        .sink(SinkSpec::new("db", "database"))
         .build_unvalidated();
     let err = t.validate().expect_err("keys differ");
     assert!(
@@ -299,17 +298,18 @@ fn explicit_repartition_partitions_are_used() {
 fn window_on_a_worker_is_an_invalid_setting() {
     let text = cpc_with(
         "inputs = [\"ad-events\"]\nsinks = [\"database\"]",
-        "inputs = [\"ad-events\"]\nsinks = [\"database\"]\nsettings = { window = \"5m\" }",
+        "inputs = [\"ad-events\"]\nsinks = [\"database\"]\nsettings = { window = \"1m\" }",
     );
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::InvalidSetting { operator, setting: "window", .. } if operator == "balance"),
+        matches!(&err, Error::InvalidSetting { operator, setting, .. } if operator == "balance" && setting == "window"),
         "{err:?}"
     );
+    // The balance kind takes no settings: `window` is an unknown field of it.
     check(
         &err,
-        line_of(&text, "settings = { window = \"5m\" }"),
-        &["`balance`", "`window`", "no window"],
+        line_of(&text, "settings = { window = \"1m\" }"),
+        &["`balance`", "`window`", "unknown field"],
     );
 }
 
@@ -318,7 +318,7 @@ fn zero_window_is_an_invalid_setting() {
     let text = cpc_with("window = \"24h\"", "window = \"0s\"");
     let err = invalid(&text);
     assert!(
-        matches!(&err, Error::InvalidSetting { setting: "window", operator, .. } if operator == "conversion-matching"),
+        matches!(&err, Error::InvalidSetting { setting, operator, .. } if operator == "conversion-matching" && setting == "window"),
         "{err:?}"
     );
     check(&err, line_of(&text, "window = \"0s\""), &["greater than 0"]);
@@ -327,28 +327,73 @@ fn zero_window_is_an_invalid_setting() {
 #[test]
 fn max_lateness_without_correct_policy_is_an_invalid_setting() {
     let text = cpc_with(
-        "window = \"24h\", late_policy = \"side-output\"",
-        "window = \"24h\", late_policy = \"side-output\", max_lateness = \"1h\"",
+        "late_policy = \"correct\", max_lateness = \"24h\"",
+        "late_policy = \"side-output\", max_lateness = \"24h\"",
     );
     let err = invalid(&text);
     assert!(
-        matches!(
-            &err,
-            Error::InvalidSetting {
-                setting: "max_lateness",
-                ..
-            }
-        ),
+        matches!(&err, Error::InvalidSetting { setting, .. } if setting == "max_lateness"),
         "{err:?}"
     );
     check(
         &err,
-        line_of(
-            &text,
-            "max_lateness = \"1h\" }\n\n[[operator]]\nid = \"duplicate",
-        ),
-        &["`conversion-matching`", "correct"],
+        line_of(&text, "late_policy = \"side-output\", max_lateness"),
+        &["`performance`", "correct"],
     );
+}
+
+#[test]
+fn performance_refuses_to_drop_late_events() {
+    let text = cpc_with("late_policy = \"correct\", max_lateness = \"24h\"", "late_policy = \"drop\"");
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::InvalidSetting { operator, setting, .. } if operator == "performance" && setting == "late_policy"),
+        "{err:?}"
+    );
+    check(&err, line_of(&text, "late_policy = \"drop\""), &["`performance`", "never silently lost"]);
+}
+
+#[test]
+fn late_policy_is_not_a_setting_of_kinds_that_cannot_honour_it() {
+    // Conversion matching and duplicate detection send late records to the late-events output, always:
+    // a late_policy there would be decoration, so it is an unknown field.
+    let text = cpc_with("settings = { window = \"24h\" }", "settings = { window = \"24h\", late_policy = \"side-output\" }");
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::InvalidSetting { operator, setting, .. } if operator == "conversion-matching" && setting == "late_policy"),
+        "{err:?}"
+    );
+    check(&err, line_of(&text, "late_policy = \"side-output\""), &["unknown field `late_policy`"]);
+}
+
+#[test]
+fn misspelt_ranking_setting_is_rejected_on_its_line() {
+    let text = cpc_with("settings = { prior_strength = 100,", "settings = { prior_strenght = 100,");
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::InvalidSetting { operator, setting, .. } if operator == "ranking" && setting == "prior_strenght"),
+        "{err:?}"
+    );
+    check(&err, line_of(&text, "prior_strenght"), &["`ranking`", "unknown field `prior_strenght`", "prior_strength"]);
+}
+
+#[test]
+fn out_of_range_operator_settings_are_rejected() {
+    for (from, to, setting) in [
+        ("default_prior_ctr = 0.01", "default_prior_ctr = 1.5", "default_prior_ctr"),
+        ("reserve_price = 100", "reserve_price = -1", "reserve_price"),
+        ("pause_at_pct = 100", "pause_at_pct = 0", "pause_at_pct"),
+        ("default_time_zone = \"Asia/Seoul\"", "default_time_zone = \"Asia/Nowhere\"", "default_time_zone"),
+        ("alert_thresholds_pct = [80, 100]", "alert_thresholds_pct = \"80\"", "alert_thresholds_pct"),
+    ] {
+        let text = cpc_with(from, to);
+        let err = invalid(&text);
+        assert!(
+            matches!(&err, Error::InvalidSetting { setting: s, .. } if s == setting),
+            "{to}: {err:?}"
+        );
+        check(&err, line_of(&text, to), &[setting]);
+    }
 }
 
 #[test]
@@ -363,7 +408,7 @@ fn zero_idle_timeout_is_an_invalid_setting() {
     .validate()
     .expect_err("invalid");
     assert!(
-        matches!(&err, Error::InvalidSetting { setting: "idle_timeout", operator, at: None, .. } if operator == "balance"),
+        matches!(&err, Error::InvalidSetting { setting, operator, at: None, .. } if operator == "balance" && setting == "idle_timeout"),
         "{err:?}"
     );
 }
@@ -415,13 +460,13 @@ fn zero_max_poll_records_is_an_invalid_runtime_setting() {
 #[test]
 fn builder_errors_name_the_item_without_a_location() {
     let err = Topology::builder()
-        .topic(TopicSpec::new("ad-events", EventSchema::AdEvents, 8).key("device_id"))
+        .topic(TopicSpec::new("ad-events", "ad-events", 8).key("device_id"))
         .operator(
-            OperatorSpec::new("balance", OperatorKind::Balance, "g")
+            OperatorSpec::new("balance", "balance", "g")
                 .input("ad-evnts")
                 .sink("db"),
         )
-        .sink(SinkSpec::new("db", SinkKind::Database))
+        .sink(SinkSpec::new("db", "database"))
         .build()
         .expect_err("unknown topic");
     assert!(
@@ -431,5 +476,25 @@ fn builder_errors_name_the_item_without_a_location() {
     assert_eq!(
         err.to_string(),
         "unknown topic `ad-evnts` (input of operator `balance`)"
+    );
+}
+
+#[test]
+fn repartition_group_clashing_with_a_declared_group_is_rejected() {
+    // The performance repartition stage runs as group `performance-aggregator-ad-events-repartition`:
+    // a declared operator with that group would share its offsets and state.
+    let text = cpc_with(
+        "group = \"balance-processor\"",
+        "group = \"performance-aggregator-ad-events-repartition\"",
+    );
+    let err = invalid(&text);
+    assert!(
+        matches!(&err, Error::InvalidRepartition { operator, input, .. } if operator == "performance" && input == "ad-events"),
+        "{err:?}"
+    );
+    check(
+        &err,
+        line_of(&text, "repartition = [{ input = \"ad-events\""),
+        &["`performance`", "is also a consumer group"],
     );
 }

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::io::Producer;
@@ -43,7 +43,8 @@ struct Rounds {
 pub(crate) struct Committer {
     state: Arc<dyn StoreBackend>,
     producer: Arc<dyn Producer>,
-    barriers: Vec<CommitBarrier>,
+    /// Barriers by id (one per sink, however many jobs write to it).
+    barriers: RwLock<Vec<(String, CommitBarrier)>>,
     sync: bool,
     gather: Duration,
     rounds: Mutex<Rounds>,
@@ -55,18 +56,26 @@ impl Committer {
     pub(crate) fn new(
         state: Arc<dyn StoreBackend>,
         producer: Arc<dyn Producer>,
-        barriers: Vec<CommitBarrier>,
+        barriers: Vec<(String, CommitBarrier)>,
         sync: bool,
     ) -> Self {
         Self {
             state,
             producer,
-            barriers,
+            barriers: RwLock::new(barriers),
             sync,
             gather: Duration::from_millis(2),
             rounds: Mutex::new(Rounds::default()),
             cv: Condvar::new(),
             started: Instant::now(),
+        }
+    }
+
+    /// Adds a barrier unless one with the same `id` is there already.
+    pub(crate) fn add_barrier(&self, id: &str, barrier: CommitBarrier) {
+        let mut barriers = self.barriers.write();
+        if !barriers.iter().any(|(b, _)| b == id) {
+            barriers.push((id.to_string(), barrier));
         }
     }
 
@@ -131,7 +140,7 @@ impl Committer {
         if self.sync {
             self.producer.flush()?;
         }
-        for barrier in &self.barriers {
+        for (_, barrier) in self.barriers.read().iter() {
             barrier()?;
         }
         let mut all = WriteBatch::new();

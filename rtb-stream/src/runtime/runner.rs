@@ -86,7 +86,7 @@ pub struct Runtime {
     io: Arc<dyn LogIo>,
     producer: Arc<dyn Producer>,
     state: Arc<dyn StoreBackend>,
-    barriers: Vec<CommitBarrier>,
+    barriers: Vec<(String, CommitBarrier)>,
     committer: Option<Arc<Committer>>,
     producers: Arc<Producers>,
     shutdown: ShutdownToken,
@@ -151,10 +151,22 @@ impl Runtime {
     /// Runs `barrier` once per commit round, before the tasks' state and offsets are applied (an error
     /// fails the round and stops the runtime). Use it to make the effects of processed records durable in
     /// external sinks before the offsets that say they were processed: one sink flush per round for the
-    /// whole process, not one per task. Set it before the first spawn.
-    pub fn with_commit_barrier(mut self, barrier: CommitBarrier) -> Self {
-        self.barriers.push(barrier);
+    /// whole process, not one per task. `id` names it (one barrier per id).
+    pub fn with_commit_barrier(mut self, id: impl Into<String>, barrier: CommitBarrier) -> Self {
+        self.add_commit_barrier(&id.into(), barrier);
         self
+    }
+
+    /// [`Runtime::with_commit_barrier`] on a runtime already in use (e.g. by the factory of each job that
+    /// writes to a sink): a barrier whose `id` is already registered is not added again, so a sink that
+    /// several jobs write is flushed once per round. It applies from the next commit round on: add it
+    /// before spawning the job whose effects it makes durable.
+    pub fn add_commit_barrier(&mut self, id: &str, barrier: CommitBarrier) {
+        match &self.committer {
+            Some(c) => c.add_barrier(id, barrier),
+            None if self.barriers.iter().any(|(b, _)| b == id) => {}
+            None => self.barriers.push((id.to_string(), barrier)),
+        }
     }
 
     /// The token that shuts every task down cleanly (drain, commit, return).

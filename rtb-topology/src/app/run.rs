@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rtb_ops::config::OpsConfig;
 use rtb_ops::sink::Advertiser as AdvertiserSpec;
-use rtb_ops::wire::{Clock, WireDecoder};
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
 use rtb_stream::runtime::{committed_watermark, task_scope, Runtime};
 use rtb_stream::state::{SledBackend, StoreBackend};
@@ -165,13 +164,8 @@ fn run_open(
             .map_err(|e| Error::Run(format!("database: {e}")))?;
     }
 
-    // What every task had committed before this process: records below these offsets were seen by an
-    // earlier process, whose stream time the runtime does not restore (the drain names that cause).
-    let committed_at_start = committed_offsets(plan, &state)?;
-    let ops = ops_config(plan);
-    let wire = WireDecoder::new(ops.validation, Clock::System);
-    let mut rt = Runtime::new(log.clone(), Arc::clone(&state)).with_commit_barrier(sinks.commit_barrier());
-    wiring::spawn_all(&mut rt, plan, &sinks, &ops, &wire, false)?;
+    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
+    wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
     let token = rt.shutdown_token();
     let metrics = rt.metrics();
 
@@ -226,7 +220,7 @@ fn run_open(
     // Drain: until every stage has committed every input record AND its committed watermark has reached the
     // end of the data it read (so every window, join and dedup window that the data closes has fired).
     if incomplete != Some(Incomplete::Interrupted) {
-        if let Some(why) = drain(plan, &log, &state, &committed_at_start, &metrics, &token, stop, &bar)? {
+        if let Some(why) = drain(plan, &log, &state, &metrics, &token, stop, &bar)? {
             incomplete.get_or_insert(why);
         }
     }
@@ -257,7 +251,6 @@ fn drain(
     plan: &ExecutionPlan,
     log: &EmbeddedLog,
     state: &Arc<dyn StoreBackend>,
-    committed_at_start: &HashMap<(String, u32), u64>,
     metrics: &rtb_stream::runtime::RuntimeMetrics,
     token: &rtb_stream::runtime::ShutdownToken,
     stop: &AtomicBool,
@@ -311,22 +304,8 @@ fn drain(
                                 )
                             })
                             .collect();
-                        // The runtime restores a task's committed watermark but not the stream time each of
-                        // its inputs had reached: a task whose latest records were processed before this
-                        // restart cannot get its watermark to them until it receives later input.
-                        let restart = behind.iter().all(|b| {
-                            let key = (format!("{}/{}", b.stage, b.end_topic), b.partition);
-                            committed_at_start.get(&key).is_some_and(|&c| b.end_offset < c)
-                        });
-                        let cause = if restart {
-                            "; their latest records were processed before this restart, and the runtime does not \
-                             yet resume stream time after a restart (their last windows close when they next \
-                             receive later input)"
-                        } else {
-                            ""
-                        };
                         return Ok(Some(Incomplete::WatermarkStalled(format!(
-                            "{} task(s) stopped short of the end of the data: {}{cause}",
+                            "{} task(s) stopped short of the end of the data: {}",
                             behind.len(),
                             list.join(", ")
                         ))));
@@ -398,7 +377,7 @@ impl EndOfData {
                 }
                 let Some((max, end_offset, end_topic)) = max else { continue };
                 let target = max.saturating_sub(ooo);
-                let wm = committed_watermark(state, &stage.name, p)?;
+                let wm = committed_watermark(state, &stage.runtime_group(), p)?;
                 if wm.is_none_or(|w| w < target) {
                     behind.push(Behind {
                         stage: stage.name.clone(),
@@ -440,34 +419,17 @@ impl EndOfData {
     }
 }
 
-/// Operator configuration from the plan's per-stage settings.
-pub fn ops_config(plan: &ExecutionPlan) -> OpsConfig {
-    let mut ops = OpsConfig::default();
-    for s in &plan.stages {
-        match s.kind {
-            crate::OperatorKind::Performance => {
-                if let Some(w) = s.settings.window {
-                    ops.performance.window_ms = w.as_ms();
-                }
-                ops.performance.grace_ms = s.settings.grace.as_ms();
-                if let crate::LatePolicy::Correct { max_lateness } = s.settings.late_policy {
-                    ops.performance.max_lateness_ms = max_lateness.as_ms();
-                }
-            }
-            crate::OperatorKind::DuplicateDetection => {
-                if let Some(w) = s.settings.window {
-                    ops.dedup.window_ms = w.as_ms();
-                }
-            }
-            crate::OperatorKind::ConversionMatching => {
-                if let Some(w) = s.settings.window {
-                    ops.conversion.attribution_window_ms = w.as_ms();
-                }
-            }
-            _ => {}
-        }
-    }
-    ops
+/// The operators' configuration as the plan sets it (each kind's settings, the plan's topic names), for
+/// the paths that drive the CPC operators by hand (`rtb replay`).
+pub fn ops_config(plan: &ExecutionPlan) -> Result<OpsConfig> {
+    let topics: Vec<(String, String)> = plan
+        .topics
+        .iter()
+        .filter(|t| !t.internal)
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    rtb_ops::registry::ops_config(&plan.peers(), &topics)
+        .map_err(|e| Error::Run(format!("operator settings: {e}")))
 }
 
 /// A failure on a data-directory file (`Error::Io` is about the topology file and exits 2).
@@ -516,27 +478,12 @@ fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
     Ok(merged)
 }
 
-/// Committed offsets of every task, keyed by (`stage/topic`, partition).
-fn committed_offsets(plan: &ExecutionPlan, state: &Arc<dyn StoreBackend>) -> Result<HashMap<(String, u32), u64>> {
-    let mut out = HashMap::new();
-    for stage in &plan.stages {
-        for p in 0..stage.partitions {
-            let committed = task_scope(state, &stage.name, p).read_offsets()?;
-            for topic in &stage.inputs {
-                let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);
-                out.insert((format!("{}/{topic}", stage.name), p), done);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Records not yet committed by the stages, summed over every input partition.
 pub fn total_lag(plan: &ExecutionPlan, log: &EmbeddedLog, state: &Arc<dyn StoreBackend>) -> Result<u64> {
     let mut lag = 0u64;
     for stage in &plan.stages {
         for p in 0..stage.partitions {
-            let committed = task_scope(state, &stage.name, p).read_offsets()?;
+            let committed = task_scope(state, stage.runtime_group(), p).read_offsets()?;
             for topic in &stage.inputs {
                 let end = log.end_offset(topic, p)?;
                 let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);

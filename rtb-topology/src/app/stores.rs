@@ -15,11 +15,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::Backend;
+use rtb_stream::registry::SinkOptions;
 use crate::plan::ExecutionPlan;
 
 /// The seal's file name inside a data directory.
 pub const SEAL_FILE: &str = "stores.json";
+
+/// The backend whose sinks are sled stores under the data directory.
+const EMBEDDED_BACKEND: &str = "embedded";
 
 /// The directory of the operators' state store inside a data directory.
 pub const STATE_DIR: &str = "state";
@@ -44,10 +47,11 @@ pub fn stores(plan: &ExecutionPlan, data_dir: &Path) -> Vec<Store> {
     let mut out: Vec<Store> = plan
         .sinks
         .iter()
-        .filter(|s| s.backend == Backend::Embedded)
+        // The sled stores of the `embedded` backend; servers (and other backends) guard their own data.
+        .filter(|s| s.backend == EMBEDDED_BACKEND)
         .map(|s| Store {
             name: s.name.clone(),
-            path: s.path.clone().map_or_else(|| data_dir.join(&s.name), |p| data_dir.join(p)),
+            path: SinkOptions { name: &s.name, path: s.path.as_deref(), url: None, data_dir }.dir(),
         })
         .collect();
     out.push(Store { name: STATE_DIR.to_string(), path: data_dir.join(STATE_DIR) });

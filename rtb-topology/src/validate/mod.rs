@@ -1,19 +1,23 @@
 //! Validation: everything that must hold before anything starts.
 //!
-//! Checks, in order: runtime settings; topics (names, partitions > 0, duplicates, keys); sinks (names,
-//! duplicates, backend fits kind, backend available); then each operator: id and group (valid, unique),
-//! kind (not the internal `repartition`), topics and sinks it names exist, inputs/outputs/sinks/key fit the
-//! kind, settings apply to the kind and are in range, declared repartitions are applicable, and a keyed
-//! operator's (effective) inputs are co-partitioned. The first error found is returned.
+//! Every name is looked up in a [`Registry`]: operator kinds, schemas, sink kinds and backends. Checks, in
+//! order: runtime settings; topics (names, partitions > 0, duplicates, keys, registered schema); sinks
+//! (names, duplicates, kind and backend registered, options fit the backend); then each operator: id and
+//! group (valid, unique), kind (registered, not the internal `repartition`), topics and sinks it names
+//! exist, inputs/outputs/sinks/key fit the kind's rules, the kind's typed settings deserialise (unknown
+//! fields rejected) and are in range, watermark settings are in range, declared repartitions are
+//! applicable, and a keyed operator's (effective) inputs are co-partitioned. The first error found is
+//! returned.
 
 use std::collections::HashMap;
+use std::path::Path;
+
+use rtb_stream::registry::{KindRules, Registry, SinkOptions};
 
 use crate::error::{Error, Location, Result};
-use crate::model::{
-    Backend, EventSchema, LatePolicyKind, OperatorKind, OperatorSpec, SinkKind, SinkSpec,
-    TopicSpec, Topology,
-};
-use crate::source::{Seg, SourceMap};
+use crate::model::{OperatorSpec, SinkSpec, TopicSpec, Topology};
+use crate::registry::default_registry;
+use crate::source::{parse_toml, Seg, SourceMap};
 use crate::units::{KeySpec, Millis};
 
 mod partitioning;
@@ -40,20 +44,47 @@ pub(crate) struct PlannedRepartition {
 #[derive(Debug)]
 pub(crate) struct OperatorAnalysis<'a> {
     pub op: &'a OperatorSpec,
+    pub rules: KindRules,
+    /// The kind's settings with every default filled in.
+    pub settings: serde_json::Value,
     pub inputs: Vec<EffectiveInput>,
     pub partitions: u32,
     pub repartitions: Vec<PlannedRepartition>,
 }
 
 impl Topology {
-    /// Checks the topology (see the module docs of `validate` for the list). Errors name the offending
-    /// item; this form has no file, so they carry no location.
+    /// Checks the topology against the built-in registry (see the module docs of `validate` for the
+    /// list). Errors name the offending item; this form has no file, so they carry no location.
     pub fn validate(&self) -> Result<()> {
         self.validate_with(None)
     }
 
+    /// [`Topology::validate`] against `registry`.
+    pub fn validate_with_registry(&self, registry: &Registry) -> Result<()> {
+        analyze(self, None, registry).map(|_| ())
+    }
+
     pub(crate) fn validate_with(&self, src: Option<&SourceMap>) -> Result<()> {
-        analyze(self, src).map(|_| ())
+        analyze(self, src, default_registry()?).map(|_| ())
+    }
+
+    /// Parses a topology written in TOML and validates it against `registry`. Errors name the line.
+    pub fn from_toml_str_with(text: &str, registry: &Registry) -> Result<Topology> {
+        let (topology, map) = parse_toml(text, None)?;
+        analyze(&topology, Some(&map), registry)?;
+        Ok(topology)
+    }
+
+    /// Reads a topology file and validates it against `registry`. Errors name the file and line.
+    pub fn from_file_with(path: impl AsRef<Path>, registry: &Registry) -> Result<Topology> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (topology, map) = parse_toml(&text, Some(path))?;
+        analyze(&topology, Some(&map), registry)?;
+        Ok(topology)
     }
 }
 
@@ -61,8 +92,9 @@ impl Topology {
 pub(crate) fn analyze<'a>(
     t: &'a Topology,
     src: Option<&SourceMap>,
+    registry: &Registry,
 ) -> Result<Vec<OperatorAnalysis<'a>>> {
-    let c = Checker { src };
+    let c = Checker { src, registry };
     c.runtime(t)?;
     let topics = c.topics(t)?;
     let sinks = c.sinks(t)?;
@@ -72,15 +104,23 @@ pub(crate) fn analyze<'a>(
     for (i, op) in t.operators.iter().enumerate() {
         out.push(c.operator(i, op, &topics, &sinks, &mut ids, &mut groups)?);
     }
-    // A repartition stage is named after its internal topic; it must not clash with an operator's stage.
+    // A repartition stage is named after its internal topic, which is also its runtime group: it must
+    // not clash with an operator's stage or with a declared group (they would share offsets and state).
     for (i, a) in out.iter().enumerate() {
         for (r, rp) in a.repartitions.iter().enumerate() {
-            if ids.contains_key(rp.topic.as_str()) {
+            let clash = if ids.contains_key(rp.topic.as_str()) {
+                Some("an operator id")
+            } else if groups.contains_key(rp.topic.as_str()) {
+                Some("a consumer group")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
                 return Err(Error::InvalidRepartition {
                     operator: a.op.id.clone(),
                     input: rp.source.clone(),
                     reason: format!(
-                        "its internal topic name `{}` is also an operator id",
+                        "its internal topic name `{}` (also its stage's group) is also {what}",
                         rp.topic
                     ),
                     at: c.at(&[
@@ -119,12 +159,11 @@ fn list<T: AsRef<str>>(items: &[T]) -> String {
     format!("[{}]", names.join(", "))
 }
 
-fn schemas(items: &[EventSchema]) -> String {
+fn schemas(items: &[String]) -> String {
     if items.is_empty() {
         return "no topic".to_owned();
     }
-    let names: Vec<&str> = items.iter().map(|s| s.name()).collect();
-    list(&names)
+    list(items)
 }
 
 /// `[a, b (ad-events)]`: each topic, with its schema when the name differs from it.
@@ -132,19 +171,19 @@ fn topics_with_schemas(names: &[String], topics: &HashMap<&str, &TopicSpec>) -> 
     let items: Vec<String> = names
         .iter()
         .map(|n| match topics.get(n.as_str()) {
-            Some(t) if t.schema.name() != n => format!("{n} ({})", t.schema.name()),
+            Some(t) if t.schema != *n => format!("{n} ({})", t.schema),
             _ => n.clone(),
         })
         .collect();
     list(&items)
 }
 
-fn sink_kinds(kinds: &[SinkKind]) -> String {
+fn sink_kinds(kinds: &[String]) -> String {
     match kinds {
         [] => "no sink".to_owned(),
         _ => kinds
             .iter()
-            .map(|k| format!("one {} sink", k.name()))
+            .map(|k| format!("one {k} sink"))
             .collect::<Vec<_>>()
             .join(" and "),
     }
@@ -152,6 +191,7 @@ fn sink_kinds(kinds: &[SinkKind]) -> String {
 
 struct Checker<'s> {
     src: Option<&'s SourceMap>,
+    registry: &'s Registry,
 }
 
 impl Checker<'_> {
@@ -207,6 +247,14 @@ impl Checker<'_> {
                     at: at("key"),
                 });
             }
+            if self.registry.schema(&topic.schema).is_none() {
+                return Err(Error::UnknownSchema {
+                    topic: topic.name.clone(),
+                    schema: topic.schema.clone(),
+                    known: list(&self.registry.schema_names()),
+                    at: at("schema"),
+                });
+            }
             if topics.insert(topic.name.as_str(), topic).is_some() {
                 return Err(Error::DuplicateTopic {
                     topic: topic.name.clone(),
@@ -235,46 +283,41 @@ impl Checker<'_> {
                     at: at("name"),
                 });
             }
-            let invalid = |reason: String, field| Error::InvalidSink {
-                sink: sink.name.clone(),
-                kind: sink.kind,
-                reason,
-                at: at(field),
-            };
-            match (sink.kind, sink.backend) {
-                (SinkKind::Cache, Backend::Postgres) | (SinkKind::Database, Backend::Redis) => {
-                    let other = if sink.kind == SinkKind::Cache {
-                        "redis"
-                    } else {
-                        "postgres"
-                    };
-                    let reason = format!(
-                        "backend `{}` cannot serve a {} sink (use `embedded` or `{other}`)",
-                        sink.backend.name(),
-                        sink.kind.name()
-                    );
-                    return Err(invalid(reason, "backend"));
-                }
-                (_, Backend::Embedded) if sink.url.is_some() => {
-                    return Err(invalid(
-                        "`url` applies to the redis and postgres backends only".to_owned(),
-                        "url",
-                    ));
-                }
-                (_, Backend::Redis | Backend::Postgres) if sink.path.is_some() => {
-                    return Err(invalid(
-                        "`path` applies to the embedded backend only".to_owned(),
-                        "path",
-                    ));
-                }
-                (_, Backend::Redis | Backend::Postgres) => {
-                    return Err(Error::BackendUnavailable {
+            let Some(backend) = self.registry.sink_backend(&sink.kind, &sink.backend) else {
+                if self.registry.backend_names(&sink.kind).is_empty() {
+                    return Err(Error::UnknownSinkKind {
                         sink: sink.name.clone(),
-                        backend: sink.backend.name().to_owned(),
-                        at: at("backend"),
+                        kind: sink.kind.clone(),
+                        known: list(&self.registry.sink_kind_names()),
+                        at: at("kind"),
                     });
                 }
-                (_, Backend::Embedded) => {}
+                return Err(Error::BackendUnavailable {
+                    sink: sink.name.clone(),
+                    backend: sink.backend.as_str().into(),
+                    kind: sink.kind.as_str().into(),
+                    available: list(&self.registry.backend_names(&sink.kind)).into(),
+                    at: at("backend"),
+                });
+            };
+            let options = SinkOptions {
+                name: &sink.name,
+                path: sink.path.as_deref(),
+                url: sink.url.as_deref(),
+                data_dir: &t.runtime.data_dir,
+            };
+            if let Err(e) = backend.check(&options) {
+                let field = match e.field.as_deref() {
+                    Some("url") => "url",
+                    Some("path") => "path",
+                    _ => "backend",
+                };
+                return Err(Error::InvalidSink {
+                    sink: sink.name.clone(),
+                    kind: sink.kind.as_str().into(),
+                    reason: e.reason,
+                    at: at(field),
+                });
             }
         }
         Ok(sinks)
@@ -296,7 +339,7 @@ impl Checker<'_> {
             self.at(&path)
         };
         let field = |f| at(&[Seg::Key(f)]);
-        let kind = op.kind;
+        let kind = op.kind.clone();
         let id = || op.id.clone();
 
         if let Some(reason) = name_problem(&op.id) {
@@ -329,12 +372,21 @@ impl Checker<'_> {
                 at: field("group"),
             });
         }
-        if kind == OperatorKind::Repartition {
+        if kind == rtb_stream::registry::REPARTITION {
             return Err(Error::InternalKind {
                 operator: id(),
                 at: field("kind"),
             });
         }
+        let Some(def) = self.registry.kind(&kind) else {
+            return Err(Error::UnknownKind {
+                operator: id(),
+                kind,
+                known: list(&self.registry.kind_names()),
+                at: field("kind"),
+            });
+        };
+        let rules = def.rules();
 
         // Every named topic and sink exists.
         let mut input_topics = Vec::with_capacity(op.inputs.len());
@@ -355,7 +407,7 @@ impl Checker<'_> {
         let mut output_schemas = Vec::with_capacity(op.outputs.len());
         for (j, name) in op.outputs.iter().enumerate() {
             match topics.get(name.as_str()) {
-                Some(t) => output_schemas.push(t.schema),
+                Some(t) => output_schemas.push(t.schema.clone()),
                 None => {
                     let at = at(&[Seg::Key("outputs"), Seg::Index(j)]);
                     return Err(Error::UnknownTopic {
@@ -370,7 +422,7 @@ impl Checker<'_> {
         let mut kinds_written = Vec::with_capacity(op.sinks.len());
         for (j, name) in op.sinks.iter().enumerate() {
             match sinks.get(name.as_str()) {
-                Some(s) => kinds_written.push(s.kind),
+                Some(s) => kinds_written.push(s.kind.clone()),
                 None => {
                     let at = at(&[Seg::Key("sinks"), Seg::Index(j)]);
                     return Err(Error::UnknownSink {
@@ -383,54 +435,54 @@ impl Checker<'_> {
         }
 
         // Inputs, outputs, sinks and key fit the kind.
-        let input_schemas: Vec<EventSchema> = input_topics.iter().map(|t| t.schema).collect();
-        if input_schemas != kind.input_schemas() {
+        let input_schemas: Vec<String> = input_topics.iter().map(|t| t.schema.clone()).collect();
+        if input_schemas != rules.inputs {
             return Err(Error::WrongInputs {
                 operator: id(),
-                kind,
-                expected: schemas(kind.input_schemas()),
-                found: topics_with_schemas(&op.inputs, topics),
+                kind: kind.as_str().into(),
+                expected: schemas(&rules.inputs).into(),
+                found: topics_with_schemas(&op.inputs, topics).into(),
                 at: field("inputs"),
             });
         }
-        if output_schemas != kind.output_schemas() {
+        if output_schemas != rules.outputs {
             return Err(Error::WrongOutputs {
                 operator: id(),
-                kind,
-                expected: schemas(kind.output_schemas()),
+                kind: kind.as_str().into(),
+                expected: schemas(&rules.outputs).into(),
                 found: if op.outputs.is_empty() {
-                    "none".to_owned()
+                    "none".into()
                 } else {
-                    topics_with_schemas(&op.outputs, topics)
+                    topics_with_schemas(&op.outputs, topics).into()
                 },
                 at: field("outputs"),
             });
         }
         let mut written = kinds_written.clone();
-        written.sort_by_key(|k| k.name());
-        let mut needed = kind.sink_kinds().to_vec();
-        needed.sort_by_key(|k| k.name());
+        written.sort();
+        let mut needed = rules.sinks.clone();
+        needed.sort();
         if written != needed {
             let found: Vec<String> = op
                 .sinks
                 .iter()
                 .zip(&kinds_written)
-                .map(|(n, k)| format!("{n} ({})", k.name()))
+                .map(|(n, k)| format!("{n} ({k})"))
                 .collect();
             return Err(Error::WrongSinks {
                 operator: id(),
-                kind,
-                expected: sink_kinds(kind.sink_kinds()),
+                kind: kind.as_str().into(),
+                expected: sink_kinds(&rules.sinks).into(),
                 found: if found.is_empty() {
-                    "none".to_owned()
+                    "none".into()
                 } else {
-                    list(&found)
+                    list(&found).into()
                 },
                 at: field("sinks"),
             });
         }
-        self.key(op, &field)?;
-        self.settings(op, &at)?;
+        self.key(op, &rules, &field)?;
+        let settings = self.settings(op, def.as_ref(), &at)?;
 
         let (inputs, repartitions) = partitioning::repartitions(op, &input_topics, topics, &at)?;
         let partitions = inputs.iter().map(|e| e.partitions).max().unwrap_or(1);
@@ -445,6 +497,8 @@ impl Checker<'_> {
         }
         Ok(OperatorAnalysis {
             op,
+            rules,
+            settings,
             inputs,
             partitions,
             repartitions,
@@ -454,73 +508,58 @@ impl Checker<'_> {
     fn key(
         &self,
         op: &OperatorSpec,
+        rules: &KindRules,
         field: &dyn Fn(&'static str) -> Option<Location>,
     ) -> Result<()> {
-        let allowed = op.kind.key_fields();
+        let allowed = &rules.key_fields;
         let wrong = |key: String, expected: String| Error::WrongKey {
             operator: op.id.clone(),
-            kind: op.kind,
-            key,
-            expected,
+            kind: op.kind.as_str().into(),
+            key: key.into(),
+            expected: expected.into(),
             at: field("key"),
         };
         match &op.key {
-            None if op.kind.requires_key() => Err(wrong(
+            None if rules.requires_key => Err(wrong(
                 "none".to_owned(),
                 format!("a key is required, made of {}", list(allowed)),
             )),
             None => Ok(()),
-            Some(k)
-                if k.is_empty() || !k.fields().iter().all(|f| allowed.contains(&f.as_str())) =>
-            {
-                Err(wrong(
-                    k.to_string(),
-                    format!("the key must be made of {}", list(allowed)),
-                ))
-            }
+            Some(k) if k.is_empty() || !k.fields().iter().all(|f| allowed.contains(f)) => Err(wrong(
+                k.to_string(),
+                format!("the key must be made of {}", list(allowed)),
+            )),
             Some(_) => Ok(()),
         }
     }
 
+    /// The kind's typed settings (defaults filled in), and the watermark settings' ranges.
     fn settings(
         &self,
         op: &OperatorSpec,
+        def: &dyn rtb_stream::registry::DynOperatorKind,
         at: &dyn Fn(&[Seg<'_>]) -> Option<Location>,
-    ) -> Result<()> {
-        let s = &op.settings;
-        let invalid = |setting: &'static str, reason: String| Error::InvalidSetting {
-            operator: op.id.clone(),
-            setting,
-            reason,
-            at: at(&[Seg::Key("settings"), Seg::Key(setting)]),
-        };
-        if !op.kind.is_windowed() {
-            let windowed = [
-                ("window", s.window.is_some()),
-                ("grace", s.grace.is_some()),
-                ("late_policy", s.late_policy.is_some()),
-                ("max_lateness", s.max_lateness.is_some()),
-            ];
-            if let Some((name, _)) = windowed.iter().find(|(_, set)| *set) {
-                return Err(invalid(
-                    name,
-                    format!("does not apply to kind {} (it has no window)", op.kind),
-                ));
-            }
+    ) -> Result<serde_json::Value> {
+        let written = serde_json::Value::Object(op.settings.clone());
+        let resolved = def.resolve_settings(&written).map_err(|e| {
+            let (setting, at) = match e.field {
+                Some(f) if op.settings.contains_key(&f) => {
+                    let at = at(&[Seg::Key("settings"), Seg::Key(&f)]);
+                    (f, at)
+                }
+                Some(f) => (f, at(&[Seg::Key("settings")]).or_else(|| at(&[Seg::Key("kind")]))),
+                None => ("settings".to_owned(), at(&[Seg::Key("settings")]).or_else(|| at(&[Seg::Key("kind")]))),
+            };
+            Error::InvalidSetting { operator: op.id.clone(), setting, reason: e.reason, at }
+        })?;
+        if op.watermark.idle_timeout == Some(Millis::ZERO) {
+            return Err(Error::InvalidSetting {
+                operator: op.id.clone(),
+                setting: "idle_timeout".to_owned(),
+                reason: "must be greater than 0".to_owned(),
+                at: at(&[Seg::Key("watermark"), Seg::Key("idle_timeout")]),
+            });
         }
-        if s.window == Some(Millis::ZERO) {
-            return Err(invalid("window", "must be greater than 0".to_owned()));
-        }
-        if s.idle_timeout == Some(Millis::ZERO) {
-            return Err(invalid("idle_timeout", "must be greater than 0".to_owned()));
-        }
-        let policy = s.late_policy.unwrap_or(op.kind.default_late_policy());
-        if s.max_lateness.is_some() && policy != LatePolicyKind::Correct {
-            return Err(invalid(
-                "max_lateness",
-                "only applies with late_policy = \"correct\"".to_owned(),
-            ));
-        }
-        Ok(())
+        Ok(resolved)
     }
 }
