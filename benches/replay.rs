@@ -9,13 +9,12 @@ use std::time::Instant;
 
 use rtb_topology::replay::{replay, ReplayOptions};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
-}
 
 fn main() {
     // Criterion-style flags (`--bench`, filters) are accepted and ignored.
@@ -54,7 +53,5 @@ fn main() {
     );
     println!("EVENTS_PER_SEC name=replay_ad_events value={:.0}", s.ad_events_per_sec);
     println!("EVENTS_PER_SEC name=replay_ad_events_incl_outputs value={:.0}", ads as f64 / total);
-    if let Some(kib) = peak_rss_kib() {
-        println!("PEAK_RSS_MIB name=replay value={:.0}", kib as f64 / 1024.0);
-    }
+    support::print_peak_rss("replay");
 }

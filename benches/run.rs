@@ -11,13 +11,12 @@ use std::time::Instant;
 use clap::Parser;
 use rtb_topology::cli::{execute, Cli};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
-}
 
 fn main() {
     // Criterion-style flags (`--bench`, filters) are accepted and ignored.
@@ -34,7 +33,5 @@ fn main() {
     let complete = text.lines().find(|l| l.starts_with("complete") || l.contains("complete:")).unwrap_or("");
     println!("run: {n} ad-events in {secs:.2} s (whole run: production, processing, drain, report); {complete}");
     println!("EVENTS_PER_SEC name=run_ad_events value={:.0}", n as f64 / secs);
-    if let Some(kib) = peak_rss_kib() {
-        println!("PEAK_RSS_MIB name=run value={:.0}", kib as f64 / 1024.0);
-    }
+    support::print_peak_rss("run");
 }

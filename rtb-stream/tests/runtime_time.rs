@@ -184,6 +184,17 @@ fn stream_time_survives_a_restart_so_idle_partitions_still_close_the_last_window
     assert_eq!(got[&("a".to_string(), 20_000)], 2);
 }
 
+/// A batch job over `in` judging clocks with a 1-hour `max_ahead`, late and dead letters kept.
+fn outlier_job() -> JobConfig {
+    JobConfig {
+        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        late_topic: Some("late".into()),
+        dead_letter_topic: Some("dlq".into()),
+        max_ahead: Some(HOUR),
+        ..batch_job("g", &["in"])
+    }
+}
+
 #[test]
 fn one_outlier_timestamp_is_set_aside_and_does_not_make_the_rest_late() {
     // Recorded traffic of 2025 with one line a year ahead (a device with a bad clock) in the middle.
@@ -194,13 +205,7 @@ fn one_outlier_timestamp_is_set_aside_and_does_not_make_the_rest_late() {
     recs.extend((50..100).map(|i| keyed("a", base + i * 1_000)));
     log.append_batch("in", recs).expect("append");
     let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
-    let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
-        late_topic: Some("late".into()),
-        dead_letter_topic: Some("dlq".into()),
-        max_ahead: Some(HOUR),
-        ..batch_job("g", &["in"])
-    };
+    let cfg = outlier_job();
     let seen = Arc::new(AtomicU64::new(0));
     rt.spawn(cfg, decode_key, windows_factory(Arc::clone(&seen))).expect("spawn");
     let report = join_within(rt, 30).expect("join");
@@ -223,13 +228,7 @@ fn a_real_jump_in_time_is_not_an_outlier() {
     recs.extend((0..20).map(|i| keyed("a", day1 + 20 * HOUR + i * 1_000)));
     log.append_batch("in", recs).expect("append");
     let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
-    let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
-        late_topic: Some("late".into()),
-        dead_letter_topic: Some("dlq".into()),
-        max_ahead: Some(HOUR),
-        ..batch_job("g", &["in"])
-    };
+    let cfg = outlier_job();
     rt.spawn(cfg, decode_key, windows_factory(Arc::new(AtomicU64::new(0)))).expect("spawn");
     let report = join_within(rt, 30).expect("join");
     assert_eq!((report.groups["g"].late_records, report.groups["g"].dead_letters), (0, 0));

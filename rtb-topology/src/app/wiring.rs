@@ -226,3 +226,36 @@ pub fn ranker(
         &ops.budget.default_time_zone,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Topology;
+
+    fn cpc_with_runtime(runtime: &str) -> ExecutionPlan {
+        let text = include_str!("../../../topologies/cpc.toml").replace("[runtime]", &format!("[runtime]\n{runtime}"));
+        Topology::from_toml_str(&text).and_then(|t| t.plan()).expect("plan")
+    }
+
+    #[test]
+    fn the_runtime_settings_and_the_plan_reach_every_job() {
+        let plan = cpc_with_runtime("");
+        let job = |name: &str| job_config(&plan, plan.stage(name).expect("stage"), false);
+        let balance = job("balance");
+        assert_eq!((balance.max_ahead, balance.max_behind), (Some(3_600_000), Some(86_400_000)), "defaults");
+        // The performance stage reads ad-events re-keyed by campaign: its watermark waits for all 8 partitions.
+        let performance = job("performance");
+        assert_eq!(performance.upstream.len(), 1);
+        assert_eq!(
+            (performance.upstream[0].origin_topic.as_str(), performance.upstream[0].origin_partitions),
+            ("ad-events", 8)
+        );
+        // Producers are known to the runtime (batch mode waits for them; their topics' clocks are not judged).
+        assert_eq!(job("budget-monitor").outputs, vec!["campaign-events".to_string()]);
+        assert_eq!(job("duplicate-detection").outputs, vec!["compensation-events".to_string()]);
+
+        let plan = cpc_with_runtime("max_ahead = \"30m\"\nmax_behind = \"0s\"");
+        let balance = job_config(&plan, plan.stage("balance").expect("stage"), false);
+        assert_eq!((balance.max_ahead, balance.max_behind), (Some(1_800_000), None), "set, and \"0s\" turns it off");
+    }
+}
