@@ -177,26 +177,38 @@ fn files_in(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_corrupt_sink_fails_export_and_run_naming_the_store_and_leaves_no_outputs() {
+/// Byte flips in one store of a finished run: `export` and `run` refuse the directory, naming the store,
+/// and leave nothing that reads as a fact.
+fn a_corrupt_store_is_refused(store: &str) {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
     ok(&run(&data, 1_500, 200_000, &tmp.path().join("r1.json")));
-    corrupt(&data.join("database"));
+    corrupt(&data.join(store));
 
     let out_dir: PathBuf = tmp.path().join("export");
     let ex = export(&data, &out_dir);
     let err = text(&ex.stderr);
     assert_eq!(ex.status.code(), Some(1), "{err}");
-    assert!(err.contains("store `database`"), "the error names the store: {err}");
+    assert!(err.contains(&format!("store `{store}`")), "the error names the store: {err}");
     let left = files_in(&out_dir);
     assert!(left.is_empty(), "a failed export leaves nothing that reads as a fact: {left:?}");
 
     let again = run(&data, 1_500, 200_000, &tmp.path().join("r2.json"));
     let err = text(&again.stderr);
     assert_eq!(again.status.code(), Some(1), "stdout:\n{}\nstderr:\n{err}", text(&again.stdout));
-    assert!(err.contains("store `database`"), "{err}");
+    assert!(err.contains(&format!("store `{store}`")), "{err}");
     assert!(!text(&again.stdout).contains("complete"), "{}", text(&again.stdout));
+}
+
+#[test]
+fn a_corrupt_sink_fails_export_and_run_naming_the_store_and_leaves_no_outputs() {
+    a_corrupt_store_is_refused("database");
+    a_corrupt_store_is_refused("cache");
+}
+
+#[test]
+fn a_corrupt_operator_state_fails_export_and_run_naming_the_store() {
+    a_corrupt_store_is_refused("state");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! `rtb run` killed with SIGKILL at random moments and restarted on the same data directory ends with
-//! exactly the ledger and balances of an uninterrupted run on the same seed: no click charged twice or
-//! lost, no refund applied twice or lost.
+//! `rtb run` killed with SIGKILL at random moments — and stopped by SIGKILL, SIGSTOP or SIGINT in its drain,
+//! after the last event was produced — then restarted on the same data directory ends with exactly the
+//! outputs of an uninterrupted run on the same seed: no click charged twice or lost, no refund applied twice
+//! or lost, every window closed and every conversion matched.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -52,6 +53,10 @@ fn ledger(dir: &Path) -> BTreeSet<(String, String, String, i64)> {
         .collect()
 }
 
+fn name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 fn lines(dir: &Path, name: &str) -> Vec<String> {
     std::fs::read_to_string(dir.join(name)).expect(name).lines().map(str::to_string).collect()
 }
@@ -83,9 +88,14 @@ fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_ledger() {
     assert!(kills >= 2, "the run must have been killed mid-way (killed {kills} times)");
     run_to_completion(&b);
 
-    let (ea, eb) = (tmp.path().join("export-a"), tmp.path().join("export-b"));
-    export(&a, &ea);
-    export(&b, &eb);
+    same_outputs(tmp.path(), &a, &b);
+}
+
+/// Exports both data directories and asserts that every output is the same.
+fn same_outputs(tmp: &Path, a: &Path, b: &Path) {
+    let (ea, eb) = (tmp.join(format!("export-{}", name(a))), tmp.join(format!("export-{}", name(b))));
+    export(a, &ea);
+    export(b, &eb);
     let (la, lb) = (ledger(&ea), ledger(&eb));
     assert!(la.len() > 100, "the run charged clicks ({} ledger rows)", la.len());
     assert!(la.iter().any(|r| r.2 == "REFUND"), "duplicate clicks were refunded");
@@ -103,4 +113,60 @@ fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_ledger() {
         assert_eq!(xa.len(), xb.len(), "{name}: row counts differ");
         assert!(xa == xb, "{name} differs: first difference {:?}", xa.iter().zip(&xb).find(|(x, y)| x != y));
     }
+}
+
+/// At 2 500 events/s a run has produced everything after about 2.6 s, then drains for at least the idle
+/// timeout (10 s): a signal 5 s in lands after the last event was produced, in the drain.
+fn run_in_drain(data: &Path) -> std::process::Child {
+    let child = rtb()
+        .args(["run", "--data-dir"])
+        .arg(data)
+        .args(["--events", EVENTS, "--rate", RATE, "--seed", "5", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_secs(5));
+    child
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let st = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
+    assert!(st.success(), "kill {sig}");
+}
+
+#[test]
+fn stopped_in_the_drain_by_sigkill_sigstop_or_sigint_the_run_still_ends_with_every_output() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reference = tmp.path().join("uninterrupted");
+    run_to_completion(&reference);
+
+    // SIGKILL after the last event was produced; the restart must close the last windows and matches.
+    let killed = tmp.path().join("killed-in-drain");
+    let mut child = run_in_drain(&killed);
+    assert!(child.try_wait().expect("wait").is_none(), "still draining when killed");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    run_to_completion(&killed);
+    same_outputs(tmp.path(), &reference, &killed);
+
+    // SIGSTOP for 15 s (longer than the idle timeout) in the drain, then SIGCONT: a stalled process is not a
+    // quiet partition; nothing may become late, no conversion may go to an older click.
+    let stopped = tmp.path().join("stopped-in-drain");
+    let mut child = run_in_drain(&stopped);
+    signal(&child, "-STOP");
+    std::thread::sleep(Duration::from_secs(15));
+    signal(&child, "-CONT");
+    let st = child.wait().expect("wait");
+    assert!(st.success(), "the stopped run finishes by itself: {st:?}");
+    same_outputs(tmp.path(), &reference, &stopped);
+
+    // SIGINT (Ctrl-C) in the drain: exit 130, not complete; the restart completes it.
+    let interrupted = tmp.path().join("interrupted-in-drain");
+    let mut child = run_in_drain(&interrupted);
+    signal(&child, "-INT");
+    let st = child.wait().expect("wait");
+    assert_eq!(st.code(), Some(130), "an interrupted run says so");
+    run_to_completion(&interrupted);
+    same_outputs(tmp.path(), &reference, &interrupted);
 }
