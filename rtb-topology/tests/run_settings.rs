@@ -58,3 +58,45 @@ fn rtb_run_uses_the_declared_group_and_the_declared_cache() {
     assert!(cache.all_window_metrics(MetricsScope::Campaign).expect("rows").is_empty());
     assert!(!cache.rankings().expect("rankings").is_empty(), "the ranking still writes the `cache` sink");
 }
+
+#[test]
+fn rtb_run_and_export_use_the_declared_topic_names() {
+    // Every topic renamed in the file: the simulator produces to the declared names, every stage reads and
+    // writes them, and `rtb export` reads them back; no topic of the default names is created.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut topology = CPC_TOPOLOGY_TOML.to_string();
+    for t in ["campaign-events", "ad-events", "conversion-events", "compensation-events"] {
+        topology = topology.replace(&format!("\"{t}\""), &format!("\"shop.{t}\""));
+    }
+    let topology = topology.replace("schema = \"shop.", "schema = \""); // schemas keep their names
+    let file = dir.path().join("renamed.toml");
+    std::fs::write(&file, &topology).expect("write");
+    let data = dir.path().join("data");
+    let rtb = || Command::new(env!("CARGO_BIN_EXE_rtb"));
+    let out = rtb()
+        .args(["run", "--topology"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--events", "2000", "--rate", "200000", "--quiet"])
+        .output()
+        .expect("rtb runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("complete: all 2000 ad-events"), "{stdout}");
+    let topics: Vec<String> = std::fs::read_dir(data.join("log").join("topics"))
+        .expect("topics")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(topics.iter().any(|t| t == "shop.ad-events"), "{topics:?}");
+    assert!(!topics.iter().any(|t| t == "ad-events" || t == "compensation-events"), "{topics:?}");
+
+    let export = dir.path().join("export");
+    let out = rtb().args(["export", "--topology"]).arg(&file).arg("--data-dir").arg(&data).arg("--output").arg(&export).output().expect("export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ledger = std::fs::read_to_string(export.join("ledger.jsonl")).expect("ledger");
+    assert!(ledger.lines().count() > 10, "clicks were charged");
+    assert!(ledger.contains("REFUND"), "refunds went through the renamed compensation topic");
+    let compensations = std::fs::read_to_string(export.join("compensations.jsonl")).expect("compensations");
+    assert!(!compensations.is_empty(), "export read the renamed compensation topic");
+}

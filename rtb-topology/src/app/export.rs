@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use rtb_ops::config::TopicNames;
 use rtb_ops::schema::{CompensationEvent, ValidationConfig, Validator};
 use rtb_stream::log::EmbeddedLog;
 use rtb_stream::DeadLetter;
@@ -32,7 +31,8 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
     std::fs::create_dir_all(output).map_err(|e| Error::Run(format!("{}: {e}", output.display())))?;
     let log = EmbeddedLog::open(data_dir.join("log"))?;
     let sinks = Sinks::open(plan, data_dir)?;
-    let topics = TopicNames::default();
+    // The plan's names: a topology file may rename the topics.
+    let topics = super::run::ops_config(plan)?.topics;
     let mut w = Writer::create(output, topics.clone())?;
     let mut summary = ReplaySummary::default();
 

@@ -4,6 +4,7 @@
 //! segment file, so after a crash the events present are exactly a prefix of the simulator's sequence; on
 //! restart [`resume_point`] finds the highest `seq` in the log and the simulator is fast-forwarded past it.
 
+use rtb_ops::config::TopicNames;
 use rtb_stream::log::{EmbeddedLog, ProduceRecord};
 use rtb_stream::SourceCoord;
 
@@ -15,10 +16,19 @@ pub const SIM_ORIGIN: &str = "sim";
 /// The topics the simulator writes.
 pub const SIM_TOPICS: [SimTopic; 3] = [SimTopic::Campaign, SimTopic::Ad, SimTopic::Conversion];
 
+/// The topology's name of the topic a simulated event goes to (the file may rename the topics).
+pub fn topic_name(topics: &TopicNames, topic: SimTopic) -> &str {
+    match topic {
+        SimTopic::Campaign => &topics.campaign_events,
+        SimTopic::Ad => &topics.ad_events,
+        SimTopic::Conversion => &topics.conversion_events,
+    }
+}
+
 /// Appends one simulated event to its topic (partitioned by key, as Kafka's default partitioner would).
-pub fn append(log: &EmbeddedLog, ev: &SimEvent) -> rtb_stream::Result<(u32, u64)> {
+pub fn append(log: &EmbeddedLog, topics: &TopicNames, ev: &SimEvent) -> rtb_stream::Result<(u32, u64)> {
     log.append(
-        ev.topic.name(),
+        topic_name(topics, ev.topic),
         ProduceRecord {
             key: Some(ev.key.as_bytes().to_vec()),
             payload: ev.payload.clone(),
@@ -30,10 +40,10 @@ pub fn append(log: &EmbeddedLog, ev: &SimEvent) -> rtb_stream::Result<(u32, u64)
 }
 
 /// The next simulator sequence number to produce: one past the highest found in the log (0 if none).
-pub fn resume_point(log: &EmbeddedLog) -> rtb_stream::Result<u64> {
+pub fn resume_point(log: &EmbeddedLog, topics: &TopicNames) -> rtb_stream::Result<u64> {
     let mut next = 0u64;
     for topic in SIM_TOPICS {
-        let name = topic.name();
+        let name = topic_name(topics, topic);
         let partitions = log.topic_config(name)?.partitions;
         for p in 0..partitions {
             if let Some(seq) = last_sim_seq(log, name, p)? {

@@ -170,7 +170,8 @@ fn run_open(
     let metrics = rt.metrics();
 
     // Produce.
-    let resume = produce::resume_point(&log)?;
+    let topics = ops_config(plan)?.topics;
+    let resume = produce::resume_point(&log, &topics)?;
     let bar = progress_bar(opts, ident.events);
     let mut produced_ad = 0u64;
     let mut produced = BTreeMap::<String, u64>::new();
@@ -184,11 +185,11 @@ fn run_open(
         if ev.topic == SimTopic::Ad {
             produced_ad += 1;
         }
-        *produced.entry(ev.topic.name().to_string()).or_default() += 1;
+        *produced.entry(produce::topic_name(&topics, ev.topic).to_string()).or_default() += 1;
         if ev.seq < resume {
             continue;
         }
-        produce::append(&log, &ev)?;
+        produce::append(&log, &topics, &ev)?;
         sent_this_run += 1;
         if sent_this_run.is_multiple_of(1_024) {
             bar.set_position(produced_ad);
