@@ -86,19 +86,28 @@ fn main() -> anyhow::Result<()> {
         Ok(ClicksPerMinute { windows, events: Vec::new() })
     })?;
     let report = rt.join()?;
-    println!("{:?}", report.groups.get("clicks-per-minute"));
+    let job = report.groups.get("clicks-per-minute").copied().unwrap_or_default();
 
+    // Window results by (window start, ad): in time order, not as text.
     let mut lines = Vec::new();
     for p in 0..8 {
         for r in log.read("clicks-per-minute", p, 0, usize::MAX)? {
-            lines.push(String::from_utf8_lossy(&r.payload).into_owned());
+            let ad = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            lines.push((r.timestamp, ad, String::from_utf8_lossy(&r.payload).into_owned()));
         }
     }
     lines.sort();
-    for l in &lines {
+    for (_, _, l) in &lines {
         println!("{l}");
     }
-    let total: u64 = lines.iter().filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok()).sum();
-    println!("{} windows, {total} clicks counted of 3000", lines.len());
+    let total: u64 = lines.iter().filter_map(|(_, _, l)| l.split_whitespace().nth(3)?.parse::<u64>().ok()).sum();
+    println!(
+        "{} windows, {total} clicks counted of 3000 ({} records read by {} tasks, {} late, {} dead letters)",
+        lines.len(),
+        job.records_in,
+        job.tasks,
+        job.late_records,
+        job.dead_letters
+    );
     Ok(())
 }
