@@ -131,7 +131,7 @@ pub fn compare_all(model: &Model, replay: &Outputs) -> Vec<String> {
 
 /// The replay is consistent with itself: for every advertiser (of advertisers.jsonl or of its ledger),
 /// balance = opening − Σ CHARGE + Σ REFUND of the replay's own ledger rows.
-fn balance_identity(model: &Model, replay: &Outputs) -> Vec<String> {
+pub fn balance_identity(model: &Model, replay: &Outputs) -> Vec<String> {
     let mut expect: BTreeMap<&str, i64> = model.openings.iter().map(|(a, b)| (a.as_str(), *b)).collect();
     for l in &replay.ledger {
         let sign = if l.entry_type == "CHARGE" { -1 } else { 1 };
