@@ -54,6 +54,9 @@ fn rtb_run_exported_equals_the_batch_model() {
     rtb(&["export", "--topology", &file_s, "--data-dir", &data.display().to_string(), "--output", &out.display().to_string()])
         .unwrap_or_else(|e| panic!("{e}"));
 
+    let ads = std::fs::read_to_string(input.join("ad-events.jsonl")).expect("ad-events");
+    let priceless = ads.lines().filter(|l| l.contains("\"IMPRESSION\"") && !l.contains("actual_price")).count();
+    assert!(priceless > 10_000, "impressions without actual_price (SPEC §3) are part of the traffic: {priceless}");
     let raw = RawInput::read_dir(&input).expect("read generated input");
     let inputs = validate(&raw, chrono::Utc::now().timestamp_millis());
     let model = batch_model::run(&inputs);

@@ -551,7 +551,8 @@ impl<P: PriceModel> Simulator<P> {
             product_id: &c.product,
             placement: c.placement,
             bid_price: c.bid,
-            actual_price: if event_type == "CLICK" { price.min(c.bid) } else { 0 },
+            // SPEC §3: a producer sends only what it knows; only a click has a price.
+            actual_price: (event_type == "CLICK").then(|| price.min(c.bid)),
             search_term: term,
             category: c.category,
             revenue_amount: conversion.as_ref().map(|(r, _)| *r),
@@ -655,7 +656,8 @@ struct AdJson<'a> {
     product_id: &'a str,
     placement: &'a str,
     bid_price: i64,
-    actual_price: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actual_price: Option<i64>,
     search_term: &'a str,
     category: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
