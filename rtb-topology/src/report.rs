@@ -101,7 +101,7 @@ pub struct AdvertiserLine {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Whether every input was produced and processed to the end (every offset committed, every watermark
     /// at the end of the data).
@@ -123,6 +123,8 @@ pub struct Report {
     pub advertisers: Vec<AdvertiserLine>,
     /// Ledger: number of charges.
     pub charges: u64,
+    /// Σ charges, KRW.
+    pub charged: i64,
     /// Ledger: number of refunds.
     pub refunds: u64,
     /// Σ refunds, KRW.
@@ -230,6 +232,7 @@ impl Report {
         // The matcher stores unattributed orders too (claiming the order id): count them from the store.
         let mut run = run;
         run.unattributed_conversions = run.unattributed_conversions.max((conv.len() - attributed.len()) as u64);
+        let charged = charges_by.values().map(|(c, _)| *c).sum();
         let alerts = db
             .alerts()?
             .into_iter()
@@ -244,6 +247,7 @@ impl Report {
             campaigns,
             advertisers,
             charges,
+            charged,
             refunds,
             refunded,
             conversions: attributed.len() as u64,
@@ -271,12 +275,25 @@ impl Report {
         );
         let _ = writeln!(s, "\n-- rankings (top {top_per_slot} per placement/category) --");
         let _ = writeln!(s, "{:<16} {:<18} {:>4} {:<14} {:>6} {:>7} {:>9} {:>6}", "placement", "category", "rank", "campaign", "bid", "pCTR", "score", "CPC");
+        let mut slot_sizes: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+        for l in &self.rankings {
+            let n = slot_sizes.entry((l.placement.as_str(), l.category.as_str())).or_default();
+            *n = (*n).max(l.rank);
+        }
+        let mut reserve_shown = false;
         for l in self.rankings.iter().filter(|l| l.rank as usize <= top_per_slot) {
+            // The last campaign of a slot has no competitor below it: it pays the reserve price.
+            let last = slot_sizes.get(&(l.placement.as_str(), l.category.as_str())) == Some(&l.rank);
+            reserve_shown |= last;
             let _ = writeln!(
                 s,
-                "{} {} {:>4} {} {:>6} {:>7.4} {:>9.2} {:>6}",
-                cell(&l.placement, 16), cell(&l.category, 18), l.rank, cell(&l.campaign_id, 14), l.bid, l.pctr, l.score, l.cpc
+                "{} {} {:>4} {} {:>6} {:>7.4} {:>9.2} {:>6}{}",
+                cell(&l.placement, 16), cell(&l.category, 18), l.rank, cell(&l.campaign_id, 14), l.bid, l.pctr, l.score, l.cpc,
+                if last { " (last: reserve)" } else { "" }
             );
+        }
+        if reserve_shown {
+            let _ = writeln!(s, "(last: reserve) = no competitor ranks below it, so it pays the reserve price (never above its bid)");
         }
         let _ = writeln!(s, "\n-- campaigns (top {top_campaigns} by spend, of {}) --", self.campaigns.len());
         // `conv`: CONVERSION ad-events counted in the performance windows (not the attributed orders below).
@@ -288,6 +305,11 @@ impl Report {
                 cell(&c.campaign_id, 14), cell(&c.placement, 16), cell(&c.status, 8), c.impressions, c.clicks, c.ctr * 100.0, c.conversions, c.cvr * 100.0, c.spend, c.revenue
             );
         }
+        let _ = writeln!(
+            s,
+            "(impr, clicks, conv-ads, spend, revenue: closed 5-minute windows; the charges below also count clicks of \
+             windows still open at the end)"
+        );
         let _ = writeln!(s, "\n-- advertisers --");
         let _ = writeln!(s, "{:<16} {:>12} {:>10} {:>9} {:>12} check", "advertiser", "opening", "charges", "refunds", "balance");
         for a in &self.advertisers {
@@ -298,7 +320,15 @@ impl Report {
             );
         }
         let _ = writeln!(s, "\n-- money --");
-        let _ = writeln!(s, "charges: {}   refunds: {} ({} KRW)", self.charges, self.refunds, self.refunded);
+        let _ = writeln!(
+            s,
+            "charges: {} ({} KRW)   refunds: {} ({} KRW)   net: {} KRW",
+            self.charges,
+            self.charged,
+            self.refunds,
+            self.refunded,
+            self.charged - self.refunded
+        );
         let _ = writeln!(
             s,
             "orders (conversion-events) attributed to a click: {} (revenue {} KRW); without a click in the \
@@ -325,6 +355,12 @@ impl Report {
         let a80 = self.alerts.iter().filter(|a| a.2 == 80).count();
         let a100 = self.alerts.iter().filter(|a| a.2 == 100).count();
         let _ = writeln!(s, "alerts: {a80} at 80%, {a100} at 100%");
+        for (c, d, level) in self.alerts.iter().take(10) {
+            let _ = writeln!(s, "  {c} on {d}: {level}% of its daily budget");
+        }
+        if self.alerts.len() > 10 {
+            let _ = writeln!(s, "  ... and {} more (rtb export writes them all to alerts.jsonl)", self.alerts.len() - 10);
+        }
         let _ = writeln!(s, "\n-- dead letters and late records --");
         let dl: u64 = r.dead_letters.values().sum();
         let _ = writeln!(
@@ -368,5 +404,38 @@ mod tests {
         assert_eq!(ko.width(), 18, "{ko:?}");
         assert_eq!(cell("sports", 18).width(), 18);
         assert_eq!(cell("a-very-long-campaign-id", 4), "a-very-long-campaign-id", "never cut");
+    }
+
+    fn rank(rank: u32, campaign: &str, cpc: i64) -> RankLine {
+        RankLine {
+            placement: "HOME".into(),
+            category: "식품".into(),
+            rank,
+            campaign_id: campaign.into(),
+            bid: 2_000,
+            pctr: 0.05,
+            score: 100.0,
+            cpc,
+        }
+    }
+
+    #[test]
+    fn money_has_its_krw_totals_alerts_name_their_campaign_and_the_reserve_is_explained() {
+        let report = Report {
+            charges: 3,
+            charged: 4_500,
+            refunds: 1,
+            refunded: 500,
+            alerts: vec![("campaign_7".into(), "2025-03-10".into(), 80)],
+            rankings: vec![rank(1, "campaign_1", 1_210), rank(2, "campaign_2", 100)],
+            ..Report::default()
+        };
+        let text = report.render(3, 15);
+        assert!(text.contains("charges: 3 (4500 KRW)   refunds: 1 (500 KRW)   net: 4000 KRW"), "{text}");
+        assert!(text.contains("campaign_7 on 2025-03-10: 80% of its daily budget"), "{text}");
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("campaign_1 ") || l.contains("campaign_2 ")).collect();
+        assert!(!lines[0].contains("reserve") && lines[1].ends_with("100 (last: reserve)"), "{lines:?}");
+        assert!(text.contains("so it pays the reserve price"), "{text}");
+        assert!(text.contains("clicks of windows still open"), "the campaign columns say what they cover: {text}");
     }
 }
