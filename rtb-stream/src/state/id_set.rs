@@ -11,13 +11,12 @@ use crate::time::Timestamp;
 /// Tag after the store prefix that starts every chunk key.
 const CHUNK_TAG: u8 = 0x01;
 
-/// The ids that share one expiry, and the backend chunks that hold the flushed part of them.
+/// The ids that share one expiry.
 #[derive(Debug, Default)]
 struct Bucket {
     ids: Vec<u64>,
-    /// `ids[..flushed]` are in the backend, in the chunks numbered `chunks`.
+    /// `ids[..flushed]` are in the backend.
     flushed: usize,
-    chunks: Vec<u64>,
 }
 
 /// A set of 64-bit ids, each remembered until the watermark reaches its expiry — e.g. "which events
@@ -27,11 +26,12 @@ struct Bucket {
 /// (a hash map whose pages are rewritten whole when one entry changes, with an expiry index per key):
 ///
 /// - memory: one hash-set slot and one vector slot per id (about 20 bytes), ids grouped by expiry;
-/// - [`Self::flush_into`] appends the ids inserted since the last flush as one chunk per expiry
-///   (`store prefix ‖ 0x01 ‖ expiry ‖ flush sequence` → the ids, 8 bytes each), so a commit writes
-///   only what is new;
-/// - [`Self::expire`] drops every expiry group at or below the watermark at once, and the next flush
-///   deletes their chunks.
+/// - [`Self::flush_into`] appends the ids inserted since the last flush as **one** chunk
+///   (`store prefix ‖ 0x01 ‖ latest expiry in it ‖ flush sequence` → groups of `expiry, count, ids`),
+///   so a commit writes one key holding only what is new, however many expiries it spans;
+/// - [`Self::expire`] drops every expiry group at or below the watermark at once; a chunk is deleted
+///   (at the next flush) once the watermark passes the latest expiry in it. Until then a chunk may
+///   still hold ids already dropped from memory; reopening drops them again at the first watermark.
 ///
 /// Callers store fingerprints: two different ids with the same 64-bit fingerprint are one entry (with
 /// a good hash, about n²/2⁶⁵ for n live ids: 3·10⁻⁸ for a million).
@@ -44,7 +44,9 @@ pub struct ExpiringIdSet {
     buckets: BTreeMap<Timestamp, Bucket>,
     /// Expiries with ids not flushed yet (each listed once).
     pending: Vec<Timestamp>,
-    /// Chunks of expired buckets, to delete at the next flush.
+    /// Chunks in the backend: (latest expiry in it, flush sequence).
+    chunks: BTreeMap<Timestamp, Vec<u64>>,
+    /// Chunks whose ids have all expired, to delete at the next flush.
     deleted: Vec<(Timestamp, u64)>,
     next_chunk: u64,
 }
@@ -71,21 +73,34 @@ impl ExpiringIdSet {
             ) else {
                 return Err(decode_err(name, format!("malformed chunk key {k:02x?}")));
             };
-            if v.len() % 8 != 0 {
-                return Err(decode_err(name, format!("chunk of {} bytes (not a multiple of 8)", v.len())));
-            }
-            let (expires_at, seq) = (decode_ts(t), u64::from_be_bytes(seq));
-            set.next_chunk = set.next_chunk.max(seq.saturating_add(1));
-            let bucket = set.buckets.entry(expires_at).or_default();
-            for id in v.chunks_exact(8) {
-                // Infallible: chunks_exact yields 8 bytes.
-                let id = u64::from_le_bytes(id.try_into().unwrap_or_default());
-                if set.ids.insert(id) {
-                    bucket.ids.push(id);
+            let (latest, seq) = (decode_ts(t), u64::from_be_bytes(seq));
+            let mut rest = v.as_slice();
+            while !rest.is_empty() {
+                let (Some(expiry), Some(count)) = (rest.get(..8), rest.get(8..12)) else {
+                    return Err(decode_err(name, format!("chunk {seq}: truncated group header")));
+                };
+                // Infallible: the slices have 8 and 4 bytes.
+                let expires_at = i64::from_le_bytes(expiry.try_into().unwrap_or_default());
+                let count = u32::from_le_bytes(count.try_into().unwrap_or_default()) as usize;
+                let Some(ids) = count.checked_mul(8).and_then(|n| rest.get(12..12 + n)) else {
+                    return Err(decode_err(name, format!("chunk {seq}: group of {count} ids is truncated")));
+                };
+                if expires_at > latest {
+                    return Err(decode_err(name, format!("chunk {seq}: expiry {expires_at} after its key's {latest}")));
                 }
+                let bucket = set.buckets.entry(expires_at).or_default();
+                for id in ids.chunks_exact(8) {
+                    // Infallible: chunks_exact yields 8 bytes.
+                    let id = u64::from_le_bytes(id.try_into().unwrap_or_default());
+                    if set.ids.insert(id) {
+                        bucket.ids.push(id);
+                    }
+                }
+                bucket.flushed = bucket.ids.len();
+                rest = &rest[12 + ids.len()..];
             }
-            bucket.flushed = bucket.ids.len();
-            bucket.chunks.push(seq);
+            set.next_chunk = set.next_chunk.max(seq.saturating_add(1));
+            set.chunks.entry(latest).or_default().push(seq);
         }
         Ok(set)
     }
@@ -103,6 +118,7 @@ impl ExpiringIdSet {
             ids: FxHashSet::default(),
             buckets: BTreeMap::new(),
             pending: Vec::new(),
+            chunks: BTreeMap::new(),
             deleted: Vec::new(),
             next_chunk: 0,
         }
@@ -149,14 +165,17 @@ impl ExpiringIdSet {
             if *first.key() > watermark {
                 break;
             }
-            let (expires_at, bucket) = first.remove_entry();
-            for id in &bucket.ids {
+            for id in &first.remove().ids {
                 self.ids.remove(id);
+                dropped += 1;
             }
-            dropped += bucket.ids.len();
-            if self.persistent {
-                self.deleted.extend(bucket.chunks.iter().map(|&seq| (expires_at, seq)));
+        }
+        while let Some(first) = self.chunks.first_entry() {
+            if *first.key() > watermark {
+                break;
             }
+            let (latest, seqs) = first.remove_entry();
+            self.deleted.extend(seqs.into_iter().map(|seq| (latest, seq)));
         }
         if dropped > 0 && self.ids.capacity() > 4 * self.ids.len().max(1024) {
             self.ids.shrink_to(2 * self.ids.len());
@@ -169,8 +188,8 @@ impl ExpiringIdSet {
         self.buckets.keys().next().copied()
     }
 
-    /// Writes the changes since the last flush into `batch`: one new chunk per expiry that got ids, and
-    /// deletes of the chunks of expired ids. The caller commits the batch atomically with the source
+    /// Writes the changes since the last flush into `batch`: one new chunk with the ids inserted since
+    /// (if any are still held), and deletes of the chunks whose ids have all expired. The caller commits the batch atomically with the source
     /// offsets; after it fails to apply one, reopen the set from the backend.
     pub fn flush_into(&mut self, batch: &mut WriteBatch) -> Result<()> {
         if !self.persistent {
@@ -186,11 +205,8 @@ impl ExpiringIdSet {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let seq = self.next_chunk;
-        self.next_chunk = self.next_chunk.checked_add(1).ok_or_else(|| Error::StateEncode {
-            store: self.name.clone(),
-            reason: "chunk sequence exhausted".to_string(),
-        })?;
+        let mut value = Vec::new();
+        let mut latest = None;
         for expires_at in self.pending.drain(..) {
             // Expired before this flush: nothing of it was written, nothing to write.
             let Some(bucket) = self.buckets.get_mut(&expires_at) else { continue };
@@ -198,13 +214,23 @@ impl ExpiringIdSet {
             if new.is_empty() {
                 continue;
             }
-            let mut value = Vec::with_capacity(new.len() * 8);
+            let Ok(count) = u32::try_from(new.len()) else {
+                return Err(Error::StateEncode { store: self.name.clone(), reason: format!("{} ids in one flush", new.len()) });
+            };
+            value.reserve(12 + new.len() * 8);
+            value.extend_from_slice(&expires_at.to_le_bytes());
+            value.extend_from_slice(&count.to_le_bytes());
             for id in new {
                 value.extend_from_slice(&id.to_le_bytes());
             }
-            batch.put(chunk_key(&self.chunk_prefix, expires_at, seq), value);
             bucket.flushed = bucket.ids.len();
-            bucket.chunks.push(seq);
+            latest = latest.max(Some(expires_at));
+        }
+        if let Some(latest) = latest {
+            let seq = self.next_chunk;
+            self.next_chunk = seq.saturating_add(1);
+            batch.put(chunk_key(&self.chunk_prefix, latest, seq), value);
+            self.chunks.entry(latest).or_default().push(seq);
         }
         Ok(())
     }
@@ -259,23 +285,36 @@ mod tests {
         let mut s = reopen(&scope, &mut s);
         assert_eq!(s.len(), 2);
         s.insert(3, 100);
+        s.insert(4, 300);
         let mut batch = WriteBatch::new();
         s.flush_into(&mut batch).unwrap();
-        assert_eq!(batch.len(), 1, "only the expiry that got an id is written");
-        assert_eq!(batch.ops()[0].1.as_ref().map(Vec::len), Some(8), "and only the new id");
+        assert_eq!(batch.len(), 1, "one chunk per flush, whatever expiries it spans");
+        assert_eq!(batch.ops()[0].1.as_ref().map(Vec::len), Some(2 * (12 + 8)), "holding only the new ids");
         scope.backend().apply(batch).unwrap();
         let mut empty = WriteBatch::new();
         s.flush_into(&mut empty).unwrap();
         assert!(empty.is_empty(), "nothing changed, nothing written");
         let mut s = ExpiringIdSet::open(&scope, "seen").unwrap();
-        assert!(s.contains(1) && s.contains(2) && s.contains(3));
+        assert!(s.contains(1) && s.contains(2) && s.contains(3) && s.contains(4));
         assert!(!s.insert(3, 100));
-        // Expiry deletes the chunks of the dropped ids: after reopening they are gone.
+        let chunks = |scope: &StateScope| scope.backend().scan_prefix(&scope.store_prefix("seen")).unwrap().len();
+        assert_eq!(chunks(&scope), 2);
+        // A chunk goes once every id in it has expired: the first (ids 1 and 2, up to 200) at 200.
         assert_eq!(s.expire(150), 2);
+        let mut s = reopen(&scope, &mut s);
+        assert_eq!(chunks(&scope), 2, "the first chunk still holds id 2");
+        assert_eq!(s.expire(150), 2, "ids 1 and 3, reloaded from chunks still held, are dropped again");
+        assert!(s.contains(2) && !s.contains(1) && !s.contains(3) && s.contains(4));
+        assert_eq!(s.expire(200), 1);
+        let mut s = reopen(&scope, &mut s);
+        assert_eq!(chunks(&scope), 1, "the first chunk is deleted");
+        assert_eq!(s.len(), 2, "the second chunk brings back id 3 (expired) with id 4");
+        assert_eq!(s.expire(200), 1, "id 3 is dropped again at the first watermark");
+        assert!(s.contains(4) && !s.contains(3));
+        assert_eq!(s.expire(300), 1);
         let s = reopen(&scope, &mut s);
-        assert_eq!(s.len(), 1);
-        assert!(s.contains(2) && !s.contains(1) && !s.contains(3));
-        assert_eq!(scope.backend().scan_prefix(&scope.store_prefix("seen")).unwrap().len(), 1);
+        assert!(s.is_empty());
+        assert_eq!(chunks(&scope), 0);
     }
 
     #[test]
