@@ -254,9 +254,9 @@ mod tests {
 
     fn reopen(scope: &StateScope, set: &mut ExpiringIdSet) -> ExpiringIdSet {
         let mut batch = WriteBatch::new();
-        set.flush_into(&mut batch).unwrap();
-        scope.backend().apply(batch).unwrap();
-        ExpiringIdSet::open(scope, set.name()).unwrap()
+        set.flush_into(&mut batch).expect("flush");
+        scope.backend().apply(batch).expect("apply");
+        ExpiringIdSet::open(scope, set.name()).expect("open")
     }
 
     #[test]
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn a_flush_writes_only_new_ids_and_reopen_restores_them() {
         let scope = StateScope::in_memory();
-        let mut s = ExpiringIdSet::open(&scope, "seen").unwrap();
+        let mut s = ExpiringIdSet::open(&scope, "seen").expect("open");
         s.insert(1, 100);
         s.insert(2, 200);
         let mut s = reopen(&scope, &mut s);
@@ -287,17 +287,17 @@ mod tests {
         s.insert(3, 100);
         s.insert(4, 300);
         let mut batch = WriteBatch::new();
-        s.flush_into(&mut batch).unwrap();
+        s.flush_into(&mut batch).expect("flush");
         assert_eq!(batch.len(), 1, "one chunk per flush, whatever expiries it spans");
         assert_eq!(batch.ops()[0].1.as_ref().map(Vec::len), Some(2 * (12 + 8)), "holding only the new ids");
-        scope.backend().apply(batch).unwrap();
+        scope.backend().apply(batch).expect("apply");
         let mut empty = WriteBatch::new();
-        s.flush_into(&mut empty).unwrap();
+        s.flush_into(&mut empty).expect("flush");
         assert!(empty.is_empty(), "nothing changed, nothing written");
-        let mut s = ExpiringIdSet::open(&scope, "seen").unwrap();
+        let mut s = ExpiringIdSet::open(&scope, "seen").expect("open");
         assert!(s.contains(1) && s.contains(2) && s.contains(3) && s.contains(4));
         assert!(!s.insert(3, 100));
-        let chunks = |scope: &StateScope| scope.backend().scan_prefix(&scope.store_prefix("seen")).unwrap().len();
+        let chunks = |scope: &StateScope| scope.backend().scan_prefix(&scope.store_prefix("seen")).expect("scan").len();
         assert_eq!(chunks(&scope), 2);
         // A chunk goes once every id in it has expired: the first (ids 1 and 2, up to 200) at 200.
         assert_eq!(s.expire(150), 2);
@@ -326,8 +326,8 @@ mod tests {
         key.extend_from_slice(&0_u64.to_be_bytes());
         let mut batch = WriteBatch::new();
         batch.put(key, vec![1, 2, 3]);
-        scope.backend().apply(batch).unwrap();
-        let err = ExpiringIdSet::open(&scope, "seen").unwrap_err();
+        scope.backend().apply(batch).expect("apply");
+        let err = ExpiringIdSet::open(&scope, "seen").expect_err("corrupt");
         assert!(matches!(err, Error::StateDecode { .. }), "{err}");
     }
 }
