@@ -14,8 +14,8 @@
 //! writes its part under its own shard number and the cache merges shards on read.
 //!
 //! A producer may deliver the same event twice (a retry): the balance worker charges such a click once,
-//! and the windows must count it once too. The statement remembers the `event_id`s it counted (their
-//! 128-bit fingerprints, in a typed `KeyedStore`) for exactly as long as the event's window can still
+//! and the windows must count it once too. The statement remembers the `event_id`s it counted (64-bit
+//! fingerprints in an [`ExpiringIdSet`], grouped by expiry and dropped in bulk) for exactly as long as the event's window can still
 //! be corrected — until the watermark passes window end + grace + `max_lateness_ms` — and skips an
 //! event whose id it has counted ([`PerformanceStats::redelivered`]). An event with another content but a
 //! reused id is skipped too (the balance worker dead-letters the click: it is not charged, so it is not
@@ -36,7 +36,7 @@ use super::dead_letter;
 use super::ranking::Ranker;
 use crate::error::Result;
 use crate::schema::{id_fingerprint, AdEvent, AdEventType, Placement};
-use rtb_stream::state::KeyedStore;
+use rtb_stream::state::ExpiringIdSet;
 use crate::sink::{Cache, Metrics, MetricsScope, WindowMetrics};
 
 /// Settings of the performance statement.
@@ -137,8 +137,9 @@ pub struct PerformanceStatement {
     cfg: PerformanceConfig,
     shard: u32,
     windows: WindowedAggregate<Key, PerfAggregate, Tumbling>,
-    /// Fingerprints of the `event_id`s counted, expiring when their window can no longer be corrected.
-    seen: KeyedStore<u128, ()>,
+    /// 64-bit fingerprints of the `event_id`s counted, grouped by when their window can no longer be
+    /// corrected (dropped then, in bulk).
+    seen: ExpiringIdSet,
     events: Vec<WindowEvent<Key, PerfAcc, Arc<AdEvent>>>,
     stats: PerformanceStats,
 }
@@ -161,7 +162,7 @@ impl PerformanceStatement {
             cfg.grace_ms,
             LatePolicy::Correct { max_lateness: cfg.max_lateness_ms },
         )?;
-        let seen = scope.keyed("performance-seen-ids")?;
+        let seen = ExpiringIdSet::open(scope, "performance-counted-ids")?;
         Ok(Self { cache, ranker, cfg, shard, windows, seen, events: Vec::new(), stats: PerformanceStats::default() })
     }
 
@@ -242,14 +243,14 @@ impl Operator for PerformanceStatement {
         let Record { value, source, .. } = record;
         let ts = value.timestamp;
         if let Some(id) = &value.event_id {
-            let key = id_fingerprint(id);
-            if self.seen.contains_key(&key) {
+            let fp = id_fingerprint(id);
+            // Remembered while the window can be corrected: until window end + grace + max lateness.
+            let end = ts.div_euclid(self.cfg.window_ms).saturating_mul(self.cfg.window_ms).saturating_add(self.cfg.window_ms);
+            let expires_at = end.saturating_add(self.cfg.grace_ms).saturating_add(self.cfg.max_lateness_ms);
+            if !self.seen.insert((fp as u64) ^ ((fp >> 64) as u64), expires_at) {
                 self.stats.redelivered += 1;
                 return Ok(());
             }
-            // Remembered while the window can be corrected: until window end + grace + max lateness.
-            let end = ts.div_euclid(self.cfg.window_ms).saturating_mul(self.cfg.window_ms).saturating_add(self.cfg.window_ms);
-            self.seen.insert_with_expiry(key, (), end.saturating_add(self.cfg.grace_ms).saturating_add(self.cfg.max_lateness_ms));
         }
         self.stats.events += 1;
         let ev = Arc::new(value);

@@ -16,8 +16,10 @@
 //!   `‖ 0x03 ‖ varint(len) ‖ name`, a tag the public API never produces;
 //! - store: `‖ 0x01 ‖ varint(len) ‖ name` ([`StateScope::store_prefix`]); a single value
 //!   ([`StateScope::write_value`], [`ValueStore`]) lives at exactly that key, a [`KeyedStore`] writes pages
-//!   at `store prefix ‖ 0x00 ‖ page id (u32, big endian)`, each holding many entries (see [`KeyedStore`]).
+//!   at `store prefix ‖ 0x00 ‖ page id (u32, big endian)`, each holding many entries (see [`KeyedStore`]);
+//!   an [`ExpiringIdSet`] writes chunks at `store prefix ‖ 0x01 ‖ expiry ‖ flush sequence`.
 
+mod id_set;
 mod keyed;
 mod memory;
 mod sled_backend;
@@ -31,6 +33,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, Result};
 
+pub use id_set::ExpiringIdSet;
 pub use keyed::{KeyedOptions, KeyedStore};
 pub use memory::MemoryBackend;
 pub use sled_backend::SledBackend;
