@@ -33,6 +33,10 @@ pub struct RunCounters {
     pub unattributed_conversions: u64,
     /// Wall-clock seconds.
     pub elapsed_s: f64,
+    /// Seconds from the start until every stage had committed every produced record (the rest of
+    /// `elapsed_s` is the drain: the idle timeout releasing the last watermarks so the last windows close).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_s: Option<f64>,
 }
 
 /// One ranked campaign.
@@ -269,9 +273,12 @@ impl Report {
         let total: u64 = r.events.values().sum();
         let _ = writeln!(
             s,
-            "events: {total} ({}) in {:.1} s",
+            "events: {total} ({}) in {:.1} s{}",
             r.events.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
-            r.elapsed_s
+            r.elapsed_s,
+            r.committed_s.map_or_else(String::new, |c| format!(
+                "; every record committed after {c:.1} s, then the last windows closed (idle timeout)"
+            ))
         );
         let _ = writeln!(s, "\n-- rankings (top {top_per_slot} per placement/category) --");
         let _ = writeln!(s, "{:<16} {:<18} {:>4} {:<14} {:>6} {:>7} {:>9} {:>6}", "placement", "category", "rank", "campaign", "bid", "pCTR", "score", "CPC");

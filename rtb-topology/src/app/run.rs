@@ -220,8 +220,9 @@ fn run_open(
 
     // Drain: until every stage has committed every input record AND its committed watermark has reached the
     // end of the data it read (so every window, join and dedup window that the data closes has fired).
+    let mut committed_all: Option<Instant> = None;
     if incomplete != Some(Incomplete::Interrupted) {
-        if let Some(why) = drain(plan, &log, &state, &metrics, &token, stop, &bar)? {
+        if let Some(why) = drain(plan, &log, &state, &metrics, &token, stop, &bar, &mut committed_all)? {
             incomplete.get_or_insert(why);
         }
     }
@@ -231,7 +232,12 @@ fn run_open(
     state.flush()?;
     bar.finish_and_clear();
 
-    let mut counters = RunCounters { events: produced, elapsed_s: started.elapsed().as_secs_f64(), ..RunCounters::default() };
+    let mut counters = RunCounters {
+        events: produced,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        committed_s: committed_all.map(|t| t.duration_since(started).as_secs_f64()),
+        ..RunCounters::default()
+    };
     letter_counts(&log, &mut counters)?;
     for (group, c) in &rt_report.groups {
         if c.duplicates_skipped > 0 {
@@ -256,6 +262,7 @@ fn drain(
     token: &rtb_stream::runtime::ShutdownToken,
     stop: &AtomicBool,
     bar: &ProgressBar,
+    committed_all: &mut Option<Instant>,
 ) -> Result<Option<Incomplete>> {
     let idle = plan.stages.iter().map(|s| s.settings.idle_timeout.as_ms()).max().unwrap_or(0).max(0) as u64;
     let commit = plan.runtime.commit_interval.as_ms().max(0) as u64;
@@ -277,6 +284,7 @@ fn drain(
             last_progress = None;
             bar.set_message(format!("draining: {lag} records not yet committed; {}", pipeline_message(metrics)));
         } else {
+            committed_all.get_or_insert_with(Instant::now);
             let behind = ends.behind(plan, log, state)?;
             if behind.is_empty() {
                 return Ok(None);
