@@ -61,6 +61,9 @@ struct Counters {
 /// A watermark source: an input partition, or an upstream (origin) partition of a repartitioned input.
 type SourceKey = (Arc<str>, u32);
 
+/// A record decoded (or rejected with a reason) ahead of its turn, with its offset.
+type Decoded<K, V> = (u64, std::result::Result<Record<K, V>, String>);
+
 pub(crate) struct Task<O: Operator, D> {
     s: TaskSetup,
     decoder: Arc<D>,
@@ -312,7 +315,7 @@ where
         }
         let recs = self.s.reader.read(input, self.next[input], self.s.cfg.max_poll_records)?;
         let mut handled = 0;
-        let mut decoded_next: Option<(u64, std::result::Result<Record<K, V>, String>)> = None;
+        let mut decoded_next: Option<Decoded<K, V>> = None;
         for i in 0..recs.len() {
             let rec = &recs[i];
             if rec.offset >= limit {
@@ -347,7 +350,7 @@ where
         i: usize,
         decoded: Option<std::result::Result<Record<K, V>, String>>,
         now: i64,
-    ) -> Result<Option<(u64, std::result::Result<Record<K, V>, String>)>> {
+    ) -> Result<Option<Decoded<K, V>>> {
         let rec = &recs[i];
         self.counters.records_in += 1;
         self.next[input] = rec.offset + 1;

@@ -386,7 +386,7 @@ impl EndOfData {
                 }
                 let Some((max, end_offset, end_topic)) = max else { continue };
                 let target = max.saturating_sub(ooo);
-                let wm = committed_watermark(state, &stage.runtime_group(), p)?;
+                let wm = committed_watermark(state, stage.runtime_group(), p)?;
                 if wm.is_none_or(|w| w < target) {
                     behind.push(Behind {
                         stage: stage.name.clone(),
