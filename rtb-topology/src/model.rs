@@ -13,6 +13,8 @@
 //! data_dir = "rtb-data"
 //! commit_interval = "200ms"
 //! max_poll_records = 1024
+//! max_ahead = "1h"                 # timestamp outliers ahead of the data are set aside ("0s": off)
+//! max_behind = "24h"               # records further behind the watermark go to the late output ("0s": off)
 //!
 //! [[topic]]
 //! name = "ad-events"

@@ -232,14 +232,24 @@ mod tests {
     use super::*;
     use crate::Topology;
 
-    fn cpc_with_runtime(runtime: &str) -> ExecutionPlan {
-        let text = include_str!("../../../topologies/cpc.toml").replace("[runtime]", &format!("[runtime]\n{runtime}"));
+    /// The shipped topology with its `max_ahead` / `max_behind` lines replaced by `ahead` / `behind` (none
+    /// written: the defaults).
+    fn cpc_with(ahead: &str, behind: &str) -> ExecutionPlan {
+        let text: String = include_str!("../../../topologies/cpc.toml")
+            .lines()
+            .map(|l| match l {
+                l if l.starts_with("max_ahead =") => ahead.to_string(),
+                l if l.starts_with("max_behind =") => behind.to_string(),
+                l => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         Topology::from_toml_str(&text).and_then(|t| t.plan()).expect("plan")
     }
 
     #[test]
     fn the_runtime_settings_and_the_plan_reach_every_job() {
-        let plan = cpc_with_runtime("");
+        let plan = cpc_with("", "");
         let job = |name: &str| job_config(&plan, plan.stage(name).expect("stage"), false);
         let balance = job("balance");
         assert_eq!((balance.max_ahead, balance.max_behind), (Some(3_600_000), Some(86_400_000)), "defaults");
@@ -254,7 +264,7 @@ mod tests {
         assert_eq!(job("budget-monitor").outputs, vec!["campaign-events".to_string()]);
         assert_eq!(job("duplicate-detection").outputs, vec!["compensation-events".to_string()]);
 
-        let plan = cpc_with_runtime("max_ahead = \"30m\"\nmax_behind = \"0s\"");
+        let plan = cpc_with("max_ahead = \"30m\"", "max_behind = \"0s\"");
         let balance = job_config(&plan, plan.stage("balance").expect("stage"), false);
         assert_eq!((balance.max_ahead, balance.max_behind), (Some(1_800_000), None), "set, and \"0s\" turns it off");
     }
