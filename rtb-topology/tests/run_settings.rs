@@ -16,18 +16,12 @@ fn edit(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
-#[test]
-fn rtb_run_uses_the_declared_group_and_the_declared_cache() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let topology = edit(CPC_TOPOLOGY_TOML, "group = \"balance-processor\"", "group = \"balance-v2\"");
-    let topology = edit(
-        &topology,
-        "sinks = [\"cache\", \"database\"]     # metrics;",
-        "sinks = [\"metrics\", \"database\"]     # metrics;",
-    ) + "\n[[sink]]\nname = \"metrics\"\nkind = \"cache\"\npath = \"metrics-cache\"\n";
-    let file = dir.path().join("cpc.toml");
+/// Writes `topology` to `dir/name` and runs `rtb run --topology` on 2 000 events to completion; returns the
+/// file and the data directory.
+fn run_to_completion(dir: &std::path::Path, name: &str, topology: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let file = dir.join(name);
     std::fs::write(&file, topology).expect("write");
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let out = Command::new(env!("CARGO_BIN_EXE_rtb"))
         .args(["run", "--topology"])
         .arg(&file)
@@ -39,6 +33,19 @@ fn rtb_run_uses_the_declared_group_and_the_declared_cache() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("complete: all 2000 ad-events"), "{stdout}");
+    (file, data)
+}
+
+#[test]
+fn rtb_run_uses_the_declared_group_and_the_declared_cache() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let topology = edit(CPC_TOPOLOGY_TOML, "group = \"balance-processor\"", "group = \"balance-v2\"");
+    let topology = edit(
+        &topology,
+        "sinks = [\"cache\", \"database\"]     # metrics;",
+        "sinks = [\"metrics\", \"database\"]     # metrics;",
+    ) + "\n[[sink]]\nname = \"metrics\"\nkind = \"cache\"\npath = \"metrics-cache\"\n";
+    let (_, data) = run_to_completion(dir.path(), "cpc.toml", &topology);
 
     // Offsets of the balance worker live under its declared group, not its id or the old group.
     let state: Arc<dyn StoreBackend> = Arc::new(SledBackend::open(data.join("state"), "tasks").expect("state"));
@@ -69,21 +76,7 @@ fn rtb_run_and_export_use_the_declared_topic_names() {
         topology = topology.replace(&format!("\"{t}\""), &format!("\"shop.{t}\""));
     }
     let topology = topology.replace("schema = \"shop.", "schema = \""); // schemas keep their names
-    let file = dir.path().join("renamed.toml");
-    std::fs::write(&file, &topology).expect("write");
-    let data = dir.path().join("data");
-    let rtb = || Command::new(env!("CARGO_BIN_EXE_rtb"));
-    let out = rtb()
-        .args(["run", "--topology"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--events", "2000", "--rate", "200000", "--quiet"])
-        .output()
-        .expect("rtb runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("complete: all 2000 ad-events"), "{stdout}");
+    let (file, data) = run_to_completion(dir.path(), "renamed.toml", &topology);
     let topics: Vec<String> = std::fs::read_dir(data.join("log").join("topics"))
         .expect("topics")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -92,7 +85,7 @@ fn rtb_run_and_export_use_the_declared_topic_names() {
     assert!(!topics.iter().any(|t| t == "ad-events" || t == "compensation-events"), "{topics:?}");
 
     let export = dir.path().join("export");
-    let out = rtb().args(["export", "--topology"]).arg(&file).arg("--data-dir").arg(&data).arg("--output").arg(&export).output().expect("export");
+    let out = Command::new(env!("CARGO_BIN_EXE_rtb")).args(["export", "--topology"]).arg(&file).arg("--data-dir").arg(&data).arg("--output").arg(&export).output().expect("export");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ledger = std::fs::read_to_string(export.join("ledger.jsonl")).expect("ledger");
     assert!(ledger.lines().count() > 10, "clicks were charged");
