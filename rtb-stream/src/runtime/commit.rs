@@ -102,14 +102,16 @@ impl Committer {
     pub(crate) fn commit(&self, batch: WriteBatch) -> Result<()> {
         let mut r = self.rounds.lock();
         if let Some(reason) = &r.failed {
-            return Err(Error::Config(format!("commit refused: an earlier commit failed: {reason}")));
+            return Err(Error::StateCommit(format!("commit refused: an earlier commit failed: {reason}").into()));
         }
         r.pending.push(batch);
+        // A leader gathering a round stops waiting once every task has handed its batch over.
+        self.cv.notify_all();
         let mine = r.next_round;
         loop {
             if r.done > mine {
                 return match &r.failed {
-                    Some(reason) => Err(Error::Config(format!("group commit failed: {reason}"))),
+                    Some(reason) => Err(Error::StateCommit(format!("group commit failed: {reason}").into())),
                     None => Ok(()),
                 };
             }

@@ -61,6 +61,9 @@ struct Counters {
 /// A watermark source: an input partition, or an upstream (origin) partition of a repartitioned input.
 type SourceKey = (Arc<str>, u32);
 
+/// The input of a watermark slot restored for an origin whose input is not known yet.
+const ANY_INPUT: usize = usize::MAX;
+
 /// A record decoded (or rejected with a reason) ahead of its turn, with its offset.
 type Decoded<K, V> = (u64, std::result::Result<Record<K, V>, String>);
 
@@ -177,10 +180,12 @@ where
                 None => match slots.get(&key) {
                     Some(&slot) => slot,
                     None => {
-                        // An origin seen before the restart but not declared: track it again.
+                        // An origin seen before the restart but not declared: track it again. Which input
+                        // carries it is learnt from its next record; until then it counts as caught up only
+                        // when every input is.
                         let slot = tracker.add_partition(now);
                         slots.insert(key.clone(), slot);
-                        slot_sources.push((key, 0));
+                        slot_sources.push((key, ANY_INPUT));
                         slot
                     }
                 },
@@ -268,8 +273,11 @@ where
                 }
             }
             for slot in 0..self.slot_sources.len() {
-                let input = self.slot_sources[slot].1;
-                self.tracker.set_caught_up(slot, self.caught_up[input], now);
+                let caught_up = match self.slot_sources[slot].1 {
+                    ANY_INPUT => self.caught_up.iter().all(|c| *c),
+                    input => self.caught_up[input],
+                };
+                self.tracker.set_caught_up(slot, caught_up, now);
             }
             if let Some(wm) = self.tracker.tick(now) {
                 self.fire_watermark(wm, now)?;
@@ -388,8 +396,9 @@ where
         let slot = self.slot_of(input, rec, now);
         let ts = record.timestamp;
         let mut early = None;
-        if let Some(ahead) = self.s.cfg.max_ahead.filter(|_| self.judges_clocks(input, rec)) {
-            if self.is_ahead(ts, ahead, now) {
+        if let Some(ahead) = self.s.cfg.max_ahead {
+            // `judges_clocks` looks the input up under a lock: only for the rare record that is ahead.
+            if self.is_ahead(ts, ahead, now) && self.judges_clocks(input, rec) {
                 // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
                 // record of the same input decides: back near the old time means a spike, set aside.
                 let next_ts = match recs.get(i + 1) {
@@ -467,6 +476,7 @@ where
         }
         let source = (Arc::clone(&o.topic), o.partition);
         if let Some(&i) = self.slots.get(&source) {
+            self.slot_sources[i].1 = input;
             return i;
         }
         let i = self.tracker.add_partition(now);
