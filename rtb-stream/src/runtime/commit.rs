@@ -14,6 +14,7 @@
 //! writes and flushes: one per round for the whole process instead of one per task.
 //! A failed round fails every task in it, and every later commit (the runtime is stopping).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,7 @@ pub(crate) struct Committer {
     producer: Arc<dyn Producer>,
     /// Barriers by id (one per sink, however many jobs write to it).
     barriers: RwLock<Vec<(String, CommitBarrier)>>,
-    sync: bool,
+    sync: AtomicBool,
     gather: Duration,
     rounds: Mutex<Rounds>,
     cv: Condvar,
@@ -53,22 +54,27 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn new(
-        state: Arc<dyn StoreBackend>,
-        producer: Arc<dyn Producer>,
-        barriers: Vec<(String, CommitBarrier)>,
-        sync: bool,
-    ) -> Self {
+    pub(crate) fn new(state: Arc<dyn StoreBackend>, producer: Arc<dyn Producer>) -> Self {
         Self {
             state,
             producer,
-            barriers: RwLock::new(barriers),
-            sync,
+            barriers: RwLock::new(Vec::new()),
+            sync: AtomicBool::new(false),
             gather: Duration::from_millis(2),
             rounds: Mutex::new(Rounds::default()),
             cv: Condvar::new(),
             started: Instant::now(),
         }
+    }
+
+    /// Whether rounds flush the producer and the state backend (survive a machine crash).
+    pub(crate) fn set_sync(&self, sync: bool) {
+        self.sync.store(sync, Ordering::Relaxed);
+    }
+
+    /// See [`Committer::set_sync`].
+    pub(crate) fn sync(&self) -> bool {
+        self.sync.load(Ordering::Relaxed)
     }
 
     /// Adds a barrier unless one with the same `id` is there already.
@@ -139,7 +145,8 @@ impl Committer {
     }
 
     fn apply(&self, batches: Vec<WriteBatch>) -> Result<()> {
-        if self.sync {
+        let sync = self.sync();
+        if sync {
             self.producer.flush()?;
         }
         for (_, barrier) in self.barriers.read().iter() {
@@ -150,7 +157,7 @@ impl Committer {
             all.extend(b);
         }
         self.state.apply(all)?;
-        if self.sync {
+        if sync {
             self.state.flush()?;
         }
         Ok(())

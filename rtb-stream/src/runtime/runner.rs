@@ -86,14 +86,12 @@ pub struct Runtime {
     io: Arc<dyn LogIo>,
     producer: Arc<dyn Producer>,
     state: Arc<dyn StoreBackend>,
-    barriers: Vec<(String, CommitBarrier)>,
-    committer: Option<Arc<Committer>>,
+    committer: Arc<Committer>,
     producers: Arc<Producers>,
     shutdown: ShutdownToken,
     abort: AbortHandle,
     metrics: Arc<RuntimeMetrics>,
     clock: Clock,
-    sync_commits: bool,
     groups: BTreeSet<String>,
     tasks: Vec<Spawned>,
     /// Index into `tasks` of the first task that failed.
@@ -105,7 +103,7 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("groups", &self.groups)
             .field("tasks", &self.tasks.len())
-            .field("sync_commits", &self.sync_commits)
+            .field("sync_commits", &self.committer.sync())
             .finish_non_exhaustive()
     }
 }
@@ -115,17 +113,15 @@ impl Runtime {
     pub fn new(log: impl LogIo, state: Arc<dyn StoreBackend>) -> Self {
         let io: Arc<dyn LogIo> = Arc::new(log);
         Self {
+            committer: Arc::new(Committer::new(Arc::clone(&state), io.producer())),
             producer: io.producer(),
             io,
             state,
-            barriers: Vec::new(),
-            committer: None,
             producers: Arc::new(Producers::default()),
             shutdown: ShutdownToken::new(),
             abort: AbortHandle::default(),
             metrics: Arc::new(RuntimeMetrics::default()),
             clock: Arc::new(wall_clock),
-            sync_commits: false,
             groups: BTreeSet::new(),
             tasks: Vec::new(),
             first_failure: Arc::new(Mutex::new(None)),
@@ -142,9 +138,9 @@ impl Runtime {
     /// With `true`, every commit round first flushes the producer (outputs durable) and then flushes the
     /// state backend after applying the batches, so a commit survives a machine crash. Without it (the
     /// default), commits survive a crash of the process: appends are written through to the OS and the
-    /// backend applies atomically. Affects jobs spawned afterwards; set it before the first spawn.
-    pub fn with_sync_commits(mut self, sync: bool) -> Self {
-        self.sync_commits = sync;
+    /// backend applies atomically.
+    pub fn with_sync_commits(self, sync: bool) -> Self {
+        self.committer.set_sync(sync);
         self
     }
 
@@ -162,11 +158,7 @@ impl Runtime {
     /// several jobs write is flushed once per round. It applies from the next commit round on: add it
     /// before spawning the job whose effects it makes durable.
     pub fn add_commit_barrier(&mut self, id: &str, barrier: CommitBarrier) {
-        match &self.committer {
-            Some(c) => c.add_barrier(id, barrier),
-            None if self.barriers.iter().any(|(b, _)| b == id) => {}
-            None => self.barriers.push((id.to_string(), barrier)),
-        }
+        self.committer.add_barrier(id, barrier);
     }
 
     /// The token that shuts every task down cleanly (drain, commit, return).
@@ -189,14 +181,6 @@ impl Runtime {
         &self.io
     }
 
-    fn committer(&mut self) -> Arc<Committer> {
-        let (state, producer, barriers, sync) =
-            (&self.state, &self.producer, &self.barriers, self.sync_commits);
-        Arc::clone(self.committer.get_or_insert_with(|| {
-            Arc::new(Committer::new(Arc::clone(state), Arc::clone(producer), barriers.clone(), sync))
-        }))
-    }
-
     /// Starts a job: checks its configuration (group, topics, co-partitioning), builds one operator per
     /// partition with `factory` (which restores its state from the task's scope), and starts the tasks.
     /// Nothing is started if any check or factory call fails.
@@ -210,7 +194,7 @@ impl Runtime {
             return Err(Error::Config(format!("group `{}`: the runtime is sealed; no job can be added", cfg.group)));
         }
         let partitions = self.validate(&cfg)?;
-        let committer = self.committer();
+        let committer = Arc::clone(&self.committer);
         let metrics = Arc::new(GroupMetrics::default());
         let inputs: Vec<Arc<str>> = cfg.inputs.iter().map(|t| Arc::from(t.as_str())).collect();
         let decoder = Arc::new(decoder);
