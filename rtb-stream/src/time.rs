@@ -157,6 +157,17 @@ impl WatermarkTracker {
         Timestamp::MAX
     }
 
+    /// Marks every partition idle (the input has ended for now, but may go on later: unlike
+    /// [`WatermarkTracker::finish`]) and returns the watermark if it advanced: the maximum event time seen
+    /// over all partitions minus the allowed out-of-orderness — where the idle timeout would bring it once
+    /// every partition had been quiet for that long.
+    pub fn idle_all(&mut self) -> Option<Timestamp> {
+        for p in &mut self.parts {
+            p.idle = true;
+        }
+        self.recompute()
+    }
+
     /// Restores a previously committed watermark (after a restart) so it never goes backwards.
     pub fn restore(&mut self, wm: Option<Timestamp>) {
         if wm > self.current {
@@ -224,6 +235,19 @@ mod tests {
         t.observe(0, 1_000, 0);
         assert_eq!(t.observe(0, 10, 0), None);
         assert_eq!(t.current(), Some(1_000));
+    }
+
+    #[test]
+    fn idle_all_advances_to_the_max_seen_and_partitions_rejoin() {
+        let mut t = WatermarkTracker::new(3, cfg(1_000, None), 0);
+        t.observe(0, 5_000, 0);
+        t.observe(1, 9_000, 0);
+        assert_eq!(t.current(), None, "partition 2 never produced");
+        assert_eq!(t.idle_all(), Some(8_000), "max seen (9 000) minus the out-of-orderness");
+        assert_eq!(t.idle_all(), None, "nothing new");
+        // Not `finish`: a later record makes its partition active again and time goes on from there.
+        assert_eq!(t.observe(2, 20_000, 1), Some(19_000));
+        assert!(!t.is_idle(2));
     }
 
     #[test]

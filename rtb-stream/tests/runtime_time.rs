@@ -323,3 +323,66 @@ fn records_that_jobs_of_the_runtime_produce_are_not_judged_as_outliers() {
     assert_eq!(report.groups["g"].dead_letters, 0, "an input produced inside the runtime is not judged");
     assert_eq!(results(&log).values().sum::<u64>(), 21);
 }
+
+#[test]
+fn records_that_jobs_of_the_runtime_produce_are_applied_however_far_behind_the_watermark() {
+    // A producer task that lags writes a record (a refund for a duplicate click, say) three days behind what
+    // another producer task already wrote: the consumer's watermark is far ahead of it. The correction
+    // horizon is for clients' clocks; the system's own decision must be applied, not set aside as late.
+    let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
+    let log = log_with(&[("raw", 1), ("merged", 1), ("late", 1)]);
+    let base = 1_735_689_600_000;
+    log.append_batch("raw", vec![keyed("ahead", base + 3 * DAY), keyed("behind", base)]).expect("append");
+    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
+    let upstream = JobConfig { outputs: vec!["merged".into()], ..batch_job("forward", &["raw"]) };
+    rt.spawn(upstream, decode_key, |_, _| Ok(Forward)).expect("spawn");
+    let cfg = JobConfig {
+        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        late_topic: Some("late".into()),
+        max_behind: Some(DAY),
+        ..batch_job("g", &["merged"])
+    };
+    rt.spawn(cfg, decode_key, count_factory(None)).expect("spawn");
+    let report = join_within(rt, 30).expect("join");
+    assert_eq!(report.groups["g"].late_records, 0);
+    let counts = committed_counts(&state, "g", 1);
+    assert_eq!(counts, direct_count(&["ahead".to_string(), "behind".to_string()]), "both applied");
+    assert_eq!(log.end_offset("late", 0).expect("late"), 0);
+}
+
+#[test]
+fn a_drain_closes_what_the_data_closes_without_the_idle_timeout_and_a_later_run_goes_on() {
+    // A live job (no batch mode) with an idle timeout of an hour: draining reads the inputs to their end,
+    // counts every partition idle — the watermark reaches the latest event time seen minus the allowed
+    // out-of-orderness — fires the windows that closes, commits and stops. Not the end of time: a second
+    // run of the same group on more data counts it in later windows, and nothing is late.
+    let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
+    let log = log_with(&[("in", 1), ("in2", 1), ("out", 1), ("late", 1)]);
+    let cfg = JobConfig {
+        watermark: WatermarkConfig { max_out_of_orderness: 5_000, idle_timeout: Some(3_600_000) },
+        late_topic: Some("late".into()),
+        ..JobConfig::new("g", ["in", "in2"])
+    };
+    // `in2` is silent: without the drain it would hold the watermark for an hour.
+    log.append_batch("in", (0..30).map(|i| keyed("a", i * 1_000)).collect()).expect("append");
+    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
+    rt.spawn(cfg.clone(), decode_key, windows_factory(Arc::new(AtomicU64::new(0)))).expect("spawn");
+    rt.drain_token().trigger();
+    let report = join_within(rt, 30).expect("a drained runtime stops by itself");
+    assert_eq!(report.groups["g"].records_in, 30);
+    // Latest event time 29 000, out-of-orderness 5 000: watermark 24 000 closes [0, 10 000) and [10 000, 20 000).
+    let first: BTreeMap<(String, i64), u64> = results(&log);
+    assert_eq!(first, BTreeMap::from([(("a".to_string(), 0), 10), (("a".to_string(), 10_000), 10)]));
+    assert_eq!(rtb_stream::runtime::committed_watermark(&state, "g", 0).expect("wm"), Some(24_000));
+
+    log.append_batch("in2", (30..50).map(|i| keyed("a", i * 1_000)).collect()).expect("append");
+    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
+    rt.spawn(cfg, decode_key, windows_factory(Arc::new(AtomicU64::new(0)))).expect("spawn");
+    rt.drain_token().trigger();
+    let report = join_within(rt, 30).expect("second drain");
+    assert_eq!(report.groups["g"].late_records, 0, "the first drain did not move time to the end");
+    let all = results(&log);
+    assert_eq!(all[&("a".to_string(), 20_000)], 10);
+    assert_eq!(all[&("a".to_string(), 30_000)], 10);
+    assert!(!all.contains_key(&("a".to_string(), 40_000)), "[40 000, 50 000) is still open at 44 000");
+}

@@ -119,7 +119,10 @@ pub struct JobConfig {
     /// Spawn the jobs that produce to a topic before those that read it.
     pub max_ahead: Option<i64>,
     /// A record more than this many ms behind the watermark is not applied: it goes to the late-records
-    /// output (`LATE`). `None` (the default) leaves lateness to the operator.
+    /// output (`LATE`). Judged, like `max_ahead`, only for clients' records (inputs that no job of the
+    /// runtime produces to): what a job of the runtime produced — a refund decided
+    /// upstream, a repartitioned record — was judged where it was first read, and is always applied.
+    /// `None` (the default) leaves lateness to the operator.
     pub max_behind: Option<i64>,
 }
 

@@ -89,6 +89,7 @@ pub struct Runtime {
     committer: Arc<Committer>,
     producers: Arc<Producers>,
     shutdown: ShutdownToken,
+    drain: ShutdownToken,
     abort: AbortHandle,
     metrics: Arc<RuntimeMetrics>,
     clock: Clock,
@@ -119,6 +120,7 @@ impl Runtime {
             state,
             producers: Arc::new(Producers::default()),
             shutdown: ShutdownToken::new(),
+            drain: ShutdownToken::new(),
             abort: AbortHandle::default(),
             metrics: Arc::new(RuntimeMetrics::default()),
             clock: Arc::new(wall_clock),
@@ -164,6 +166,19 @@ impl Runtime {
     /// The token that shuts every task down cleanly (drain, commit, return).
     pub fn shutdown_token(&self) -> ShutdownToken {
         self.shutdown.clone()
+    }
+
+    /// The token that drains the runtime: when triggered, each task reads its inputs up to the end they
+    /// have at that moment (an input that jobs of this runtime produce to: once those jobs have drained,
+    /// to its end), then counts every input partition as idle — the watermark advances to the latest event
+    /// time seen minus the allowed out-of-orderness, as the idle timeout would make it once every partition
+    /// had been quiet — fires what that closes, commits and stops. Unlike batch mode
+    /// ([`JobConfig::stop_at_end`]) the watermark does not jump to the end of time: a later run of the
+    /// same groups goes on where this one stopped. For a program that knows its input has stopped (the
+    /// traffic generator of `rtb run` has finished) and wants the results now rather than after the idle
+    /// timeout.
+    pub fn drain_token(&self) -> ShutdownToken {
+        self.drain.clone()
     }
 
     /// The handle that stops every task as a crash would (no commit) — for recovery tests.
@@ -219,6 +234,7 @@ impl Runtime {
                 producers: Arc::clone(&self.producers),
                 scope,
                 shutdown: self.shutdown.clone(),
+                drain: self.drain.clone(),
                 abort: self.abort.clone(),
                 metrics: Arc::clone(&metrics),
                 clock: Arc::clone(&self.clock),

@@ -35,6 +35,8 @@ pub(crate) struct TaskSetup {
     pub producers: Arc<Producers>,
     pub scope: StateScope,
     pub shutdown: ShutdownToken,
+    /// Drain: read the inputs to the end they have when it is triggered, close what that closes, stop.
+    pub drain: ShutdownToken,
     pub abort: AbortHandle,
     pub metrics: Arc<GroupMetrics>,
     pub clock: Clock,
@@ -74,8 +76,11 @@ pub(crate) struct Task<O: Operator, D> {
     /// Next offset to read, per input.
     next: Vec<u64>,
     /// Batch mode: end offsets read at start, per input (inputs produced inside the runtime end when their
-    /// producers have finished instead, see [`Producers`]).
+    /// producers have finished instead, see [`Producers`]). Also set when a drain starts.
     stop_at: Option<Vec<u64>>,
+    /// A drain is under way: at the end every partition counts as idle (the watermark advances to what
+    /// the data closes), not `Timestamp::MAX` as in batch mode.
+    draining: bool,
     tracker: WatermarkTracker,
     /// Highest origin offset applied, per origin partition.
     marks: FxHashMap<SourceKey, u64>,
@@ -208,6 +213,7 @@ where
             op,
             next,
             stop_at,
+            draining: false,
             tracker,
             marks,
             slots,
@@ -264,6 +270,12 @@ where
                 self.commit()?;
                 return Ok(TaskEnd::Finished);
             }
+            if self.stop_at.is_none() && self.s.drain.is_triggered() {
+                // The inputs end where they are now (inputs produced in the runtime: when their producers
+                // have drained).
+                self.stop_at = Some((0..self.s.inputs.len()).map(|i| self.s.reader.end_offset(i)).collect::<Result<_>>()?);
+                self.draining = true;
+            }
             let now = (self.s.clock)();
             let mut polled = 0;
             for input in 0..self.s.inputs.len() {
@@ -286,10 +298,17 @@ where
             self.route()?;
             self.publish_counters();
             if self.drained()? {
-                let before = self.tracker.current();
-                let wm = self.tracker.finish();
-                if before != Some(wm) {
-                    self.fire_watermark(wm, now)?;
+                if self.draining {
+                    // What the idle timeout would do once every partition has been quiet, without waiting.
+                    if let Some(wm) = self.tracker.idle_all() {
+                        self.fire_watermark(wm, now)?;
+                    }
+                } else {
+                    let before = self.tracker.current();
+                    let wm = self.tracker.finish();
+                    if before != Some(wm) {
+                        self.fire_watermark(wm, now)?;
+                    }
                 }
                 self.route()?;
                 self.dirty = true;
@@ -398,7 +417,7 @@ where
         let mut early = None;
         if let Some(ahead) = self.s.cfg.max_ahead {
             // `judges_clocks` looks the input up under a lock: only for the rare record that is ahead.
-            if self.is_ahead(ts, ahead, now) && self.judges_clocks(input, rec) {
+            if self.is_ahead(ts, ahead, now) && self.from_clients(input) {
                 // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
                 // record of the same input decides: back near the old time means a spike, set aside.
                 let next_ts = match recs.get(i + 1) {
@@ -426,7 +445,10 @@ where
         }
         let before = self.tracker.current();
         if let (Some(behind), Some(wm)) = (self.s.cfg.max_behind, before) {
-            if ts < wm.saturating_sub(behind) {
+            // Only clients' records: one that a job of this runtime produced (a refund for a duplicate click
+            // found late, a repartitioned record) was judged where its input was read; dropping it here
+            // would lose an effect the system already decided on.
+            if ts < wm.saturating_sub(behind) && self.from_clients(input) {
                 let reason = format!(
                     "LATE: event time {ts} ms is more than {behind} ms behind the watermark ({wm} ms): beyond the \
                      correction horizon, not applied"
@@ -445,16 +467,18 @@ where
         Ok(early)
     }
 
-    /// Whether a record's clock is judged for outliers: a record read from a topic that no job of the
-    /// runtime produces to (see [`JobConfig::max_ahead`]).
-    fn judges_clocks(&self, input: usize, rec: &LogRecord) -> bool {
-        rec.origin.is_none() && !self.s.producers.produced_here(&self.s.inputs[input])
+    /// Whether a record comes from clients, so that its clock is judged (outliers, the correction
+    /// horizon): a record of an input that no job of the runtime produces to (see
+    /// [`JobConfig::max_ahead`], [`JobConfig::max_behind`]). Looks the topic up under a lock: call it
+    /// only for a record that is already suspect.
+    fn from_clients(&self, input: usize) -> bool {
+        !self.s.producers.produced_here(&self.s.inputs[input])
     }
 
     /// Whether `ts` is more than `ahead` past the data seen so far (and, in a live run, past the wall clock).
     fn is_ahead(&self, ts: Timestamp, ahead: i64, now: i64) -> bool {
         let Some(stream) = self.tracker.max_stream_time() else { return false };
-        let reference = if self.stop_at.is_some() { stream } else { stream.max(now) };
+        let reference = if self.s.cfg.stop_at_end { stream } else { stream.max(now) };
         ts > reference.saturating_add(ahead)
     }
 
