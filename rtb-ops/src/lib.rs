@@ -7,7 +7,7 @@
 //! - [`schema`] — the four wire schemas (serde), a fast RFC 3339 codec, validating decoders with typed
 //!   rejection reasons.
 //! - [`wire`] — decoders from log records to operator inputs, for the runtime.
-//! - [`sink`] — the [`Cache`](sink::Cache) and [`Database`](sink::Database) traits, sled and in-memory
+//! - [`sink`] — the [`Cache`](sink::Cache) and [`Database`](sink::Database) traits, embedded (journaled) and in-memory
 //!   implementations, and the conformance checks every implementation must pass.
 //! - [`ranking`] — smoothed pCTR, eligibility and generalized-second-price CPC as pure, exact functions.
 //! - [`ops`] — the operators: ranking and performance statements, conversion matching, duplicate-click

@@ -80,7 +80,8 @@ pub mod sink_kinds {
     pub const CACHE: &str = "cache";
     /// Balances, ledger, conversions, campaigns and alerts.
     pub const DATABASE: &str = "database";
-    /// The backend of both in this build (sled under the data directory).
+    /// The backend of both in this build (an [`EmbeddedStore`](crate::sink::EmbeddedStore) journal under the
+    /// data directory).
     pub const EMBEDDED: &str = "embedded";
 }
 
@@ -443,9 +444,11 @@ impl SinkBackend for EmbeddedDatabaseBackend {
 }
 
 /// Makes `sinks` durable before the runtime commits the state and offsets of any of its tasks: the effects
-/// of a record must never be less durable than the offset that says it was processed (the embedded sinks
-/// and the task state are separate sled databases, flushed on their own timers). One commit barrier per
-/// sink, shared by every job that writes it: one flush per commit round for the whole process.
+/// of a record must never be less durable than the offset that says it was processed (the sinks and the
+/// task state are separate stores: an embedded sink's write survives a crash of the process when it
+/// returns, and its `sync` — pruning, then `fdatasync` — makes it survive one of the machine before the
+/// offsets do; a server's sink flushes what it buffers). One commit barrier per sink, shared by every job
+/// that writes it: one sync per commit round for the whole process.
 fn durable(rt: &mut Runtime, sinks: &[OpenedSink]) {
     for s in sinks {
         let handle = Arc::clone(&s.handle);

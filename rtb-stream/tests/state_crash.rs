@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rtb_stream::state::{
-    KeyedOptions, KeyedStore, MemoryBackend, OffsetMap, SledBackend, StateScope, StoreBackend, ValueStore,
+    JournalBackend, JournalOptions, KeyedOptions, KeyedStore, MemoryBackend, OffsetMap, SledBackend, StateScope, StoreBackend, ValueStore,
     WriteBatch,
 };
 
 const CHILD_DIR: &str = "RTB_STATE_CRASH_CHILD";
 const CHILD_FSYNC: &str = "RTB_STATE_CRASH_FSYNC";
+/// `sled` or `journal`: the backend the child writes (and the parent checks).
+const CHILD_BACKEND: &str = "RTB_STATE_CRASH_BACKEND";
 const COUNTERS: u64 = 17;
 const COMMIT_EVERY: u64 = 7;
 const TOPIC: &str = "input";
@@ -37,8 +39,19 @@ fn counter_options() -> KeyedOptions {
 }
 
 fn scope_at(dir: &Path) -> StateScope {
-    let backend = SledBackend::open(dir.join("state"), "state").expect("open sled");
-    StateScope::new(Arc::new(backend), "job/0")
+    scope_on(dir, "sled")
+}
+
+/// The scope on `backend`: sled, or the journal with a small compaction threshold so that kills also land
+/// in the middle of compactions.
+fn scope_on(dir: &Path, backend: &str) -> StateScope {
+    let backend: Arc<dyn StoreBackend> = match backend {
+        "journal" => Arc::new(
+            JournalBackend::open_with(dir.join("journal"), JournalOptions { compact_at: 64 << 10 }).expect("open journal"),
+        ),
+        _ => Arc::new(SledBackend::open(dir.join("state"), "state").expect("open sled")),
+    };
+    StateScope::new(backend, "job/0")
 }
 
 fn offset_of(scope: &StateScope) -> u64 {
@@ -47,8 +60,8 @@ fn offset_of(scope: &StateScope) -> u64 {
 }
 
 /// The writer loop run by the child process; never returns.
-fn child_writer(dir: &Path, fsync: bool) -> ! {
-    let scope = scope_at(dir);
+fn child_writer(dir: &Path, fsync: bool, backend: &str) -> ! {
+    let scope = scope_on(dir, backend);
     let mut next = offset_of(&scope);
     let mut counters: KeyedStore<u64, u64> =
         KeyedStore::open_with(&scope, "counters", counter_options()).expect("open counters");
@@ -78,8 +91,8 @@ fn child_writer(dir: &Path, fsync: bool) -> ! {
 }
 
 /// Reads the committed state and checks it is exactly the effect of records `0..offset`; returns the offset.
-fn check_committed_state(dir: &Path) -> u64 {
-    let scope = scope_at(dir);
+fn check_committed_state(dir: &Path, backend: &str) -> u64 {
+    let scope = scope_on(dir, backend);
     let offset = offset_of(&scope);
     let counters: KeyedStore<u64, u64> = scope.keyed("counters").expect("open counters");
     let applied: ValueStore<u64> = scope.value("applied").expect("open applied");
@@ -95,7 +108,7 @@ fn check_committed_state(dir: &Path) -> u64 {
 }
 
 /// Spawns this test as a writer child, kills it at random moments and checks the state after each kill.
-fn kill_rounds(test_name: &str, fsync: bool, seed: u64) {
+fn kill_rounds(test_name: &str, fsync: bool, seed: u64, backend: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rng = SmallRng::seed_from_u64(seed);
     let exe = std::env::current_exe().expect("test binary path");
@@ -106,6 +119,7 @@ fn kill_rounds(test_name: &str, fsync: bool, seed: u64) {
             .args(["--exact", test_name, "--nocapture", "--test-threads", "1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_FSYNC, if fsync { "1" } else { "0" })
+            .env(CHILD_BACKEND, backend)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -128,7 +142,7 @@ fn kill_rounds(test_name: &str, fsync: bool, seed: u64) {
         child.kill().expect("SIGKILL the child");
         let status = child.wait().expect("reap the child");
         assert!(!status.success(), "the child must die by the signal, not finish: {status:?}");
-        let offset = check_committed_state(dir.path());
+        let offset = check_committed_state(dir.path(), backend);
         assert!(offset >= last, "a commit was lost after a kill: {offset} < {last}");
         if offset > last {
             rounds_with_progress += 1;
@@ -145,7 +159,8 @@ fn kill_rounds(test_name: &str, fsync: bool, seed: u64) {
 fn maybe_child() {
     if let Some(dir) = std::env::var_os(CHILD_DIR) {
         let fsync = std::env::var(CHILD_FSYNC).is_ok_and(|v| v == "1");
-        child_writer(Path::new(&dir), fsync);
+        let backend = std::env::var(CHILD_BACKEND).unwrap_or_else(|_| "sled".into());
+        child_writer(Path::new(&dir), fsync, &backend);
     }
 }
 
@@ -153,7 +168,7 @@ fn maybe_child() {
 fn sigkill_with_fsync_per_commit_loses_and_duplicates_nothing() {
     maybe_child();
     for seed in [1, 2] {
-        kill_rounds("sigkill_with_fsync_per_commit_loses_and_duplicates_nothing", true, seed);
+        kill_rounds("sigkill_with_fsync_per_commit_loses_and_duplicates_nothing", true, seed, "sled");
     }
 }
 
@@ -163,7 +178,25 @@ fn sigkill_without_fsync_never_tears_a_batch() {
     // recovered must still be whole batches.
     maybe_child();
     for seed in [3, 4] {
-        kill_rounds("sigkill_without_fsync_never_tears_a_batch", false, seed);
+        kill_rounds("sigkill_without_fsync_never_tears_a_batch", false, seed, "sled");
+    }
+}
+
+#[test]
+fn journal_sigkill_with_fsync_per_commit_loses_and_duplicates_nothing() {
+    maybe_child();
+    for seed in [5, 6] {
+        kill_rounds("journal_sigkill_with_fsync_per_commit_loses_and_duplicates_nothing", true, seed, "journal");
+    }
+}
+
+#[test]
+fn journal_sigkill_without_fsync_loses_and_duplicates_nothing() {
+    // Every commit is one write(2): once `apply` returns, a killed process cannot lose it (only a machine
+    // crash can, without fsync). Kills also land inside compactions (64 KiB threshold).
+    maybe_child();
+    for seed in [7, 8] {
+        kill_rounds("journal_sigkill_without_fsync_loses_and_duplicates_nothing", false, seed, "journal");
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rtb_ops::sink::{EmbeddedCache, MetricsScope};
 use rtb_ops::sink::Cache as _;
 use rtb_stream::runtime::task_scope;
-use rtb_stream::state::{SledBackend, StoreBackend};
+use rtb_stream::state::{JournalBackend, StoreBackend};
 use rtb_topology::CPC_TOPOLOGY_TOML;
 
 fn edit(text: &str, from: &str, to: &str) -> String {
@@ -48,7 +48,7 @@ fn rtb_run_uses_the_declared_group_and_the_declared_cache() {
     let (_, data) = run_to_completion(dir.path(), "cpc.toml", &topology);
 
     // Offsets of the balance worker live under its declared group, not its id or the old group.
-    let state: Arc<dyn StoreBackend> = Arc::new(SledBackend::open(data.join("state"), "tasks").expect("state"));
+    let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(data.join("state")).expect("state"));
     let committed = |group: &str| -> usize {
         (0..8).map(|p| task_scope(&state, group, p).read_offsets().expect("offsets").len()).sum()
     };

@@ -15,7 +15,7 @@ use rtb_ops::sink::{Advertiser, LedgerKind, MetricsScope, RankedEntry};
 use rtb_ops::schema::Placement;
 use rtb_stream::log::{EmbeddedLog, LogRecord, ProduceRecord, TopicConfig};
 use rtb_stream::runtime::{RuntimeReport, Runtime};
-use rtb_stream::state::{SledBackend, StoreBackend};
+use rtb_stream::state::{JournalBackend, StoreBackend};
 use rtb_topology::app::run::total_lag;
 use rtb_topology::app::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use rtb_topology::plan::ExecutionPlan;
@@ -132,7 +132,7 @@ impl Engine {
         for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
             log.create_topic(t, TopicConfig { partitions: 1, retention_ms: None }).expect("topic");
         }
-        let state: Arc<dyn StoreBackend> = Arc::new(SledBackend::open(data.join("state"), "tasks").expect("state"));
+        let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(data.join("state")).expect("state"));
         let sinks = Sinks::open(&plan, data).expect("sinks");
         for (_, sink) in sinks.all.iter() {
             if let Ok(db) = rtb_ops::registry::database_of(sink) {

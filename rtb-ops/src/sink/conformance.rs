@@ -1,7 +1,7 @@
 //! Behaviour every [`Cache`] and [`Database`] implementation must show, as reusable checks.
 //!
 //! Each function takes an **empty** sink, drives it through the contract with hand-computed answers,
-//! and panics (with a message) on the first difference. The crate runs them on the memory and sled
+//! and panics (with a message) on the first difference. The crate runs them on the memory and embedded
 //! implementations; the Redis and PostgreSQL implementations should run them too.
 
 #![allow(clippy::unwrap_used)] // test support: a failed sink call is a failed check
@@ -281,17 +281,17 @@ mod tests {
     fn embedded_sinks_survive_reopen_and_share_one_directory() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
-            let cache = EmbeddedCache::with_db(&db).unwrap();
-            let store = EmbeddedDatabase::with_db(&db).unwrap();
+            let db = super::super::EmbeddedStore::open(dir.path()).unwrap();
+            let cache = EmbeddedCache::with_store(&db);
+            let store = EmbeddedDatabase::with_store(&db);
             cache.add_spend_once("c", crate::calendar::Day(1), 7, "k", 0).unwrap();
             store.apply_ledger(&ledger("k", "a", LedgerKind::Charge, -7)).unwrap();
             cache.flush().unwrap();
             store.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
-        let cache = EmbeddedCache::with_db(&db).unwrap();
-        let store = EmbeddedDatabase::with_db(&db).unwrap();
+        let db = super::super::EmbeddedStore::open(dir.path()).unwrap();
+        let cache = EmbeddedCache::with_store(&db);
+        let store = EmbeddedDatabase::with_store(&db);
         assert_eq!(cache.add_spend_once("c", crate::calendar::Day(1), 7, "k", 0).unwrap(), (7, false));
         assert_eq!(store.apply_ledger(&ledger("k", "a", LedgerKind::Charge, -7)).unwrap(), LedgerOutcome::Duplicate);
         assert_eq!(store.balance("a").unwrap(), Some(-7));

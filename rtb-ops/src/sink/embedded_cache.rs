@@ -1,13 +1,12 @@
-//! [`EmbeddedCache`]: the [`Cache`] on sled, every multi-key write in one sled transaction.
+//! [`EmbeddedCache`]: the [`Cache`] on an [`EmbeddedStore`], every multi-key write in one transaction.
 
 use std::path::Path;
 
 use rtb_stream::codec::{Bincode, Codec};
 use serde::{de::DeserializeOwned, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
 
 use super::keys::{expiry_bound, expiry_key, i64_bytes, i64_from, merge_shards, spend_key, window_key, window_prefix, Pruner};
+use super::store::{EmbeddedStore, Tree, Tx};
 use super::types::*;
 use super::{ranking_key, Cache};
 use crate::calendar::Day;
@@ -16,7 +15,7 @@ use crate::schema::{Placement, WireEnum};
 
 const SINK: &str = "embedded-cache";
 
-/// A durable [`Cache`] on sled. Cheap to clone (handles to the same trees); `Send + Sync`.
+/// A durable [`Cache`] in an [`EmbeddedStore`]. Cheap to clone (handles to the same tables); `Send + Sync`.
 ///
 /// Trees (all prefixed `cache/`): `rankings` (`rtb:{placement}:{category}` → entries),
 /// `windows` (scope ‖ id ‖ window start ‖ shard → row), `totals/campaign`, `totals/category`,
@@ -24,7 +23,7 @@ const SINK: &str = "embedded-cache";
 /// `spend_expiry` (event time ‖ key: the pruning index of `spend_keys`), `marks`.
 #[derive(Debug, Clone)]
 pub struct EmbeddedCache {
-    db: sled::Db,
+    store: EmbeddedStore,
     rankings: Tree,
     windows: Tree,
     campaign_totals: Tree,
@@ -38,25 +37,27 @@ pub struct EmbeddedCache {
 
 /// Removes the keys of `index` entries (`event time ‖ key`) before `before` from `keys`, and the entries,
 /// in transactions of up to 1 000; returns how many went.
-pub(crate) fn prune_index(sink: &'static str, keys: &Tree, index: &Tree, before: rtb_stream::Timestamp) -> Result<u64> {
+pub(crate) fn prune_index(
+    sink: &'static str,
+    store: &EmbeddedStore,
+    keys: &Tree,
+    index: &Tree,
+    before: rtb_stream::Timestamp,
+) -> Result<u64> {
     let bound = expiry_bound(before);
     let mut pruned = 0u64;
     loop {
-        let mut chunk = Vec::new();
-        for k in index.range(..bound.clone()).keys().take(1_000) {
-            chunk.push(k.map_err(|e| Error::sink(sink, "prune", e))?);
-        }
+        let chunk = index.keys_before(&bound, 1_000);
         if chunk.is_empty() {
             return Ok(pruned);
         }
-        let r = (keys, index).transaction(|(keys, index)| {
+        store.transaction(sink, "prune", |t| {
             for ik in &chunk {
-                keys.remove(&ik[8..])?;
-                index.remove(ik)?;
+                t.remove(keys, &ik[8..]);
+                t.remove(index, ik);
             }
             Ok(())
-        });
-        tx(sink, "prune", r)?;
+        })?;
         pruned += chunk.len() as u64;
     }
 }
@@ -72,51 +73,28 @@ pub(crate) fn dec<T: Serialize + DeserializeOwned>(sink: &'static str, key: &[u8
         .map_err(|reason| Error::SinkCorrupt { sink, key: String::from_utf8_lossy(key).into_owned(), reason })
 }
 
-/// Turns a sled transaction result into ours.
-pub(crate) fn tx<T>(sink: &'static str, op: &'static str, r: Result<T, TransactionError<Error>>) -> Result<T> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(Error::sink(sink, op, e)),
-    }
-}
-
-pub(crate) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
-
-pub(crate) fn abort<T>(e: Error) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn add_totals(tree: &TransactionalTree, key: &str, delta: Metrics) -> TxResult<()> {
+fn add_totals(t: &mut Tx<'_>, tree: &Tree, key: &str, delta: Metrics) -> Result<()> {
     if delta == Metrics::default() {
         return Ok(());
     }
-    let current: Metrics = match tree.get(key.as_bytes())? {
-        Some(b) => match dec(SINK, key.as_bytes(), &b) {
-            Ok(m) => m,
-            Err(e) => return abort(e),
-        },
+    let current: Metrics = match t.get(tree, key.as_bytes())? {
+        Some(b) => dec(SINK, key.as_bytes(), &b)?,
         None => Metrics::default(),
     };
-    match enc("totals", &current.plus(delta)) {
-        Ok(v) => tree.insert(key.as_bytes(), v)?,
-        Err(e) => return abort(e),
-    };
+    t.insert(tree, key.as_bytes(), enc("totals", &current.plus(delta))?)?;
     Ok(())
 }
 
 impl EmbeddedCache {
-    /// Opens (or creates) a cache database at `path`, keeping idempotency keys for the default
+    /// Opens (or creates) a cache in directory `path`, keeping idempotency keys for the default
     /// [`KeyRetention`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
-        Self::with_db(&db)
+        Ok(Self::with_store(&EmbeddedStore::open(path)?))
     }
 
     /// [`Self::open`] with a chosen key retention.
     pub fn open_with(path: impl AsRef<Path>, retention: KeyRetention) -> Result<Self> {
-        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
-        Ok(Self::with_db(&db)?.with_retention(retention))
+        Ok(Self::open(path)?.with_retention(retention))
     }
 
     /// This cache keeping idempotency keys for `retention` (replaces the retention of this handle).
@@ -130,38 +108,37 @@ impl EmbeddedCache {
         self.spend_keys.len()
     }
 
-    /// A cache in a temporary sled database (deleted on drop).
+    /// A cache in a temporary directory (removed when the cache is dropped).
     pub fn temporary() -> Result<Self> {
-        let db = sled::Config::new().temporary(true).open().map_err(|e| Error::sink(SINK, "open", e))?;
-        Self::with_db(&db)
+        Ok(Self::with_store(&EmbeddedStore::temporary()?))
     }
 
-    /// Uses the `cache/*` trees of an already open sled database (so one directory can hold both sinks).
-    pub fn with_db(db: &sled::Db) -> Result<Self> {
-        let t = |name: &str| db.open_tree(format!("cache/{name}")).map_err(|e| Error::sink(SINK, "open", e));
-        Ok(Self {
-            db: db.clone(),
-            rankings: t("rankings")?,
-            windows: t("windows")?,
-            campaign_totals: t("totals/campaign")?,
-            category_totals: t("totals/category")?,
-            spend: t("spend")?,
-            spend_keys: t("spend_keys")?,
-            spend_expiry: t("spend_expiry")?,
-            marks: t("marks")?,
+    /// Uses the `cache/*` tables of an open store (so one directory can hold both sinks).
+    pub fn with_store(store: &EmbeddedStore) -> Self {
+        let t = |name: &str| store.tree(&format!("cache/{name}"));
+        Self {
+            store: store.clone(),
+            rankings: t("rankings"),
+            windows: t("windows"),
+            campaign_totals: t("totals/campaign"),
+            category_totals: t("totals/category"),
+            spend: t("spend"),
+            spend_keys: t("spend_keys"),
+            spend_expiry: t("spend_expiry"),
+            marks: t("marks"),
             pruner: std::sync::Arc::new(Pruner::new(KeyRetention::default())),
-        })
+        }
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far survive a crash of the machine (each write survives one of the process
+    /// when it returns).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| Error::sink(SINK, "flush", e))
+        self.store.flush()
     }
 
     fn scan_windows(&self, prefix: &[u8]) -> Result<Vec<WindowMetrics>> {
         let mut rows = Vec::new();
-        for kv in self.windows.scan_prefix(prefix) {
-            let (k, v) = kv.map_err(|e| Error::sink(SINK, "window_metrics", e))?;
+        for (k, v) in self.windows.scan_prefix(SINK, "window_metrics", prefix)? {
             rows.push(dec::<WindowMetrics>(SINK, &k, &v)?);
         }
         let mut merged = merge_shards(rows);
@@ -170,7 +147,7 @@ impl EmbeddedCache {
     }
 
     fn totals(&self, tree: &Tree, key: &str) -> Result<Metrics> {
-        match tree.get(key.as_bytes()).map_err(|e| Error::sink(SINK, "totals", e))? {
+        match tree.get(SINK, "totals", key.as_bytes())? {
             Some(b) => dec(SINK, key.as_bytes(), &b),
             None => Ok(Metrics::default()),
         }
@@ -189,13 +166,12 @@ impl Cache for EmbeddedCache {
 
     fn put_ranking(&self, placement: Placement, category: &str, entries: &[RankedEntry]) -> Result<()> {
         let value = enc("ranking", &(placement.as_str(), category, entries))?;
-        self.rankings.insert(ranking_key(placement, category), value).map_err(|e| Error::sink(SINK, "put_ranking", e))?;
-        Ok(())
+        self.rankings.insert(SINK, "put_ranking", ranking_key(placement, category).as_bytes(), value)
     }
 
     fn ranking(&self, placement: Placement, category: &str) -> Result<Vec<RankedEntry>> {
         let key = ranking_key(placement, category);
-        match self.rankings.get(&key).map_err(|e| Error::sink(SINK, "ranking", e))? {
+        match self.rankings.get(SINK, "ranking", key.as_bytes())? {
             Some(b) => Ok(dec::<(String, String, Vec<RankedEntry>)>(SINK, key.as_bytes(), &b)?.2),
             None => Ok(Vec::new()),
         }
@@ -203,8 +179,7 @@ impl Cache for EmbeddedCache {
 
     fn rankings(&self) -> Result<Vec<(Placement, String, Vec<RankedEntry>)>> {
         let mut out = Vec::new();
-        for kv in self.rankings.iter() {
-            let (k, v) = kv.map_err(|e| Error::sink(SINK, "rankings", e))?;
+        for (k, v) in self.rankings.iter(SINK, "rankings")? {
             let (p, category, entries): (String, String, Vec<RankedEntry>) = dec(SINK, &k, &v)?;
             let placement = Placement::parse(&p).ok_or_else(|| Error::SinkCorrupt {
                 sink: SINK,
@@ -219,25 +194,22 @@ impl Cache for EmbeddedCache {
     fn write_window_metrics(&self, row: &WindowMetrics) -> Result<()> {
         let key = window_key(row);
         let value = enc("window metrics", row)?;
-        let r = (&self.windows, &self.campaign_totals, &self.category_totals).transaction(|(w, ct, cat)| {
-            let old = w.insert(key.as_slice(), value.as_slice())?;
+        let (ct, cat) = (&self.campaign_totals, &self.category_totals);
+        self.store.transaction(SINK, "write_window_metrics", |t| {
+            let old = t.insert(&self.windows, &key, value)?;
             if row.scope != MetricsScope::Campaign {
                 return Ok(());
             }
             if let Some(old) = old {
-                let old: WindowMetrics = match dec(SINK, &key, &old) {
-                    Ok(o) => o,
-                    Err(e) => return abort(e),
-                };
+                let old: WindowMetrics = dec(SINK, &key, &old)?;
                 let neg = Metrics::default().minus(old.metrics);
-                add_totals(ct, &old.campaign_id, neg)?;
-                add_totals(cat, &old.category, neg)?;
+                add_totals(t, ct, &old.campaign_id, neg)?;
+                add_totals(t, cat, &old.category, neg)?;
             }
-            add_totals(ct, &row.campaign_id, row.metrics)?;
-            add_totals(cat, &row.category, row.metrics)?;
+            add_totals(t, ct, &row.campaign_id, row.metrics)?;
+            add_totals(t, cat, &row.category, row.metrics)?;
             Ok(())
-        });
-        tx(SINK, "write_window_metrics", r)
+        })
     }
 
     fn window_metrics(&self, scope: MetricsScope, id: &str) -> Result<Vec<WindowMetrics>> {
@@ -259,18 +231,18 @@ impl Cache for EmbeddedCache {
     fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str, event_time: rtb_stream::Timestamp) -> Result<(i64, bool)> {
         let key = spend_key(campaign_id, day);
         let expiry = expiry_key(event_time, idempotency_key.as_bytes());
-        let r = (&self.spend, &self.spend_keys, &self.spend_expiry).transaction(|(spend, keys, index)| {
-            let current = spend.get(key.as_slice())?.and_then(|b| i64_from(&b)).unwrap_or(0);
-            if keys.get(idempotency_key.as_bytes())?.is_some() {
+        let (spend, keys, index) = (&self.spend, &self.spend_keys, &self.spend_expiry);
+        let r = self.store.transaction(SINK, "add_spend_once", |t| {
+            let current = t.get(spend, &key)?.and_then(|b| i64_from(&b)).unwrap_or(0);
+            if t.get(keys, idempotency_key.as_bytes())?.is_some() {
                 return Ok((current, false));
             }
-            keys.insert(idempotency_key.as_bytes(), &i64_bytes(event_time))?;
-            index.insert(expiry.as_slice(), &[])?;
+            t.insert(keys, idempotency_key.as_bytes(), i64_bytes(event_time).to_vec())?;
+            t.insert(index, &expiry, Vec::new())?;
             let total = current + delta;
-            spend.insert(key.as_slice(), &i64_bytes(total))?;
+            t.insert(spend, &key, i64_bytes(total).to_vec())?;
             Ok((total, true))
-        });
-        let r = tx(SINK, "add_spend_once", r)?;
+        })?;
         if r.1 {
             self.pruner.note(event_time);
         }
@@ -278,19 +250,15 @@ impl Cache for EmbeddedCache {
     }
 
     fn prune_spend_keys(&self, before: rtb_stream::Timestamp) -> Result<u64> {
-        prune_index(SINK, &self.spend_keys, &self.spend_expiry, before)
+        prune_index(SINK, &self.store, &self.spend_keys, &self.spend_expiry, before)
     }
 
     fn spend(&self, campaign_id: &str, day: Day) -> Result<i64> {
-        let v = self.spend.get(spend_key(campaign_id, day)).map_err(|e| Error::sink(SINK, "spend", e))?;
+        let v = self.spend.get(SINK, "spend", &spend_key(campaign_id, day))?;
         Ok(v.and_then(|b| i64_from(&b)).unwrap_or(0))
     }
 
     fn mark_once(&self, key: &str) -> Result<bool> {
-        let r = self
-            .marks
-            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(&[] as &[u8]))
-            .map_err(|e| Error::sink(SINK, "mark_once", e))?;
-        Ok(r.is_ok())
+        self.marks.insert_if_absent(SINK, "mark_once", key.as_bytes(), Vec::new())
     }
 }

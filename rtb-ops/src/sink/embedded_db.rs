@@ -1,32 +1,34 @@
-//! [`EmbeddedDatabase`]: the [`Database`] on sled, every multi-row change in one sled transaction.
+//! [`EmbeddedDatabase`]: the [`Database`] on an [`EmbeddedStore`], every multi-row change in one
+//! transaction.
 
 use std::path::Path;
 
 use serde::{de::DeserializeOwned, Serialize};
-use sled::transaction::TransactionalTree;
-use sled::{Transactional, Tree};
 
-use super::embedded_cache::{abort, dec, enc, prune_index, tx, TxResult};
+use super::embedded_cache::{dec, enc, prune_index};
 use super::keys::{expiry_key, part, Pruner};
+use super::store::{EmbeddedStore, Tree, Tx};
 use super::types::*;
 use super::Database;
 use crate::calendar::{Day, DEFAULT_TIME_ZONE};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::schema::Placement;
 
 const SINK: &str = "embedded-database";
+/// Key of the last ledger sequence number in `db/meta`.
+const LEDGER_SEQ: &[u8] = b"ledger_seq";
 
-/// A durable [`Database`] on sled. Cheap to clone; `Send + Sync`.
+/// A durable [`Database`] in an [`EmbeddedStore`]. Cheap to clone; `Send + Sync`.
 ///
 /// Trees (prefixed `db/`): `advertisers`, `ledger_rows` (sequence number, big-endian → row: the
 /// account history, never pruned), `ledger_keys` (idempotency key → [`KeyMeta`]: the unique constraint,
 /// with the entry's fingerprint and event time), `ledger_expiry` (event time ‖ key: the pruning index of
 /// `ledger_keys`), `conversions` (order id → row), `campaigns`, `campaign_index` (placement ‖ category ‖
-/// campaign id), `alerts` (key → row). A ledger entry touches four trees in one transaction;
-/// [`Database::apply_ledger_batch`] puts a whole batch in one.
+/// campaign id), `alerts` (key → row), `meta` (the ledger's last sequence number). A ledger entry touches
+/// five trees in one transaction; [`Database::apply_ledger_batch`] puts a whole batch in one.
 #[derive(Debug, Clone)]
 pub struct EmbeddedDatabase {
-    db: sled::Db,
+    store: EmbeddedStore,
     advertisers: Tree,
     ledger_rows: Tree,
     ledger_keys: Tree,
@@ -36,6 +38,7 @@ pub struct EmbeddedDatabase {
     campaigns: Tree,
     campaign_index: Tree,
     alerts: Tree,
+    meta: Tree,
 }
 
 fn index_prefix(placement: Placement, category: &str) -> Vec<u8> {
@@ -51,24 +54,16 @@ fn index_key(row: &CampaignRow) -> Vec<u8> {
     k
 }
 
-fn tx_get<T: Serialize + DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
-    match tree.get(key)? {
+fn tx_get<T: Serialize + DeserializeOwned>(t: &Tx<'_>, tree: &Tree, key: &[u8]) -> Result<Option<T>> {
+    match t.get(tree, key)? {
         None => Ok(None),
-        Some(b) => match dec(SINK, key, &b) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) => abort(e),
-        },
+        Some(b) => dec(SINK, key, &b).map(Some),
     }
 }
 
-fn tx_put<T: Serialize + DeserializeOwned>(tree: &TransactionalTree, key: &[u8], what: &'static str, v: &T) -> TxResult<()> {
-    match enc(what, v) {
-        Ok(b) => {
-            tree.insert(key, b)?;
-            Ok(())
-        }
-        Err(e) => abort(e),
-    }
+fn tx_put<T: Serialize + DeserializeOwned>(t: &mut Tx<'_>, tree: &Tree, key: &[u8], what: &'static str, v: &T) -> Result<()> {
+    t.insert(tree, key, enc(what, v)?)?;
+    Ok(())
 }
 
 /// What `ledger_keys` stores per idempotency key.
@@ -79,49 +74,40 @@ struct KeyMeta {
     seq: u64,
 }
 
-/// The trees a ledger entry touches, inside a transaction.
-struct LedgerTx<'a> {
-    rows: &'a TransactionalTree,
-    keys: &'a TransactionalTree,
-    expiry: &'a TransactionalTree,
-    advs: &'a TransactionalTree,
-}
-
 /// One ledger entry inside a transaction: unique key check (with fingerprint), balance move, row insert.
-fn apply_one(t: &LedgerTx<'_>, entry: &LedgerEntry) -> TxResult<LedgerOutcome> {
+fn apply_one(db: &EmbeddedDatabase, t: &mut Tx<'_>, entry: &LedgerEntry) -> Result<LedgerOutcome> {
     let key = entry.idempotency_key.as_bytes();
-    if let Some(meta) = tx_get::<KeyMeta>(t.keys, key)? {
+    if let Some(meta) = tx_get::<KeyMeta>(t, &db.ledger_keys, key)? {
         return Ok(if meta.fingerprint == entry.fingerprint { LedgerOutcome::Duplicate } else { LedgerOutcome::Conflict });
     }
-    let (ledger, advs) = (t.rows, t.advs);
     let adv_key = entry.advertiser_id.as_bytes();
-    let mut adv: AdvertiserRow = tx_get(advs, adv_key)?.unwrap_or_else(|| AdvertiserRow {
+    let mut adv: AdvertiserRow = tx_get(t, &db.advertisers, adv_key)?.unwrap_or_else(|| AdvertiserRow {
         advertiser_id: entry.advertiser_id.clone(),
         opening_balance: 0,
         balance: 0,
         time_zone: DEFAULT_TIME_ZONE.to_string(),
     });
     adv.balance += entry.amount;
-    let row = LedgerRow { seq: ledger.generate_id()?, entry: entry.clone(), balance_after: adv.balance };
-    tx_put(ledger, &row.seq.to_be_bytes(), "ledger row", &row)?;
-    tx_put(t.keys, key, "ledger key", &KeyMeta { fingerprint: entry.fingerprint, event_time: entry.event_time, seq: row.seq })?;
-    t.expiry.insert(expiry_key(entry.event_time, key), &[])?;
-    tx_put(advs, adv_key, "advertiser", &adv)?;
+    let seq = tx_get::<u64>(t, &db.meta, LEDGER_SEQ)?.map_or(0, |s| s + 1);
+    tx_put(t, &db.meta, LEDGER_SEQ, "ledger sequence", &seq)?;
+    let row = LedgerRow { seq, entry: entry.clone(), balance_after: adv.balance };
+    tx_put(t, &db.ledger_rows, &row.seq.to_be_bytes(), "ledger row", &row)?;
+    tx_put(t, &db.ledger_keys, key, "ledger key", &KeyMeta { fingerprint: entry.fingerprint, event_time: entry.event_time, seq: row.seq })?;
+    t.insert(&db.ledger_expiry, &expiry_key(entry.event_time, key), Vec::new())?;
+    tx_put(t, &db.advertisers, adv_key, "advertiser", &adv)?;
     Ok(LedgerOutcome::Applied { balance: adv.balance })
 }
 
 impl EmbeddedDatabase {
-    /// Opens (or creates) a database at `path`, keeping ledger idempotency keys for the default
+    /// Opens (or creates) a database in directory `path`, keeping ledger idempotency keys for the default
     /// [`KeyRetention`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
-        Self::with_db(&db)
+        Ok(Self::with_store(&EmbeddedStore::open(path)?))
     }
 
     /// [`Self::open`] with a chosen key retention.
     pub fn open_with(path: impl AsRef<Path>, retention: KeyRetention) -> Result<Self> {
-        let db = sled::open(path.as_ref()).map_err(|e| Error::sink(SINK, "open", e))?;
-        Ok(Self::with_db(&db)?.with_retention(retention))
+        Ok(Self::open(path)?.with_retention(retention))
     }
 
     /// This database keeping ledger idempotency keys for `retention` (replaces this handle's).
@@ -135,54 +121,48 @@ impl EmbeddedDatabase {
         self.ledger_keys.len()
     }
 
-    /// A database in a temporary sled instance (deleted on drop).
+    /// A database in a temporary directory (removed when the database is dropped).
     pub fn temporary() -> Result<Self> {
-        let db = sled::Config::new().temporary(true).open().map_err(|e| Error::sink(SINK, "open", e))?;
-        Self::with_db(&db)
+        Ok(Self::with_store(&EmbeddedStore::temporary()?))
     }
 
-    /// Uses the `db/*` trees of an already open sled database.
-    pub fn with_db(db: &sled::Db) -> Result<Self> {
-        let t = |name: &str| db.open_tree(format!("db/{name}")).map_err(|e| Error::sink(SINK, "open", e));
-        Ok(Self {
-            db: db.clone(),
-            advertisers: t("advertisers")?,
-            ledger_rows: t("ledger_rows")?,
-            ledger_keys: t("ledger_keys")?,
-            ledger_expiry: t("ledger_expiry")?,
+    /// Uses the `db/*` tables of an open store (so one directory can hold both sinks).
+    pub fn with_store(store: &EmbeddedStore) -> Self {
+        let t = |name: &str| store.tree(&format!("db/{name}"));
+        Self {
+            store: store.clone(),
+            advertisers: t("advertisers"),
+            ledger_rows: t("ledger_rows"),
+            ledger_keys: t("ledger_keys"),
+            ledger_expiry: t("ledger_expiry"),
             pruner: std::sync::Arc::new(Pruner::new(KeyRetention::default())),
-            conversions: t("conversions")?,
-            campaigns: t("campaigns")?,
-            campaign_index: t("campaign_index")?,
-            alerts: t("alerts")?,
-        })
+            conversions: t("conversions"),
+            campaigns: t("campaigns"),
+            campaign_index: t("campaign_index"),
+            alerts: t("alerts"),
+            meta: t("meta"),
+        }
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far survive a crash of the machine (each write survives one of the process
+    /// when it returns).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| Error::sink(SINK, "flush", e))
+        self.store.flush()
     }
 
     fn get<T: Serialize + DeserializeOwned>(&self, tree: &Tree, key: &[u8], op: &'static str) -> Result<Option<T>> {
-        match tree.get(key).map_err(|e| Error::sink(SINK, op, e))? {
+        match tree.get(SINK, op, key)? {
             Some(b) => dec(SINK, key, &b).map(Some),
             None => Ok(None),
         }
     }
 
     fn all<T: Serialize + DeserializeOwned>(&self, tree: &Tree, op: &'static str) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv.map_err(|e| Error::sink(SINK, op, e))?;
-            out.push(dec(SINK, &k, &v)?);
-        }
-        Ok(out)
+        tree.iter(SINK, op)?.into_iter().map(|(k, v)| dec(SINK, &k, &v)).collect()
     }
 
     fn insert_once<T: Serialize + DeserializeOwned>(&self, tree: &Tree, key: &[u8], what: &'static str, v: &T) -> Result<bool> {
-        let bytes = enc(what, v)?;
-        let r = tree.compare_and_swap(key, None as Option<&[u8]>, Some(bytes)).map_err(|e| Error::sink(SINK, what, e))?;
-        Ok(r.is_ok())
+        tree.insert_if_absent(SINK, what, key, enc(what, v)?)
     }
 }
 
@@ -198,8 +178,8 @@ impl Database for EmbeddedDatabase {
 
     fn upsert_advertiser(&self, a: &Advertiser) -> Result<()> {
         let key = a.advertiser_id.as_bytes();
-        let r = self.advertisers.transaction(|t| {
-            let mut row: AdvertiserRow = tx_get(t, key)?.unwrap_or_else(|| AdvertiserRow {
+        self.store.transaction(SINK, "upsert_advertiser", |t| {
+            let mut row: AdvertiserRow = tx_get(t, &self.advertisers, key)?.unwrap_or_else(|| AdvertiserRow {
                 advertiser_id: a.advertiser_id.clone(),
                 opening_balance: 0,
                 balance: 0,
@@ -208,9 +188,8 @@ impl Database for EmbeddedDatabase {
             row.balance += a.opening_balance - row.opening_balance;
             row.opening_balance = a.opening_balance;
             row.time_zone = a.time_zone.clone();
-            tx_put(t, key, "advertiser", &row)
-        });
-        tx(SINK, "upsert_advertiser", r)
+            tx_put(t, &self.advertisers, key, "advertiser", &row)
+        })
     }
 
     fn advertiser(&self, advertiser_id: &str) -> Result<Option<AdvertiserRow>> {
@@ -230,13 +209,9 @@ impl Database for EmbeddedDatabase {
     }
 
     fn apply_ledger_batch(&self, entries: &[LedgerEntry]) -> Result<Vec<LedgerOutcome>> {
-        let r = (&self.ledger_rows, &self.ledger_keys, &self.ledger_expiry, &self.advertisers).transaction(
-            |(rows, keys, expiry, advs)| {
-                let t = LedgerTx { rows, keys, expiry, advs };
-                entries.iter().map(|e| apply_one(&t, e)).collect::<TxResult<Vec<_>>>()
-            },
-        );
-        let outcomes = tx(SINK, "apply_ledger_batch", r)?;
+        let outcomes = self.store.transaction(SINK, "apply_ledger_batch", |t| {
+            entries.iter().map(|e| apply_one(self, t, e)).collect::<Result<Vec<_>>>()
+        })?;
         for (e, o) in entries.iter().zip(&outcomes) {
             if matches!(o, LedgerOutcome::Applied { .. }) {
                 self.pruner.note(e.event_time);
@@ -250,7 +225,7 @@ impl Database for EmbeddedDatabase {
     }
 
     fn prune_ledger_keys(&self, before: rtb_stream::Timestamp) -> Result<u64> {
-        prune_index(SINK, &self.ledger_keys, &self.ledger_expiry, before)
+        prune_index(SINK, &self.store, &self.ledger_keys, &self.ledger_expiry, before)
     }
 
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool> {
@@ -263,18 +238,18 @@ impl Database for EmbeddedDatabase {
 
     fn upsert_campaign(&self, row: &CampaignRow) -> Result<Option<CampaignRow>> {
         let key = row.campaign_id.as_bytes();
-        let r = (&self.campaigns, &self.campaign_index).transaction(|(campaigns, index)| {
-            let old: Option<CampaignRow> = tx_get(campaigns, key)?;
+        let (campaigns, index) = (&self.campaigns, &self.campaign_index);
+        self.store.transaction(SINK, "upsert_campaign", |t| {
+            let old: Option<CampaignRow> = tx_get(t, campaigns, key)?;
             let mut new = row.clone();
             new.budget_paused_day = old.as_ref().and_then(|o| o.budget_paused_day);
             if let Some(o) = &old {
-                index.remove(index_key(o))?;
+                t.remove(index, &index_key(o));
             }
-            index.insert(index_key(&new), &[])?;
-            tx_put(campaigns, key, "campaign", &new)?;
+            t.insert(index, &index_key(&new), Vec::new())?;
+            tx_put(t, campaigns, key, "campaign", &new)?;
             Ok(old)
-        });
-        tx(SINK, "upsert_campaign", r)
+        })
     }
 
     fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignRow>> {
@@ -284,8 +259,7 @@ impl Database for EmbeddedDatabase {
     fn campaigns_in(&self, placement: Placement, category: &str) -> Result<Vec<CampaignRow>> {
         let prefix = index_prefix(placement, category);
         let mut out = Vec::new();
-        for k in self.campaign_index.scan_prefix(&prefix).keys() {
-            let k = k.map_err(|e| Error::sink(SINK, "campaigns_in", e))?;
+        for (k, _) in self.campaign_index.scan_prefix(SINK, "campaigns_in", &prefix)? {
             if let Some(row) = self.campaign(&String::from_utf8_lossy(&k[prefix.len()..]))? {
                 out.push(row);
             }
@@ -299,30 +273,28 @@ impl Database for EmbeddedDatabase {
 
     fn set_budget_pause(&self, campaign_id: &str, pause: Option<Day>) -> Result<bool> {
         let key = campaign_id.as_bytes();
-        let r = self.campaigns.transaction(|t| {
-            let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
+        self.store.transaction(SINK, "set_budget_pause", |t| {
+            let Some(mut row): Option<CampaignRow> = tx_get(t, &self.campaigns, key)? else { return Ok(false) };
             if row.budget_paused_day == pause {
                 return Ok(false);
             }
             row.budget_paused_day = pause;
-            tx_put(t, key, "campaign", &row)?;
+            tx_put(t, &self.campaigns, key, "campaign", &row)?;
             Ok(true)
-        });
-        tx(SINK, "set_budget_pause", r)
+        })
     }
 
     fn clear_budget_pause_through(&self, campaign_id: &str, through: Day) -> Result<bool> {
         let key = campaign_id.as_bytes();
-        let r = self.campaigns.transaction(|t| {
-            let Some(mut row): Option<CampaignRow> = tx_get(t, key)? else { return Ok(false) };
+        self.store.transaction(SINK, "clear_budget_pause_through", |t| {
+            let Some(mut row): Option<CampaignRow> = tx_get(t, &self.campaigns, key)? else { return Ok(false) };
             if row.budget_paused_day.is_none_or(|d| d > through) {
                 return Ok(false);
             }
             row.budget_paused_day = None;
-            tx_put(t, key, "campaign", &row)?;
+            tx_put(t, &self.campaigns, key, "campaign", &row)?;
             Ok(true)
-        });
-        tx(SINK, "clear_budget_pause_through", r)
+        })
     }
 
     fn insert_alert_once(&self, alert: &AlertRow) -> Result<bool> {

@@ -9,7 +9,7 @@
 //! totals move by the difference to the previous value), spend and ledger changes carry idempotency keys,
 //! conversions are unique per order, alerts unique per key. The traits name no backend type, so Redis and
 //! PostgreSQL implementations fit them unchanged. Implementations here: [`EmbeddedCache`] and
-//! [`EmbeddedDatabase`] (sled, durable, transactional) and [`MemoryCache`] / [`MemoryDatabase`] (tests,
+//! [`EmbeddedDatabase`] (tables in an [`EmbeddedStore`]: in memory, journaled to disk, transactional) and [`MemoryCache`] / [`MemoryDatabase`] (tests,
 //! batch replays). [`conformance`] holds the behaviour every implementation must show.
 //!
 //! Idempotency keys are kept for a [`KeyRetention`] (default 7 d input retention + 24 h correction
@@ -21,11 +21,13 @@ mod embedded_cache;
 mod embedded_db;
 mod keys;
 mod memory;
+mod store;
 mod types;
 
 pub use embedded_cache::EmbeddedCache;
 pub use embedded_db::EmbeddedDatabase;
 pub use memory::{MemoryCache, MemoryDatabase};
+pub use store::EmbeddedStore;
 pub use types::*;
 
 use rtb_stream::Timestamp;

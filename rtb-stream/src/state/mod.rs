@@ -20,6 +20,7 @@
 //!   an [`ExpiringIdSet`] writes chunks at `store prefix ‖ 0x01 ‖ expiry ‖ flush sequence`.
 
 mod id_set;
+mod journal;
 mod keyed;
 mod memory;
 mod sled_backend;
@@ -36,6 +37,7 @@ use crate::error::{Error, Result};
 pub use id_set::ExpiringIdSet;
 pub use keyed::{KeyedOptions, KeyedStore};
 pub use memory::MemoryBackend;
+pub use journal::{JournalBackend, JournalOptions};
 pub use sled_backend::SledBackend;
 pub use value::ValueStore;
 
@@ -89,6 +91,7 @@ impl WriteBatch {
 }
 
 /// A byte-level ordered key-value store with atomic batches. Implementations: [`MemoryBackend`],
+/// [`JournalBackend`] (the durable default: state in memory, a journal of batches on disk),
 /// [`SledBackend`].
 pub trait StoreBackend: Send + Sync + std::fmt::Debug {
     /// Reads one key.

@@ -1,8 +1,9 @@
 //! Integrity of the embedded stores of a data directory between two processes.
 //!
-//! sled recovers a damaged file by keeping what it can still read, which for flipped bytes can be nothing at
-//! all: a corrupt sink would open as an empty (or shorter) store and a run would carry on, reporting
-//! "complete" over lost balances and ledger rows. So a cleanly finished `rtb run` *seals* the stores: it
+//! A store refuses to open a journal damaged in its middle, but a damaged *last* write, past the last
+//! `fdatasync`, looks exactly like the torn tail a crash leaves, and is dropped: a sink would open shorter
+//! and a run would carry on, reporting "complete" over lost balances and ledger rows. So a cleanly finished
+//! `rtb run` *seals* the stores: it
 //! writes the content checksum of each embedded store (the sinks and the operators' state) to
 //! `stores.json` in the data directory. The next `rtb run` or `rtb export` verifies the seal before it
 //! opens anything, and refuses a store whose content changed, naming it. A run removes the seal before it
@@ -21,7 +22,7 @@ use crate::plan::ExecutionPlan;
 /// The seal's file name inside a data directory.
 pub const SEAL_FILE: &str = "stores.json";
 
-/// The backend whose sinks are sled stores under the data directory.
+/// The backend whose sinks are stores under the data directory.
 const EMBEDDED_BACKEND: &str = "embedded";
 
 /// The directory of the operators' state store inside a data directory.
@@ -32,7 +33,8 @@ pub const STATE_DIR: &str = "state";
 pub struct Store {
     /// Sink name, or `state`.
     pub name: String,
-    /// The sled directory.
+    /// The store's directory: a [`JournalBackend`](rtb_stream::state::JournalBackend) (the operators'
+    /// state, and the tables of the embedded sinks).
     pub path: PathBuf,
 }
 
@@ -47,23 +49,21 @@ pub fn stores(plan: &ExecutionPlan, data_dir: &Path) -> Vec<Store> {
     let mut out: Vec<Store> = plan
         .sinks
         .iter()
-        // The sled stores of the `embedded` backend; servers (and other backends) guard their own data.
+        // The stores of the `embedded` backend; servers (and other backends) guard their own data.
         .filter(|s| s.backend == EMBEDDED_BACKEND)
         .map(|s| Store {
             name: s.name.clone(),
             path: SinkOptions { name: &s.name, path: s.path.as_deref(), url: None, data_dir }.dir(),
         })
         .collect();
-    out.push(Store { name: STATE_DIR.to_string(), path: data_dir.join(STATE_DIR) });
+    out.push(Store { name: STATE_DIR.to_string(), path: data_dir.join(STATE_DIR)});
     out
 }
 
 fn checksum(store: &Store) -> Result<u32> {
-    let db = sled::open(&store.path).map_err(|e| {
-        Error::Run(format!("store `{}` ({}) cannot be opened: {e}", store.name, store.path.display()))
-    })?;
-    db.checksum()
-        .map_err(|e| Error::Run(format!("store `{}` ({}) cannot be read: {e}", store.name, store.path.display())))
+    rtb_stream::state::JournalBackend::checksum_of(&store.path).map_err(|e| {
+        Error::Run(format!("store `{}` ({}) cannot be read: {e}", store.name, store.path.display()))
+    })
 }
 
 /// Verifies the seal a clean finish left, if any: every sealed store must still hold exactly what it held.
