@@ -34,7 +34,7 @@ pub struct RunCounters {
     /// Wall-clock seconds.
     pub elapsed_s: f64,
     /// Seconds from the start until every stage had committed every produced record (the rest of
-    /// `elapsed_s` is the drain: the idle timeout releasing the last watermarks so the last windows close).
+    /// `elapsed_s`: the drain closing the last windows, then the report).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed_s: Option<f64>,
 }
@@ -277,7 +277,7 @@ impl Report {
             r.events.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
             r.elapsed_s,
             r.committed_s.map_or_else(String::new, |c| format!(
-                "; every record committed after {c:.1} s, then the last windows closed (idle timeout)"
+                "; every record committed after {c:.1} s"
             ))
         );
         let _ = writeln!(s, "\n-- rankings (top {top_per_slot} per placement/category) --");

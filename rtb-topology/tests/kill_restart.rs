@@ -115,18 +115,31 @@ fn same_outputs(tmp: &Path, a: &Path, b: &Path) {
     }
 }
 
-/// At 2 500 events/s a run has produced everything after about 2.6 s, then drains for at least the idle
-/// timeout (10 s): a signal 5 s in lands after the last event was produced, in the drain.
+/// A run at an unlimited rate (the same events: event times do not depend on the rate) whose processing
+/// lags its production; returns once the run logs that its generator has finished and the drain has
+/// begun, so that a signal sent now lands in the drain.
 fn run_in_drain(data: &Path) -> std::process::Child {
-    let child = rtb()
+    let mut child = rtb()
         .args(["run", "--data-dir"])
         .arg(data)
-        .args(["--events", EVENTS, "--rate", RATE, "--seed", "5", "--quiet"])
+        .args(["--events", EVENTS, "--rate", "10000000", "--seed", "5", "--quiet"])
+        .env("RUST_LOG", "warn,rtb_topology=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_secs(5));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        // Keeps reading to the end, so that the child never blocks on a full pipe.
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("draining") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("the run logs the start of its drain");
     child
 }
 

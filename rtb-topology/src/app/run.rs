@@ -1,4 +1,4 @@
-//! `rtb run`: the CPC system on the embedded default — the embedded durable log, sled state and the embedded
+//! `rtb run`: the CPC system on the embedded default — the embedded durable log, the state journal and the embedded
 //! sinks under one data directory — fed by the traffic simulator, with a progress bar and a final report.
 //!
 //! Restart-safety: the log, the operators' state (committed atomically with offsets) and the sinks all live
@@ -17,7 +17,7 @@ use rtb_ops::config::OpsConfig;
 use rtb_ops::sink::Advertiser as AdvertiserSpec;
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
 use rtb_stream::runtime::{committed_watermark, task_scope, Runtime};
-use rtb_stream::state::{SledBackend, StoreBackend};
+use rtb_stream::state::{JournalBackend, StoreBackend};
 use rtb_stream::{DeadLetter, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -141,8 +141,7 @@ fn run_open(
     }
     log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
     log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
-    let state: Arc<dyn StoreBackend> =
-        Arc::new(SledBackend::open(opts.data_dir.join(stores::STATE_DIR), "tasks")?);
+    let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(opts.data_dir.join(stores::STATE_DIR))?);
     let sinks = Sinks::open(plan, &opts.data_dir)?;
 
     let sim_cfg = SimConfig {
@@ -171,7 +170,10 @@ fn run_open(
 
     // Produce.
     let topics = ops_config(plan)?.topics;
-    let resume = produce::resume_point(&log, &topics)?;
+    let present = produce::Resume::scan(&log, &topics)?;
+    let resume = present.point();
+    // At an unlimited rate, batches of 1 024 events; at a set rate, what is due before the next pause.
+    let mut batch = produce::Batcher::new(&log, &topics, 1_024);
     let bar = progress_bar(opts, ident.events);
     let mut produced_ad = 0u64;
     let mut produced = BTreeMap::<String, u64>::new();
@@ -186,10 +188,10 @@ fn run_open(
             produced_ad += 1;
         }
         *produced.entry(produce::topic_name(&topics, ev.topic).to_string()).or_default() += 1;
-        if ev.seq < resume {
+        if present.contains(&topics, &ev) {
             continue;
         }
-        produce::append(&log, &topics, &ev)?;
+        batch.push(ev)?;
         sent_this_run += 1;
         if sent_this_run.is_multiple_of(1_024) {
             bar.set_position(produced_ad);
@@ -207,7 +209,9 @@ fn run_open(
         }
         if let Some(rate) = opts.rate.filter(|r| *r > 0.0) {
             let due = Duration::from_secs_f64(sent_this_run as f64 / rate);
-            if let Some(wait) = due.checked_sub(prod_start.elapsed()) {
+            if let Some(wait) = due.checked_sub(prod_start.elapsed()).filter(|w| *w >= Duration::from_millis(1)) {
+                // Events are visible at their time: what is pending goes out before the pause.
+                batch.flush()?;
                 std::thread::sleep(wait);
             }
         }
@@ -215,6 +219,7 @@ fn run_open(
     if incomplete.is_none() && produced_ad < ident.events && !token.is_triggered() {
         incomplete = Some(Incomplete::DurationOver);
     }
+    batch.flush()?;
     bar.set_position(produced_ad);
     log.flush()?;
 
@@ -222,6 +227,15 @@ fn run_open(
     // end of the data it read (so every window, join and dedup window that the data closes has fired).
     let mut committed_all: Option<Instant> = None;
     if incomplete != Some(Incomplete::Interrupted) {
+        // The generator has finished: no need to wait for the idle timeout to call the inputs quiet. Each
+        // task reads to the end, counts its partitions idle (closing every window the data closes), commits
+        // and stops; a later `rtb run` on this data directory goes on from there.
+        tracing::info!(
+            events = sent_this_run,
+            "traffic generator finished; draining: every stage reads to the end of its inputs, closes what the data \
+             closes, commits and stops"
+        );
+        rt.drain_token().trigger();
         if let Some(why) = drain(plan, &log, &state, &metrics, &token, stop, &bar, &mut committed_all)? {
             incomplete.get_or_insert(why);
         }
@@ -291,11 +305,11 @@ fn drain(
             }
             let first = &behind[0];
             bar.set_message(format!(
-                "draining: every record committed; waiting for the watermark of {} task(s) (e.g. {} partition {})                  to reach the end of the data: a partition counts as idle {:.1} s after its last record",
+                "draining: every record committed; waiting for the watermark of {} task(s) (e.g. {} partition {}) \
+                 to reach the end of the data",
                 behind.len(),
                 first.stage,
                 first.partition,
-                idle as f64 / 1000.0
             ));
             match &last_progress {
                 Some((prev, since)) if *prev == behind => {
