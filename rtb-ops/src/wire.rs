@@ -6,6 +6,10 @@
 //! with the record's coordinates. The closures returned by the `*_decoder` methods satisfy the runtime's
 //! `Decoder` trait (`Fn(&LogRecord) -> Result<Record<K, V>, String> + Send + Sync + 'static`).
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use rtb_stream::log::LogRecord;
 use rtb_stream::Record;
 
@@ -38,6 +42,10 @@ impl Clock {
 }
 
 /// Validating decoders for the four topics.
+///
+/// Clones share a cache of recent `ad-events` verdicts ([`AdCache`]): the five consumer groups of
+/// `ad-events` (and the stage reading its repartitioned copy, by origin) decode each record once, and all
+/// get the same verdict.
 #[derive(Debug, Clone)]
 pub struct WireDecoder {
     /// Limits.
@@ -46,6 +54,72 @@ pub struct WireDecoder {
     pub clock: Clock,
     /// Topic names (to tell the matcher's two inputs apart).
     pub topics: TopicNames,
+    cache: Arc<AdCache>,
+}
+
+/// A decoded `ad-events` record, or why it is invalid.
+type Verdict = Arc<Result<AdEvent, String>>;
+
+/// Shards of [`AdCache`]: partition `p` uses shard `p % SHARDS` (alone, up to this many partitions).
+const SHARDS: usize = 64;
+/// Verdicts kept per partition: how far behind the first decoder of a record another may be and still find it.
+const CACHED_PER_PARTITION: usize = 8_192;
+
+/// The most recent verdicts per `ad-events` partition, by offset.
+#[derive(Debug)]
+pub struct AdCache {
+    shards: Vec<Mutex<Ring>>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    partition: Option<u32>,
+    /// Increasing offsets, with the payload each verdict was made from.
+    entries: VecDeque<(u64, Arc<[u8]>, Verdict)>,
+}
+
+impl Default for AdCache {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(Ring::default())).collect() }
+    }
+}
+
+impl AdCache {
+    /// The verdict for `payload` at (`partition`, `offset`): the cached one if it was made from the same
+    /// bytes (so that two logs, or a replaced one, never share verdicts), else `decode`'s (cached if it is
+    /// the newest).
+    fn get_or_decode(
+        &self,
+        partition: u32,
+        offset: u64,
+        payload: &Arc<[u8]>,
+        decode: impl FnOnce() -> Result<AdEvent, String>,
+    ) -> Verdict {
+        let shard = &self.shards[partition as usize % SHARDS];
+        {
+            let ring = shard.lock();
+            if ring.partition == Some(partition) {
+                if let Ok(i) = ring.entries.binary_search_by_key(&offset, |(o, _, _)| *o) {
+                    let (_, bytes, verdict) = &ring.entries[i];
+                    if Arc::ptr_eq(bytes, payload) || **bytes == **payload {
+                        return Arc::clone(verdict);
+                    }
+                }
+            }
+        }
+        let verdict: Verdict = Arc::new(decode());
+        let mut ring = shard.lock();
+        if ring.partition.is_none() {
+            ring.partition = Some(partition);
+        }
+        if ring.partition == Some(partition) && ring.entries.back().is_none_or(|(o, _, _)| *o < offset) {
+            if ring.entries.len() == CACHED_PER_PARTITION {
+                ring.entries.pop_front();
+            }
+            ring.entries.push_back((offset, Arc::clone(payload), Arc::clone(&verdict)));
+        }
+        verdict
+    }
 }
 
 fn key_of(rec: &LogRecord) -> String {
@@ -65,7 +139,7 @@ fn wrap<V>(rec: &LogRecord, r: Result<V, Invalid>, ts: impl Fn(&V) -> i64) -> Re
 impl WireDecoder {
     /// Decoders with the given limits and clock, default topic names.
     pub fn new(validation: ValidationConfig, clock: Clock) -> Self {
-        Self { validator: Validator::new(validation), clock, topics: TopicNames::default() }
+        Self { validator: Validator::new(validation), clock, topics: TopicNames::default(), cache: Arc::default() }
     }
 
     /// Decodes a `campaign-events` record.
@@ -73,9 +147,23 @@ impl WireDecoder {
         wrap(rec, self.validator.campaign_event(&rec.payload, &rec.coord(), self.clock.now()), |e| e.timestamp)
     }
 
-    /// Decodes an `ad-events` record.
+    /// Decodes an `ad-events` record (or a copy of one, by origin, in a repartition topic): once for all
+    /// the decoders cloned from this one, see [`AdCache`].
     pub fn ad(&self, rec: &LogRecord) -> Result<Record<String, AdEvent>, String> {
-        wrap(rec, self.validator.ad_event(&rec.payload, &rec.coord(), self.clock.now()), |e| e.timestamp)
+        let decode = || self.validator.ad_event(&rec.payload, &rec.coord(), self.clock.now()).map_err(|e| e.to_string());
+        let slot = if *rec.topic == *self.topics.ad_events {
+            Some((rec.partition, rec.offset))
+        } else {
+            rec.origin.as_ref().filter(|o| *o.topic == *self.topics.ad_events).map(|o| (o.partition, o.offset))
+        };
+        let verdict = match slot {
+            Some((p, o)) => self.cache.get_or_decode(p, o, &rec.payload, decode),
+            None => Arc::new(decode()),
+        };
+        match &*verdict {
+            Ok(ev) => Ok(Record::new(key_of(rec), ev.clone(), ev.timestamp, rec.coord())),
+            Err(reason) => Err(reason.clone()),
+        }
     }
 
     /// Decodes a `conversion-events` record.
@@ -157,5 +245,47 @@ mod tests {
         let future = Clock::Fixed(1_705_314_600_000 - 2 * 3_600_000);
         let err = WireDecoder::new(ValidationConfig::default(), future).ad(&rec("ad-events", click)).unwrap_err();
         assert!(err.starts_with("FUTURE_TIMESTAMP"), "{err}");
+    }
+
+    fn at(topic: &str, partition: u32, offset: u64, payload: &str) -> LogRecord {
+        LogRecord { partition, offset, ..rec(topic, payload) }
+    }
+
+    fn click(i: u64) -> String {
+        format!(
+            r#"{{"event_type":"CLICK","timestamp":"2024-01-15T10:30:00Z","device_id":"device_{i}","ad_id":"a{i}","campaign_id":"c","advertiser_id":"v","product_id":"p","placement":"HOME","category":"x","bid_price":10,"actual_price":10}}"#
+        )
+    }
+
+    #[test]
+    fn shared_verdicts_match_decoding_each_record_alone_across_partitions_and_copies() {
+        let clock = Clock::Fixed(1_705_314_600_000);
+        let shared = WireDecoder::new(ValidationConfig::default(), clock);
+        let other_group = shared.clone();
+        // Interleaved partitions and offsets, out of order, some invalid, read by two groups.
+        let mut records = Vec::new();
+        for i in 0..300u64 {
+            let payload = if i % 37 == 0 { "{".to_string() } else { click(i) };
+            records.push(at("ad-events", (i % 3) as u32, i / 3 + if i % 5 == 0 { 1_000 } else { 0 }, &payload));
+        }
+        for (i, r) in records.iter().enumerate() {
+            let alone = WireDecoder::new(ValidationConfig::default(), clock).ad(r);
+            let a = shared.ad(r);
+            let b = other_group.ad(&records[records.len() - 1 - i]);
+            assert_eq!(a, alone, "{i}");
+            assert_eq!(b, WireDecoder::new(ValidationConfig::default(), clock).ad(&records[records.len() - 1 - i]));
+        }
+        // A repartitioned copy (another topic, key and coordinates; origin = the original) gets the original's
+        // event with its own key and coordinates.
+        let original = &records[1];
+        let mut copy = at("ad-events-by-campaign", 7, 42, std::str::from_utf8(&original.payload).unwrap());
+        copy.key = Some(Arc::from(b"c".as_slice()));
+        copy.origin = Some(original.coord());
+        let (o, c) = (shared.ad(original).unwrap(), other_group.ad(&copy).unwrap());
+        assert_eq!(o.value, c.value);
+        assert_eq!((c.key.as_str(), c.source.partition, c.source.offset), ("c", 7, 42));
+        // Same coordinates, other bytes (another log in the same process): decoded afresh.
+        let elsewhere = at("ad-events", original.partition, original.offset, "{");
+        assert!(other_group.ad(&elsewhere).unwrap_err().starts_with("MALFORMED_JSON"));
     }
 }
