@@ -31,9 +31,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
-use super::{StoreBackend, WriteBatch};
+use super::{MemoryBackend, StoreBackend, WriteBatch};
 use crate::error::{Error, Result};
 
 const JOURNAL: &str = "journal";
@@ -66,7 +66,8 @@ impl Default for JournalOptions {
 #[derive(Debug)]
 pub struct JournalBackend {
     dir: PathBuf,
-    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// The content (applied after the journal write of each batch).
+    map: MemoryBackend,
     writer: Mutex<Writer>,
     options: JournalOptions,
 }
@@ -111,7 +112,7 @@ impl JournalBackend {
             OpenOptions::new().create(true).read(true).write(true).open(dir.join(DURABLE)).map_err(open_err)?;
         sync_dir(&dir).map_err(open_err)?;
         Ok(Self {
-            map: RwLock::new(map),
+            map: MemoryBackend::from_map(map),
             writer: Mutex::new(Writer {
                 journal,
                 len,
@@ -217,23 +218,18 @@ impl JournalBackend {
 
 impl StoreBackend for JournalBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.map.read().get(key).cloned())
+        self.map.get(key)
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let map = self.map.read();
-        Ok(map
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        self.map.scan_prefix(prefix)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let ops = batch.into_ops();
+        let ops = batch.ops();
         let mut body = Vec::with_capacity(ops.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 9).sum());
         encode_ops(&mut body, ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref())), ops.len());
         let mut frame = Vec::with_capacity(body.len() + FRAME_HEADER);
@@ -246,19 +242,7 @@ impl StoreBackend for JournalBackend {
             return Err(self.io_err("appending to the state journal", e));
         }
         w.len += frame.len() as u64;
-        {
-            let mut map = self.map.write();
-            for (k, v) in ops {
-                match v {
-                    Some(v) => {
-                        map.insert(k, v);
-                    }
-                    None => {
-                        map.remove(&k);
-                    }
-                }
-            }
-        }
+        self.map.apply(batch)?;
         if w.len > self.options.compact_at && w.len > 2 * w.snapshot_len {
             self.compact(&mut w)?;
         }

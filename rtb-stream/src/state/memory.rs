@@ -26,6 +26,16 @@ impl MemoryBackend {
     pub fn is_empty(&self) -> bool {
         self.map.read().is_empty()
     }
+
+    /// A store holding `map`.
+    pub(crate) fn from_map(map: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+        Self { map: RwLock::new(map) }
+    }
+
+    /// Read access to the whole map (writers wait).
+    pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map.read()
+    }
 }
 
 impl StoreBackend for MemoryBackend {
