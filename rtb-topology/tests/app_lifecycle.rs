@@ -292,3 +292,60 @@ fn replay_writes_late_records_to_late_events_not_dead_letters_and_ignores_a_bom(
     let end = summary["end_of_input"].as_str().expect("end_of_input as text");
     assert!(chrono::DateTime::parse_from_rfc3339(end).is_ok(), "{end}");
 }
+
+#[test]
+fn the_report_accounts_for_every_conversion_event_duplicate_order_ids_included() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let r = tmp.path().join("r.json");
+    let out = run(&data, 40_000, 400_000, &r);
+    ok(&out);
+    let stdout = text(&out.stdout);
+    let report = json(&r);
+    assert_eq!(report["complete"], Value::Bool(true), "{report}");
+    let acc = &report["conversion_events"];
+    let n = |k: &str| acc[k].as_i64().unwrap_or_else(|| panic!("{k} in {acc}"));
+    let dups = n("duplicate_orders");
+    assert_eq!(report["duplicate_orders"].as_i64(), Some(dups), "{report}");
+    assert_eq!(n("events"), report["run"]["events"]["conversion-events"].as_i64().expect("events"), "{report}");
+    assert_eq!(n("attributed"), report["conversions"].as_i64().expect("conversions"), "{report}");
+    assert_eq!(
+        n("events"),
+        n("attributed") + n("unattributed") + dups + n("dead_letters") + n("late") + n("unsettled"),
+        "{acc}"
+    );
+    // Only conversions past the matcher's final watermark (the last out-of-orderness of the data) are
+    // undecided; attributing a duplicate order again would make this negative.
+    assert!((0..=2).contains(&n("unsettled")), "{acc}");
+
+    // Independently, from the log: valid conversion events per order_id; every order's later events are
+    // duplicates (the ones still undecided aside).
+    ok(&export(&data, &tmp.path().join("export")));
+    let dead: BTreeSet<(String, u64, u64)> = rows(&tmp.path().join("export/dead_letters.jsonl"))
+        .iter()
+        .map(|d| (d["topic"].as_str().expect("topic").to_string(), d["partition"].as_u64().expect("p"), d["offset"].as_u64().expect("o")))
+        .collect();
+    let conversion_dead = dead.iter().filter(|d| d.0 == "conversion-events").count() as i64;
+    assert_eq!(n("dead_letters"), conversion_dead, "{acc}");
+    let log = rtb_stream::log::EmbeddedLog::open(data.join("log")).expect("open log");
+    let mut per_order = std::collections::BTreeMap::<String, i64>::new();
+    for p in 0..log.topic_config("conversion-events").expect("topic").partitions {
+        let end = log.end_offset("conversion-events", p).expect("end");
+        let mut from = 0;
+        while from < end {
+            let recs = log.read("conversion-events", p, from, 1_024).expect("read");
+            from = recs.last().expect("records").offset + 1;
+            for rec in recs.into_iter().filter(|r| !dead.contains(&("conversion-events".to_string(), u64::from(p), r.offset))) {
+                let v: Value = serde_json::from_slice(&rec.payload).expect("a valid conversion is JSON");
+                *per_order.entry(v["order_id"].as_str().expect("order_id").to_string()).or_default() += 1;
+            }
+        }
+    }
+    let model_dups: i64 = per_order.values().map(|k| k - 1).sum();
+    assert!(model_dups > 0, "the simulator reports some orders twice: {acc}");
+    assert!(dups <= model_dups && model_dups <= dups + n("unsettled"), "model {model_dups}: {acc}");
+    assert!(
+        stdout.contains(&format!("{dups} duplicate order ids (not attributed twice)")),
+        "the text shows them: {stdout}"
+    );
+}

@@ -9,7 +9,8 @@
 //!
 //! One result per order: the join closes conversions in event-time order, and the database keeps the
 //! first result written per `order_id` (its unique key, which also makes replays idempotent), so of the
-//! conversions of one order the **earliest** counts; later ones are ignored and counted. An unattributed
+//! conversions of one order the **earliest** counts; later ones are ignored for attribution and recorded
+//! ([`Database::record_duplicate_order`], idempotent, so a restart neither loses nor double-counts them). An unattributed
 //! conversion is a result too (it claims its order; reports that list attributed conversions only filter
 //! on [`ConversionRow::is_attributed`]). Clicks without a `product_id` cannot match and are skipped.
 //! Conversions and clicks that arrive after they could be joined correctly are counted
@@ -141,7 +142,7 @@ impl ConversionMatcher {
             } else {
                 self.stats.unattributed += 1;
             }
-        } else {
+        } else if self.db.record_duplicate_order(row)? {
             self.stats.duplicate_orders += 1;
         }
         Ok(())

@@ -207,6 +207,15 @@ pub fn check_database(db: &dyn Database) {
     assert!(db.insert_conversion_once(&conv("o0", None)).unwrap());
     let convs = db.conversions().unwrap();
     assert_eq!(convs.iter().map(|c| (c.order_id.as_str(), c.campaign_id.as_deref())).collect::<Vec<_>>(), vec![("o0", None), ("o1", Some("c1"))]);
+    // Duplicate orders: recorded once each; the order's own result (a redelivery) is not a duplicate.
+    assert!(!db.record_duplicate_order(&conv("o1", Some("c1"))).unwrap(), "the order's result redelivered");
+    let later = ConversionRow { conversion_timestamp: 9, ..conv("o1", Some("c2")) };
+    assert!(db.record_duplicate_order(&later).unwrap());
+    assert!(!db.record_duplicate_order(&later).unwrap(), "the same duplicate redelivered");
+    assert!(db.record_duplicate_order(&conv("o0", Some("c3"))).unwrap());
+    let dups = db.duplicate_orders().unwrap();
+    assert_eq!(dups, vec![conv("o0", Some("c3")), later]);
+    assert_eq!(db.conversions().unwrap(), convs, "a duplicate changes no result");
 
     // Campaigns: index follows placement/category changes; upsert keeps the budget pause.
     let day = crate::calendar::Day(19_737);

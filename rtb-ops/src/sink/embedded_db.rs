@@ -21,7 +21,8 @@ const SINK: &str = "embedded-database";
 /// Trees (prefixed `db/`): `advertisers`, `ledger_rows` (sequence number, big-endian → row: the
 /// account history, never pruned), `ledger_keys` (idempotency key → [`KeyMeta`]: the unique constraint,
 /// with the entry's fingerprint and event time), `ledger_expiry` (event time ‖ key: the pruning index of
-/// `ledger_keys`), `conversions` (order id → row), `campaigns`, `campaign_index` (placement ‖ category ‖
+/// `ledger_keys`), `conversions` (order id → row), `duplicate_orders` (order id ‖ encoded row → row: the later
+/// conversions of an order, each distinct one once), `campaigns`, `campaign_index` (placement ‖ category ‖
 /// campaign id), `alerts` (key → row). A ledger entry touches four trees in one transaction;
 /// [`Database::apply_ledger_batch`] puts a whole batch in one.
 #[derive(Debug, Clone)]
@@ -33,6 +34,7 @@ pub struct EmbeddedDatabase {
     ledger_expiry: Tree,
     pruner: std::sync::Arc<Pruner>,
     conversions: Tree,
+    duplicate_orders: Tree,
     campaigns: Tree,
     campaign_index: Tree,
     alerts: Tree,
@@ -152,6 +154,7 @@ impl EmbeddedDatabase {
             ledger_expiry: t("ledger_expiry")?,
             pruner: std::sync::Arc::new(Pruner::new(KeyRetention::default())),
             conversions: t("conversions")?,
+            duplicate_orders: t("duplicate_orders")?,
             campaigns: t("campaigns")?,
             campaign_index: t("campaign_index")?,
             alerts: t("alerts")?,
@@ -259,6 +262,21 @@ impl Database for EmbeddedDatabase {
 
     fn conversions(&self) -> Result<Vec<ConversionRow>> {
         self.all(&self.conversions, "conversions")
+    }
+
+    fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool> {
+        let stored: Option<ConversionRow> = self.get(&self.conversions, row.order_id.as_bytes(), "conversion")?;
+        if stored.as_ref() == Some(row) {
+            return Ok(false);
+        }
+        let mut key = Vec::new();
+        part(&mut key, row.order_id.as_bytes());
+        key.extend_from_slice(&enc("duplicate order", row)?);
+        self.insert_once(&self.duplicate_orders, &key, "duplicate order", row)
+    }
+
+    fn duplicate_orders(&self) -> Result<Vec<ConversionRow>> {
+        self.all(&self.duplicate_orders, "duplicate orders")
     }
 
     fn upsert_campaign(&self, row: &CampaignRow) -> Result<Option<CampaignRow>> {

@@ -123,6 +123,15 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool>;
     /// Every conversion result, ordered by order id.
     fn conversions(&self) -> Result<Vec<ConversionRow>>;
+    /// Records `row`, a later conversion of an order that already has its result (a duplicate `order_id`,
+    /// SPEC §4: ignored for attribution, but counted). Idempotent: a row equal to the order's result (the
+    /// redelivery of the conversion that claimed the order, after a restart) or to a duplicate already
+    /// recorded records nothing. True if recorded. A duplicate equal in every field to the order's result
+    /// (same time, device, product, revenue, type and click) cannot be told from a redelivery and is not
+    /// recorded.
+    fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool>;
+    /// Every recorded duplicate conversion, ordered by order id.
+    fn duplicate_orders(&self) -> Result<Vec<ConversionRow>>;
 
     /// Inserts or replaces a campaign, **keeping** the stored `budget_paused_day` (which only
     /// [`Database::set_budget_pause`] changes), and keeps the placement+category index right when they

@@ -77,6 +77,8 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
     let conversions = sinks.db.conversions().map_err(|e| Error::Run(format!("database: {e}")))?;
     summary.attributed_conversions = conversions.iter().filter(|c| c.is_attributed()).count() as u64;
     summary.unattributed_conversions = conversions.len() as u64 - summary.attributed_conversions;
+    summary.duplicate_orders =
+        sinks.db.duplicate_orders().map_err(|e| Error::Run(format!("database: {e}")))?.len() as u64;
     w.finish(sinks.cache.as_ref(), sinks.db.as_ref(), &summary)?;
     Ok(summary)
 }

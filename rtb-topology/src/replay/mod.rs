@@ -63,6 +63,8 @@ pub struct ReplaySummary {
     pub unattributed_conversions: u64,
     /// Attributed conversions.
     pub attributed_conversions: u64,
+    /// Conversions of an order that already had its result (duplicate `order_id`s, not attributed twice).
+    pub duplicate_orders: u64,
     /// Max event time seen, written as RFC 3339 like every other time in the outputs.
     #[serde(serialize_with = "outputs::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub end_of_input: Option<Timestamp>,
@@ -356,6 +358,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let cs = d.ops.conversion.stats();
     d.summary.attributed_conversions = cs.attributed;
     d.summary.unattributed_conversions = cs.unattributed;
+    d.summary.duplicate_orders = cs.duplicate_orders;
     d.summary.elapsed_s = started.elapsed().as_secs_f64();
     let ads_n = d.summary.events.get(&topics.ad_events).copied().unwrap_or(0);
     d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);
