@@ -67,6 +67,18 @@ impl Metrics {
     pub fn cvr(&self) -> f64 {
         ratio(self.conversions, self.clicks)
     }
+    /// The CTR of one window shown as a rate: [`Metrics::ctr`] capped at 1. A click counts in the window of
+    /// its own time, which can be later than its impression's window, so a window's clicks can exceed its
+    /// impressions; the counts stay as they are (and the ranking's pCTR sums the counts of every closed
+    /// window, never these rates).
+    pub fn ctr_rate(&self) -> f64 {
+        self.ctr().min(1.0)
+    }
+    /// The CVR of one window shown as a rate: [`Metrics::cvr`] capped at 1 (a CONVERSION ad-event comes hours
+    /// after its click, in another window).
+    pub fn cvr_rate(&self) -> f64 {
+        self.cvr().min(1.0)
+    }
 }
 
 fn ratio(a: i64, b: i64) -> f64 {
