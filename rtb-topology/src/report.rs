@@ -69,8 +69,8 @@ pub struct ConversionAccount {
     pub dead_letters: u64,
     /// Too late to be matched.
     pub late: u64,
-    /// The rest: conversions the matcher had not decided yet when the run stopped (their time was still
-    /// ahead of its watermark). 0 for a complete run.
+    /// The rest: conversions the matcher had not decided yet when the run stopped, their time still ahead of
+    /// its watermark (in a complete run, only those within the out-of-orderness of the end of the data).
     pub unsettled: i64,
 }
 
@@ -419,7 +419,11 @@ impl Report {
             if a.unsettled == 0 {
                 String::new()
             } else {
-                format!(" + {} not matched yet (the run stopped before the matcher's watermark passed them)", a.unsettled)
+                format!(
+                    " + {} not matched yet (their time is past the matcher's watermark: the end of the data less \
+                     its out-of-orderness, or where an incomplete run stopped)",
+                    a.unsettled
+                )
             }
         );
         let _ = writeln!(s, "\n-- budget --");
