@@ -488,17 +488,19 @@ impl<P: PriceModel> Simulator<P> {
                 continue;
             }
             let t_click = t_imp + self.rng.gen_range(500..20_000);
-            self.click(i, t_click, &device, &session, &ad, slot.cpc, term);
+            self.click(i, t_click, &device, &session, &ad, slot.cpc, term, true);
             let r: f64 = self.rng.gen();
             if r < self.cfg.duplicate_rate {
                 for _ in 0..self.rng.gen_range(1..=3) {
+                    // A double tap within the dedup window: charged, then refunded, so it does not count
+                    // toward the spend that the budget monitor ends up with.
                     let t = t_click + self.rng.gen_range(200..90_000);
-                    self.click(i, t, &device, &session, &ad, slot.cpc, term);
+                    self.click(i, t, &device, &session, &ad, slot.cpc, term, false);
                 }
             } else if r < self.cfg.duplicate_rate * 1.5 {
                 // The same shopper comes back to the same ad later: a fresh, billable click.
                 let t = t_click + self.rng.gen_range(300_001..900_000);
-                self.click(i, t, &device, &session, &ad, slot.cpc, term);
+                self.click(i, t, &device, &session, &ad, slot.cpc, term, true);
             }
             if self.rng.gen::<f64>() < self.campaigns[i].true_cvr {
                 let delay = (self.rng.gen::<f64>().powi(2) * 26.0 * 3_600_000.0) as i64 + 60_000;
@@ -514,14 +516,16 @@ impl<P: PriceModel> Simulator<P> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn click(&mut self, i: usize, t: Millis, device: &str, session: &str, ad: &str, cpc: i64, term: &str) {
+    fn click(&mut self, i: usize, t: Millis, device: &str, session: &str, ad: &str, cpc: i64, term: &str, billable: bool) {
         let day = self.local_day(self.campaigns[i].advertiser, t);
         let c = &mut self.campaigns[i];
         if c.spend_day != day {
             c.spend_day = day;
             c.spend = 0;
         }
-        c.spend += cpc;
+        if billable {
+            c.spend += cpc;
+        }
         c.window_clicks += 1;
         self.ad_event("CLICK", t, device, session, i, ad, cpc, term, None);
     }
