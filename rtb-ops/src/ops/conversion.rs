@@ -21,6 +21,7 @@
 //! `ad-events` (8), so the topology repartitions it first (see `rtb-topology`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtb_stream::join::{IntervalJoin, IntervalJoinSpec, JoinEmit, JoinEvent, JoinKind, Timed};
 use rtb_stream::runtime::Output;
@@ -115,12 +116,8 @@ pub fn conversion_row(key: &MatchKey, conversion: &Timed<ConversionSide>, last_c
 impl ConversionMatcher {
     /// Builds the matcher; its join buffers live in `scope`.
     pub fn new(scope: &StateScope, db: Arc<dyn Database>, cfg: ConversionConfig) -> Result<Self> {
-        let spec = IntervalJoinSpec {
-            lower: -cfg.attribution_window_ms,
-            upper: 0,
-            kind: JoinKind::LeftOuter,
-            emit: JoinEmit::OnClose,
-        };
+        let spec =
+            IntervalJoinSpec::within(cfg.attribution_window, Duration::ZERO, JoinKind::LeftOuter, JoinEmit::OnClose);
         Ok(Self {
             db,
             join: IntervalJoin::new(scope, "conversion-join", spec)?,

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed sink call is a failed check
 
+
 use super::*;
 use crate::schema::{ApprovalStatus, CampaignStatus, ConversionType};
 
@@ -340,7 +341,7 @@ mod tests {
 
     #[test]
     fn sinks_prune_old_idempotency_keys_in_their_maintenance() {
-        let r = KeyRetention { keep_ms: 5 * 3_600_000, prune_step_ms: 3_600_000 };
+        let r = KeyRetention { keep: std::time::Duration::from_secs(5 * 3_600), prune_step: std::time::Duration::from_secs(3_600) };
         let (cache, db) = (MemoryCache::with_retention(r), MemoryDatabase::with_retention(r));
         check_maintenance(&cache, &db, &|| cache.spend_keys_held(), &|| db.ledger_keys_held());
         let (cache, db) =
@@ -350,7 +351,7 @@ mod tests {
 
     #[test]
     fn the_default_key_retention_is_input_retention_plus_the_correction_horizon() {
-        assert_eq!(KeyRetention::default().keep_ms, (7 * 24 + 24) * 3_600_000);
+        assert_eq!(KeyRetention::default().keep, std::time::Duration::from_secs((7 * 24 + 24) * 3_600));
     }
 
     #[test]

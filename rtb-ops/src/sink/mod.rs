@@ -81,7 +81,7 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     /// whose effects these writes are, so a crash can never keep the offsets and lose the effects. A store
     /// whose writes are durable when they return (a server) does nothing. It is also the sink's
     /// maintenance point: idempotency keys older than the [`KeyRetention`] are pruned here (at most once
-    /// per `prune_step_ms` of event time).
+    /// per `prune_step` of event time).
     fn sync(&self) -> Result<()> {
         Ok(())
     }

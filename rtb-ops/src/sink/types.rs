@@ -212,22 +212,24 @@ pub enum LedgerOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KeyRetention {
-    /// Event time (ms) a key is kept after its cause's event time (default 7 d input retention + 24 h
+    /// Event time a key is kept after its cause's event time (default 7 d input retention + 24 h
     /// correction horizon).
-    pub keep_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub keep: std::time::Duration,
     /// Maintenance prunes once the cut-off has advanced by at least this much event time since the last
     /// prune (default 1 h), so a commit does not scan for keys every time.
-    pub prune_step_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub prune_step: std::time::Duration,
 }
 
 impl KeyRetention {
     /// The default: SPEC §2's 7-day `ad-events` retention plus SPEC §4's 24 h correction horizon.
-    pub const DEFAULT_KEEP_MS: i64 = 8 * 24 * 3_600_000;
+    pub const DEFAULT_KEEP: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3_600);
 }
 
 impl Default for KeyRetention {
     fn default() -> Self {
-        Self { keep_ms: Self::DEFAULT_KEEP_MS, prune_step_ms: 3_600_000 }
+        Self { keep: Self::DEFAULT_KEEP, prune_step: std::time::Duration::from_secs(3_600) }
     }
 }
 

@@ -396,7 +396,7 @@ where
         let slot = self.slot_of(input, rec, now);
         let ts = record.timestamp;
         let mut early = None;
-        if let Some(ahead) = self.s.cfg.max_ahead {
+        if let Some(ahead) = self.s.cfg.max_ahead.map(crate::span::ms) {
             // `judges_clocks` looks the input up under a lock: only for the rare record that is ahead.
             if self.is_ahead(ts, ahead, now) && self.judges_clocks(input, rec) {
                 // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
@@ -425,7 +425,7 @@ where
             }
         }
         let before = self.tracker.current();
-        if let (Some(behind), Some(wm)) = (self.s.cfg.max_behind, before) {
+        if let (Some(behind), Some(wm)) = (self.s.cfg.max_behind.map(crate::span::ms), before) {
             if ts < wm.saturating_sub(behind) {
                 let reason = format!(
                     "LATE: event time {ts} ms is more than {behind} ms behind the watermark ({wm} ms): beyond the \

@@ -130,7 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = EmbeddedLog::open(dir.path()).expect("log");
         for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
-            log.create_topic(t, TopicConfig { partitions: 1, retention_ms: None }).expect("topic");
+            log.create_topic(t, TopicConfig { partitions: 1, retention: None }).expect("topic");
         }
         let groups = ["performance", "dedup", "conversion-matcher", "balance", "budget"];
         for g in groups {

@@ -140,8 +140,8 @@ fn run_open(
     for t in &plan.topics {
         log.create_topic(&t.name, t.topic_config())?;
     }
-    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
-    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
+    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention: None })?;
+    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention: None })?;
     let state: Arc<dyn StoreBackend> =
         Arc::new(SledBackend::open(opts.data_dir.join(stores::STATE_DIR), "tasks")?);
     let sinks = Sinks::open(plan, &opts.data_dir)?;

@@ -226,7 +226,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let cache: Arc<dyn Cache> = Arc::clone(&mem_cache) as Arc<dyn Cache>;
     let db: Arc<dyn Database> = Arc::clone(&mem_db) as Arc<dyn Database>;
     // Windows are final once the watermark passes end − 1 + grace + max lateness.
-    let horizon = opts.ops.performance.grace_ms + opts.ops.performance.max_lateness_ms;
+    let horizon = rtb_stream::span::ms(opts.ops.performance.grace.saturating_add(opts.ops.performance.max_lateness));
     for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
         db.upsert_advertiser(&Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone })?;
     }
@@ -275,7 +275,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
 
     let mut tracker = WatermarkTracker::new(
         1,
-        WatermarkConfig { max_out_of_orderness: opts.max_out_of_orderness_ms, idle_timeout: None },
+        WatermarkConfig { max_out_of_orderness: rtb_stream::span::from_ms(opts.max_out_of_orderness_ms), idle_timeout: None },
         0,
     );
     let mut heads: [Option<(Timestamp, Head)>; 3] = [None, None, None];
