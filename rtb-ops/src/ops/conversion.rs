@@ -45,6 +45,9 @@ pub struct ConversionSide {
     pub revenue_amount: i64,
     /// Kind.
     pub conversion_type: ConversionType,
+    /// Where the conversion was read: tells a later report of the same order (a duplicate, possibly
+    /// byte-identical) from the redelivery of this one after a restart.
+    pub source: SourceCoord,
 }
 
 /// The click side of the join.
@@ -110,6 +113,7 @@ pub fn conversion_row(key: &MatchKey, conversion: &Timed<ConversionSide>, last_c
         conversion_timestamp: conversion.timestamp,
         revenue_amount: conversion.value.revenue_amount,
         conversion_type: conversion.value.conversion_type,
+        source: Some(conversion.value.source.clone()),
     }
 }
 
@@ -197,7 +201,12 @@ impl Operator for ConversionMatcher {
         match value {
             MatchInput::Conversion(c) => {
                 self.stats.conversions += 1;
-                let side = ConversionSide { order_id: c.order_id, revenue_amount: c.revenue_amount, conversion_type: c.conversion_type };
+                let side = ConversionSide {
+                    order_id: c.order_id,
+                    revenue_amount: c.revenue_amount,
+                    conversion_type: c.conversion_type,
+                    source: source.clone(),
+                };
                 self.join.process_left((c.device_id, c.product_id), c.timestamp, side, &mut self.events);
             }
             MatchInput::Ad(a) if a.is_click() => {

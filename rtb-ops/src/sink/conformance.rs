@@ -202,6 +202,7 @@ pub fn check_database(db: &dyn Database) {
         conversion_timestamp: 5,
         revenue_amount: 50_000,
         conversion_type: ConversionType::Purchase,
+        source: None,
     };
     assert!(db.insert_conversion_once(&conv("o1", Some("c1"))).unwrap());
     assert!(!db.insert_conversion_once(&conv("o1", Some("c2"))).unwrap());
@@ -217,6 +218,17 @@ pub fn check_database(db: &dyn Database) {
     let dups = db.duplicate_orders().unwrap();
     assert_eq!(dups, vec![conv("o0", Some("c3")), later]);
     assert_eq!(db.conversions().unwrap(), convs, "a duplicate changes no result");
+    // With source coordinates, a byte-identical report of an order read at another offset is a duplicate;
+    // the same coordinates again are a redelivery.
+    let at = |order: &str, offset: u64| ConversionRow {
+        source: Some(rtb_stream::SourceCoord::new("conversions", 0, offset)),
+        ..conv(order, None)
+    };
+    assert!(db.insert_conversion_once(&at("o2", 10)).unwrap());
+    assert!(!db.record_duplicate_order(&at("o2", 10)).unwrap(), "the claimer redelivered");
+    assert!(db.record_duplicate_order(&at("o2", 11)).unwrap(), "identical bytes, another offset");
+    assert!(!db.record_duplicate_order(&at("o2", 11)).unwrap(), "that duplicate redelivered");
+    assert_eq!(db.duplicate_orders().unwrap().iter().filter(|r| r.order_id == "o2").count(), 1);
 
     // Campaigns: index follows placement/category changes; upsert keeps the budget pause.
     let day = crate::calendar::Day(19_737);

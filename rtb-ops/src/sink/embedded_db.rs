@@ -21,8 +21,8 @@ const SINK: &str = "embedded-database";
 /// Trees (prefixed `db/`): `advertisers`, `ledger_rows` (sequence number, big-endian → row: the
 /// account history, never pruned), `ledger_keys` (idempotency key → [`KeyMeta`]: the unique constraint,
 /// with the entry's fingerprint and event time), `ledger_expiry` (event time ‖ key: the pruning index of
-/// `ledger_keys`), `conversions` (order id → row), `duplicate_orders` (order id ‖ encoded row → row: the later
-/// conversions of an order, each distinct one once), `campaigns`, `campaign_index` (placement ‖ category ‖
+/// `ledger_keys`), `conversions` (order id → row), `duplicate_orders` (order id ‖ source coordinates, or the
+/// encoded row without them → row: the later conversions of an order, each once), `campaigns`, `campaign_index` (placement ‖ category ‖
 /// campaign id), `alerts` (key → row). A ledger entry touches four trees in one transaction;
 /// [`Database::apply_ledger_batch`] puts a whole batch in one.
 #[derive(Debug, Clone)]
@@ -266,12 +266,19 @@ impl Database for EmbeddedDatabase {
 
     fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool> {
         let stored: Option<ConversionRow> = self.get(&self.conversions, row.order_id.as_bytes(), "conversion")?;
-        if stored.as_ref() == Some(row) {
+        if stored.is_some_and(|claimer| same_conversion(&claimer, row)) {
             return Ok(false);
         }
         let mut key = Vec::new();
         part(&mut key, row.order_id.as_bytes());
-        key.extend_from_slice(&enc("duplicate order", row)?);
+        match &row.source {
+            Some(src) => {
+                part(&mut key, src.topic.as_bytes());
+                key.extend_from_slice(&src.partition.to_be_bytes());
+                key.extend_from_slice(&src.offset.to_be_bytes());
+            }
+            None => key.extend_from_slice(&enc("duplicate order", row)?),
+        }
         self.insert_once(&self.duplicate_orders, &key, "duplicate order", row)
     }
 

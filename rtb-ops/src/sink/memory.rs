@@ -305,11 +305,11 @@ impl Database for MemoryDatabase {
 
     fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool> {
         let mut s = self.state.lock();
-        if s.conversions.get(&row.order_id) == Some(row) {
+        if s.conversions.get(&row.order_id).is_some_and(|claimer| same_conversion(claimer, row)) {
             return Ok(false);
         }
         let rows = s.duplicate_orders.entry(row.order_id.clone()).or_default();
-        if rows.contains(row) {
+        if rows.iter().any(|r| same_conversion(r, row)) {
             return Ok(false);
         }
         rows.push(row.clone());

@@ -124,11 +124,10 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// Every conversion result, ordered by order id.
     fn conversions(&self) -> Result<Vec<ConversionRow>>;
     /// Records `row`, a later conversion of an order that already has its result (a duplicate `order_id`,
-    /// SPEC §4: ignored for attribution, but counted). Idempotent: a row equal to the order's result (the
-    /// redelivery of the conversion that claimed the order, after a restart) or to a duplicate already
-    /// recorded records nothing. True if recorded. A duplicate equal in every field to the order's result
-    /// (same time, device, product, revenue, type and click) cannot be told from a redelivery and is not
-    /// recorded.
+    /// SPEC §4: ignored for attribution, but counted). Idempotent, by the row's `source` (where the
+    /// conversion was read): the conversion that claimed the order, redelivered after a restart, or a
+    /// duplicate already recorded, records nothing. A row without a `source` is told apart by its content.
+    /// True if recorded.
     fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool>;
     /// Every recorded duplicate conversion, ordered by order id.
     fn duplicate_orders(&self) -> Result<Vec<ConversionRow>>;

@@ -1,6 +1,6 @@
 //! Rows and values the sinks store. Money is `i64` KRW throughout.
 
-use rtb_stream::Timestamp;
+use rtb_stream::{SourceCoord, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::Day;
@@ -256,6 +256,20 @@ pub struct ConversionRow {
     pub revenue_amount: i64,
     /// Kind.
     pub conversion_type: ConversionType,
+    /// Where the conversion that made this row was read (topic, partition, offset), when known: a later
+    /// report of the same order is a duplicate even when its bytes are identical; the same coordinates
+    /// again are a redelivery.
+    #[serde(default)]
+    pub source: Option<SourceCoord>,
+}
+
+/// Whether two rows come from the same conversion event: the same source coordinates, or, where either
+/// has none, the same content.
+pub fn same_conversion(a: &ConversionRow, b: &ConversionRow) -> bool {
+    match (&a.source, &b.source) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 impl ConversionRow {
