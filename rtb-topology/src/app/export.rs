@@ -39,7 +39,10 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
     // Compensations: every distinct one the duplicate detector published (a restart may publish one again).
     let validator = Validator::new(ValidationConfig::default());
     let mut seen = BTreeSet::new();
-    for rec in read_all(&log, &topics.compensation_events)? {
+    // A run killed before it created the topics has none: nothing was published, an empty file is true.
+    let compensations =
+        if log.topic_config(&topics.compensation_events).is_ok() { read_all(&log, &topics.compensation_events)? } else { Vec::new() };
+    for rec in compensations {
         let ev: CompensationEvent = validator
             .compensation_event(&rec.payload, &rec.coord(), None)
             .map_err(|e| Error::Run(format!("{}: {e}", rec.coord())))?;
