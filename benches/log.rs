@@ -48,7 +48,7 @@ fn fresh_log(dir: Option<&tempfile::TempDir>, partitions: u32) -> EmbeddedLog {
             EmbeddedLog::open(path).expect("open durable log")
         }
     };
-    log.create_topic("t", TopicConfig { partitions, retention_ms: None }).expect("create topic");
+    log.create_topic("t", TopicConfig { partitions, retention: None }).expect("create topic");
     log
 }
 
@@ -145,7 +145,7 @@ fn time_job(job: Job) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let durable = matches!(job, Job::CountDurableSled);
     let log = fresh_log(durable.then_some(&dir), 4);
-    log.create_topic("out", TopicConfig { partitions: 4, retention_ms: None }).expect("create");
+    log.create_topic("out", TopicConfig { partitions: 4, retention: None }).expect("create");
     for chunk in records(JOB_RECORDS, 0).chunks(BATCH) {
         log.append_batch("t", chunk.to_vec()).expect("append");
     }

@@ -23,6 +23,11 @@ use rtb_stream::state::{StateScope, WriteBatch};
 use rtb_stream::window::{Count, Hopping, LatePolicy, SessionWindows, Tumbling, WindowEvent, WindowedAggregate};
 use rtb_stream::Timestamp;
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    rtb_stream::span::from_ms(v)
+}
+
 const RECORDS: usize = 1_000_000;
 const KEYS: u64 = 10_000;
 const WATERMARK_EVERY: usize = 1_000;
@@ -107,25 +112,25 @@ fn drive<K>(op: &mut impl Windowed<K>, records: impl Iterator<Item = (K, Timesta
 
 fn tumbling_u64(records: &[(u64, Timestamp)], commit: bool) -> usize {
     let scope = StateScope::in_memory();
-    let op = WindowedAggregate::new(&scope, "t", Tumbling::of(60_000), Count, 0, LatePolicy::Drop);
+    let op = WindowedAggregate::new(&scope, "t", Tumbling::of(ms(60_000)), Count, ms(0), LatePolicy::Drop);
     drive(&mut op.expect("open"), records.iter().copied(), commit)
 }
 
 fn tumbling_string(records: Vec<(String, Timestamp)>) -> usize {
     let scope = StateScope::in_memory();
-    let op = WindowedAggregate::new(&scope, "t", Tumbling::of(60_000), Count, 0, LatePolicy::Drop);
+    let op = WindowedAggregate::new(&scope, "t", Tumbling::of(ms(60_000)), Count, ms(0), LatePolicy::Drop);
     drive(&mut op.expect("open"), records.into_iter(), false)
 }
 
 fn hopping(records: &[(u64, Timestamp)]) -> usize {
     let scope = StateScope::in_memory();
-    let op = WindowedAggregate::new(&scope, "h", Hopping::of(300_000, 60_000), Count, 0, LatePolicy::Drop);
+    let op = WindowedAggregate::new(&scope, "h", Hopping::of(ms(300_000), ms(60_000)), Count, ms(0), LatePolicy::Drop);
     drive(&mut op.expect("open"), records.iter().copied(), false)
 }
 
 fn sessions(records: &[(u64, Timestamp)]) -> usize {
     let scope = StateScope::in_memory();
-    let op = SessionWindows::new(&scope, "s", 30_000, Count, 0, LatePolicy::Drop);
+    let op = SessionWindows::new(&scope, "s", ms(30_000), Count, ms(0), LatePolicy::Drop);
     drive(&mut op.expect("open"), records.iter().copied(), false)
 }
 

@@ -143,7 +143,7 @@ impl OperatorKind for PageViewCounter {
 
     fn spawn(&self, rt: &mut Runtime, stage: StageContext<'_>, s: &CounterSettings) -> rtb_stream::Result<()> {
         let sink = stage.sink("view-counts")?.clone();
-        let (window, grace, min_views) = (s.window.as_ms(), s.grace.as_ms(), s.min_views);
+        let (window, grace, min_views) = (s.window.to_std(), s.grace.to_std(), s.min_views);
         // A page view: `{"page": "/home", "user": "u1", "ts": 1705312800000}`; its key is the page.
         let decode = |r: &LogRecord| -> Result<Record<String, ()>, String> {
             let v: serde_json::Value = serde_json::from_slice(&r.payload).map_err(|e| format!("invalid JSON: {e}"))?;
@@ -224,7 +224,7 @@ pub fn run(topology: &Path, data_dir: &Path, views: &[(&str, i64)]) -> anyhow::R
         log.create_topic(&t.name, t.topic_config())?;
     }
     for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
-        log.create_topic(t, TopicConfig { partitions: 1, retention_ms: None })?;
+        log.create_topic(t, TopicConfig { partitions: 1, retention: None })?;
     }
     for (i, (page, ts)) in views.iter().enumerate() {
         let payload = serde_json::json!({ "page": page, "user": format!("u{i}"), "ts": ts });

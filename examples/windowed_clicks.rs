@@ -6,6 +6,7 @@
 //! Run: `cargo run --example windowed_clicks`
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtb_stream::log::{EmbeddedLog, LogRecord, ProduceRecord, TopicConfig};
 use rtb_stream::runtime::{JobConfig, Output, Runtime};
@@ -63,9 +64,9 @@ impl Operator for ClicksPerMinute {
 
 fn main() -> anyhow::Result<()> {
     let log = EmbeddedLog::in_memory();
-    log.create_topic("clicks", TopicConfig { partitions: 8, retention_ms: None })?;
-    log.create_topic("clicks-per-minute", TopicConfig { partitions: 8, retention_ms: None })?;
-    log.create_topic("dead-letters", TopicConfig { partitions: 1, retention_ms: None })?;
+    log.create_topic("clicks", TopicConfig { partitions: 8, retention: None })?;
+    log.create_topic("clicks-per-minute", TopicConfig { partitions: 8, retention: None })?;
+    log.create_topic("dead-letters", TopicConfig { partitions: 1, retention: None })?;
     // 3 ads, 10 minutes of clicks, a little out of order.
     for i in 0..3_000i64 {
         let ad = format!("ad-{}", i % 3);
@@ -82,7 +83,8 @@ fn main() -> anyhow::Result<()> {
         Ok(Record::new(String::from_utf8_lossy(key).into_owned(), (), r.timestamp, r.coord()))
     };
     rt.spawn(cfg, decode, |_, scope: &StateScope| {
-        let windows = WindowedAggregate::new(scope, "clicks", Tumbling::of(60_000), Count, 0, LatePolicy::Drop)?;
+        let minute = Tumbling::of(Duration::from_secs(60));
+        let windows = WindowedAggregate::new(scope, "clicks", minute, Count, Duration::ZERO, LatePolicy::Drop)?;
         Ok(ClicksPerMinute { windows, events: Vec::new() })
     })?;
     let report = rt.join()?;

@@ -17,6 +17,11 @@ use rtb_stream::time::WatermarkConfig;
 use rtb_stream::window::{Count, LatePolicy, Tumbling, WindowEvent, WindowedAggregate};
 use rtb_stream::{Context, DeadLetter, Operator, Record, Timestamp};
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    rtb_stream::span::from_ms(v)
+}
+
 const VIEWS: i64 = 1_200;
 const PAGES: i64 = 7;
 const USERS: i64 = 50;
@@ -93,7 +98,7 @@ impl Operator for ViewsPerMinute {
 
 fn log_with_views() -> EmbeddedLog {
     let log = EmbeddedLog::in_memory();
-    let t = |partitions| TopicConfig { partitions, retention_ms: None };
+    let t = |partitions| TopicConfig { partitions, retention: None };
     log.create_topic("page-views", t(4)).expect("topic");
     log.create_topic("page-views-by-page", t(8)).expect("topic");
     log.create_topic("views-per-minute", t(8)).expect("topic");
@@ -118,7 +123,7 @@ fn log_with_views() -> EmbeddedLog {
 fn job(group: &str, input: &str) -> JobConfig {
     JobConfig {
         stop_at_end: true,
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: Some(60_000) },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: Some(ms(60_000)) },
         dead_letter_topic: Some("dead-letters".into()),
         late_topic: Some("late".into()),
         max_poll_records: 64,
@@ -146,7 +151,7 @@ fn spawn_count(rt: &mut Runtime) {
         ..job("views-per-minute", "page-views-by-page")
     };
     rt.spawn(cfg, decode_view, |_, scope: &StateScope| {
-        let windows = WindowedAggregate::new(scope, "views", Tumbling::of(60_000), Count, 0, LatePolicy::SideOutput)?;
+        let windows = WindowedAggregate::new(scope, "views", Tumbling::of(ms(60_000)), Count, ms(0), LatePolicy::SideOutput)?;
         Ok(ViewsPerMinute { windows, events: Vec::new() })
     })
     .expect("spawn count");

@@ -1,10 +1,12 @@
 //! Typed configuration of every operator, with defaults (each field documented where it is defined).
 //! The topology file deserialises into [`OpsConfig`]; missing sections and fields take their defaults.
 
+use std::time::Duration;
+
+use rtb_stream::span;
 use serde::{Deserialize, Serialize};
 
 use crate::ops::budget::BudgetConfig;
-use rtb_stream::time::HOUR;
 use crate::ops::dedup::DedupConfig;
 use crate::ops::performance::PerformanceConfig;
 use crate::ranking::RankingConfig;
@@ -14,13 +16,14 @@ use crate::schema::ValidationConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConversionConfig {
-    /// Attribution window in ms (default 24 h): clicks in `[t − window, t]` qualify.
-    pub attribution_window_ms: i64,
+    /// Attribution window (default 24 h): clicks in `[t − window, t]` qualify.
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub attribution_window: Duration,
 }
 
 impl Default for ConversionConfig {
     fn default() -> Self {
-        Self { attribution_window_ms: 24 * HOUR }
+        Self { attribution_window: Duration::from_secs(24 * 3_600) }
     }
 }
 
@@ -73,17 +76,12 @@ impl OpsConfig {
     /// Checks the values that would make an operator misbehave; names the field on error.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |f: &str, why: &str| Err(crate::Error::Config(format!("{f}: {why}")));
-        if self.performance.window_ms <= 0 {
-            return bad("performance.window_ms", "must be positive");
+        // Spans cannot be negative (`Duration`); a window must be at least 1 ms of event time.
+        if span::ms(self.performance.window) <= 0 {
+            return bad("performance.window", "must be at least 1 ms");
         }
-        if self.performance.grace_ms < 0 || self.performance.max_lateness_ms < 0 {
-            return bad("performance.grace_ms/max_lateness_ms", "must not be negative");
-        }
-        if self.dedup.window_ms <= 0 || self.dedup.retention_ms < 0 {
-            return bad("dedup.window_ms/retention_ms", "window must be positive, retention not negative");
-        }
-        if self.conversion.attribution_window_ms < 0 {
-            return bad("conversion.attribution_window_ms", "must not be negative");
+        if span::ms(self.dedup.window) <= 0 {
+            return bad("dedup.window", "must be at least 1 ms");
         }
         if self.ranking.reserve_price < 0 || self.ranking.increment < 0 {
             return bad("ranking.reserve_price/increment", "must not be negative");
@@ -95,7 +93,7 @@ impl OpsConfig {
             return bad("budget.pause_at_pct", "must be positive");
         }
         crate::calendar::parse_time_zone(&self.budget.default_time_zone)?;
-        if self.validation.max_price <= 0 || self.validation.max_amount <= 0 || self.validation.max_future_ms < 0 {
+        if self.validation.max_price <= 0 || self.validation.max_amount <= 0 {
             return bad("validation", "limits must be positive");
         }
         if self.validation.max_id_bytes == 0 {
@@ -119,7 +117,9 @@ mod tests {
         let partial: OpsConfig = serde_json::from_str(r#"{"ranking":{"reserve_price":70},"budget":{"default_time_zone":"UTC"}}"#)
             .expect("partial config");
         assert_eq!((partial.ranking.reserve_price, partial.ranking.increment), (70, 10));
-        assert_eq!(partial.dedup.window_ms, 300_000);
+        assert_eq!(partial.dedup.window, Duration::from_secs(300));
+        let zero: OpsConfig = serde_json::from_str(r#"{"dedup":{"window":0}}"#).expect("spans as milliseconds");
+        assert!(zero.validate().is_err(), "a zero dedup window is refused");
         let bad = OpsConfig { budget: BudgetConfig { default_time_zone: "Nowhere/Else".into(), ..BudgetConfig::default() }, ..c };
         assert!(bad.validate().is_err());
     }

@@ -20,6 +20,7 @@
 //! operator's settings from the plan ([`ops_config`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtb_stream::log::LogRecord;
 use rtb_stream::registry::{
@@ -27,6 +28,7 @@ use rtb_stream::registry::{
     SinkBackend, SinkHandle, SinkOptions, StageContext,
 };
 use rtb_stream::runtime::Runtime;
+use rtb_stream::span;
 use rtb_stream::Record;
 use serde::{Deserialize, Serialize};
 
@@ -222,13 +224,13 @@ impl Default for PerformanceSettings {
 impl PerformanceSettings {
     fn config(&self) -> PerformanceConfig {
         PerformanceConfig {
-            window_ms: self.window.as_ms(),
-            grace_ms: self.grace.as_ms(),
+            window: self.window.to_std(),
+            grace: self.grace.to_std(),
             // A correction horizon of 0 keeps no written window: every late event goes to the late-events
             // output, which is the side-output policy.
-            max_lateness_ms: match self.late_policy {
-                PerformanceLatePolicy::Correct => self.max_lateness.unwrap_or(DEFAULT_MAX_LATENESS).as_ms(),
-                PerformanceLatePolicy::SideOutput | PerformanceLatePolicy::Drop => 0,
+            max_lateness: match self.late_policy {
+                PerformanceLatePolicy::Correct => self.max_lateness.unwrap_or(DEFAULT_MAX_LATENESS).to_std(),
+                PerformanceLatePolicy::SideOutput | PerformanceLatePolicy::Drop => Duration::ZERO,
             },
             recompute_rankings: self.recompute_rankings,
         }
@@ -262,7 +264,7 @@ pub struct DedupSettings {
 impl Default for DedupSettings {
     fn default() -> Self {
         let d = DedupConfig::default();
-        Self { window: Millis::ms(d.window_ms), retention: Millis::ms(d.retention_ms) }
+        Self { window: Millis::ms(span::ms(d.window)), retention: Millis::ms(span::ms(d.retention)) }
     }
 }
 
@@ -319,10 +321,10 @@ pub fn ops_config(peers: &[PeerStage], topics: &[(String, String)]) -> Result<Op
     let perf: PerformanceSettings = first(peers, kinds::PERFORMANCE)?;
     ops.performance = perf.config();
     let conv: ConversionSettings = first(peers, kinds::CONVERSION_MATCHING)?;
-    ops.conversion = ConversionConfig { attribution_window_ms: conv.window.as_ms() };
+    ops.conversion = ConversionConfig { attribution_window: conv.window.to_std() };
     let dedup: DedupSettings = first(peers, kinds::DUPLICATE_DETECTION)?;
-    ops.dedup.window_ms = dedup.window.as_ms();
-    ops.dedup.retention_ms = dedup.retention.as_ms();
+    ops.dedup.window = dedup.window.to_std();
+    ops.dedup.retention = dedup.retention.to_std();
     let budget: BudgetSettings = first(peers, kinds::BUDGET_MONITOR)?;
     ops.budget.alert_thresholds_pct = budget.alert_thresholds_pct;
     ops.budget.pause_at_pct = budget.pause_at_pct;
@@ -645,7 +647,7 @@ impl OperatorKind for ConversionMatchingKind {
         positive("window", s.window)
     }
     fn spawn(&self, rt: &mut Runtime, stage: StageContext<'_>, s: &ConversionSettings) -> rtb_stream::Result<()> {
-        let cfg = ConversionConfig { attribution_window_ms: s.window.as_ms() };
+        let cfg = ConversionConfig { attribution_window: s.window.to_std() };
         let db = database_of(stage.sink(sink_kinds::DATABASE)?)?;
         durable(rt, &stage.sinks);
         // Inputs by position: the second is the clicks topic (whatever its name), the first the conversions
@@ -692,8 +694,8 @@ impl OperatorKind for DuplicateDetectionKind {
     }
     fn spawn(&self, rt: &mut Runtime, stage: StageContext<'_>, s: &DedupSettings) -> rtb_stream::Result<()> {
         let cfg = DedupConfig {
-            window_ms: s.window.as_ms(),
-            retention_ms: s.retention.as_ms(),
+            window: s.window.to_std(),
+            retention: s.retention.to_std(),
             output_topic: stage.output(0)?.to_owned(),
         };
         rt.spawn(stage.job, self.wire.ad_decoder(), move |_, scope| {
@@ -830,10 +832,10 @@ mod tests {
         let r = cpc_registry().unwrap();
         let s = r.kind(kinds::PERFORMANCE).unwrap().resolve_settings(&serde_json::Value::Null).unwrap();
         let s: PerformanceSettings = serde_json::from_value(s).unwrap();
-        assert_eq!(s.config().max_lateness_ms, 24 * 3_600_000);
-        assert_eq!((s.config().window_ms, s.config().grace_ms), (300_000, 60_000));
+        assert_eq!(s.config().max_lateness, Duration::from_secs(24 * 3_600));
+        assert_eq!((s.config().window, s.config().grace), (Duration::from_secs(300), Duration::from_secs(60)));
         let side: PerformanceSettings = serde_json::from_value(json!({"late_policy": "side-output"})).unwrap();
-        assert_eq!(side.config().max_lateness_ms, 0, "no written window stays correctable");
+        assert_eq!(side.config().max_lateness, Duration::ZERO, "no written window stays correctable");
     }
 
     #[test]

@@ -22,6 +22,11 @@ use rtb_stream::state::MemoryBackend;
 use rtb_stream::time::HOUR;
 use rtb_stream::{StoreBackend, WatermarkConfig};
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    rtb_stream::span::from_ms(v)
+}
+
 const T0: i64 = 1_705_314_600_000; // 2024-01-15T10:30:00Z
 const OPENING: i64 = 10_000_000;
 
@@ -96,7 +101,7 @@ fn job(group: &str, topic: &str) -> JobConfig {
     let mut cfg = JobConfig::new(group, [topic]);
     cfg.stop_at_end = true;
     cfg.dead_letter_topic = Some("dead-letters".into());
-    cfg.watermark = WatermarkConfig { max_out_of_orderness: 3 * HOUR, idle_timeout: None };
+    cfg.watermark = WatermarkConfig { max_out_of_orderness: ms(3 * HOUR), idle_timeout: None };
     cfg
 }
 
@@ -134,7 +139,7 @@ fn replays_from_scratch_change_no_balance_ledger_or_spend() {
     assert!(windows > 10 && refunds > 0, "the input must exercise duplicates: {windows} windows");
     let log = EmbeddedLog::in_memory();
     for (t, p) in [("ad-events", 8), ("compensation-events", 4), ("dead-letters", 1)] {
-        log.create_topic(t, TopicConfig { partitions: p, retention_ms: None }).unwrap();
+        log.create_topic(t, TopicConfig { partitions: p, retention: None }).unwrap();
     }
     for c in &input {
         let payload = serde_json::to_vec(c).unwrap();

@@ -82,6 +82,10 @@ pub enum JoinEmit {
 }
 
 /// The shape of an interval join.
+///
+/// `lower` and `upper` are signed *offsets* of event time, not spans (both may lie on the same side of the
+/// left row: `[+5 min, +10 min]`), so they are milliseconds like [`Timestamp`]s; [`IntervalJoinSpec::within`]
+/// builds the usual `[l.ts − before, l.ts + after]` from two spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IntervalJoinSpec {
     /// Lower bound of `r.ts - l.ts` (inclusive, ms; may be negative).
@@ -95,6 +99,11 @@ pub struct IntervalJoinSpec {
 }
 
 impl IntervalJoinSpec {
+    /// Right rows from `before` before to `after` after the left row's time (both inclusive).
+    pub fn within(before: std::time::Duration, after: std::time::Duration, kind: JoinKind, emit: JoinEmit) -> Self {
+        Self { lower: crate::span::ms(before).saturating_neg(), upper: crate::span::ms(after), kind, emit }
+    }
+
     /// Checks that `lower <= upper`.
     pub fn validate(&self) -> Result<()> {
         if self.lower > self.upper {

@@ -15,17 +15,22 @@
 //! - [`log`] — an embedded partitioned log (in-memory or on disk) with Kafka's key partitioner.
 //! - [`io`] — the traits the runtime reads and appends through (`LogIo`, `PartitionReader`, `Producer`);
 //!   the embedded log implements them, a Kafka client can too.
+//! - [`span`] — spans of time are `Duration`s at the API; the conversions to event-time milliseconds.
 //! - [`runtime`] — runs operators over partitions, feeds watermarks, commits, shuts down cleanly.
 //! - [`registry`] — operator kinds, event schemas and sink backends registered by name, for declarative
 //!   topologies.
 //!
 //! ## Example
+//! Spans (window sizes, grace, lateness, timeouts) are [`std::time::Duration`]s; event times are
+//! [`Timestamp`]s, milliseconds since the epoch (see [`span`]).
 //! ```
+//! use std::time::Duration;
 //! use rtb_stream::state::StateScope;
 //! use rtb_stream::window::{Tumbling, WindowedAggregate, LatePolicy, WindowEvent, Count};
 //!
 //! let scope = StateScope::in_memory();
-//! let mut counts = WindowedAggregate::new(&scope, "clicks", Tumbling::of(60_000), Count, 0, LatePolicy::Drop)
+//! let minute = Tumbling::of(Duration::from_secs(60));
+//! let mut counts = WindowedAggregate::new(&scope, "clicks", minute, Count, Duration::ZERO, LatePolicy::Drop)
 //!     .expect("open state");
 //! let mut out = Vec::new();
 //! counts.process("ad-1".to_string(), 1_000, &(), &mut out);
@@ -44,6 +49,7 @@ pub mod operator;
 pub mod record;
 pub mod registry;
 pub mod runtime;
+pub mod span;
 pub mod state;
 pub mod time;
 pub mod timer;

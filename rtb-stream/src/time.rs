@@ -13,6 +13,8 @@
 //! *stream time*) is what the watermark is derived from: [`WatermarkTracker::stream_time`] and
 //! [`WatermarkTracker::restore_stream_time`] let a runtime commit and restore it with the watermark.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -28,16 +30,18 @@ pub const DAY: i64 = 24 * HOUR;
 /// How watermarks are generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatermarkConfig {
-    /// Allowed out-of-orderness in ms: the watermark trails the max timestamp seen by this much.
-    pub max_out_of_orderness: i64,
-    /// Processing-time ms after which a silent partition no longer holds the watermark back.
+    /// Allowed out-of-orderness: the watermark trails the max timestamp seen by this much.
+    #[serde(with = "crate::span::serde_ms")]
+    pub max_out_of_orderness: Duration,
+    /// Processing time after which a silent partition no longer holds the watermark back.
     /// `None` disables idleness (a silent partition holds the watermark forever, as in Flink's default).
-    pub idle_timeout: Option<i64>,
+    #[serde(with = "crate::span::serde_ms_opt")]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for WatermarkConfig {
     fn default() -> Self {
-        Self { max_out_of_orderness: 5_000, idle_timeout: Some(10_000) }
+        Self { max_out_of_orderness: Duration::from_secs(5), idle_timeout: Some(Duration::from_secs(10)) }
     }
 }
 
@@ -95,7 +99,7 @@ impl WatermarkTracker {
     /// Marks idle every caught-up partition that has received nothing for the idle timeout (processing
     /// time `now`); returns the new combined watermark if it advanced.
     pub fn tick(&mut self, now: i64) -> Option<Timestamp> {
-        if let Some(timeout) = self.config.idle_timeout {
+        if let Some(timeout) = self.config.idle_timeout.map(crate::span::ms) {
             for p in &mut self.parts {
                 if !p.idle && p.caught_up && now - p.last_activity >= timeout {
                     p.idle = true;
@@ -187,7 +191,7 @@ impl WatermarkTracker {
                 // An active partition that has never produced holds the watermark back entirely.
                 None => return None,
                 Some(m) => {
-                    let w = m.saturating_sub(self.config.max_out_of_orderness);
+                    let w = m.saturating_sub(crate::span::ms(self.config.max_out_of_orderness));
                     min = Some(min.map_or(w, |x: Timestamp| x.min(w)));
                 }
             }
@@ -200,7 +204,7 @@ impl WatermarkTracker {
                 .iter()
                 .filter_map(|p| p.max_ts)
                 .max()
-                .map(|m| m.saturating_sub(self.config.max_out_of_orderness));
+                .map(|m| m.saturating_sub(crate::span::ms(self.config.max_out_of_orderness)));
         }
         match min {
             Some(w) if Some(w) > self.current => {
@@ -217,7 +221,7 @@ mod tests {
     use super::*;
 
     fn cfg(ooo: i64, idle: Option<i64>) -> WatermarkConfig {
-        WatermarkConfig { max_out_of_orderness: ooo, idle_timeout: idle }
+        WatermarkConfig { max_out_of_orderness: crate::span::from_ms(ooo), idle_timeout: idle.map(crate::span::from_ms) }
     }
 
     #[test]

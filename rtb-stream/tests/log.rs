@@ -11,7 +11,7 @@ use rtb_stream::log::{partition_for_key, EmbeddedLog, LogOptions, LogRecord, Pro
 use rtb_stream::{Error, SourceCoord};
 
 fn cfg(partitions: u32) -> TopicConfig {
-    TopicConfig { partitions, retention_ms: None }
+    TopicConfig { partitions, retention: None }
 }
 
 fn rec(key: Option<&str>, payload: &str, ts: i64) -> ProduceRecord {
@@ -177,14 +177,14 @@ fn concurrent_appenders_get_unique_contiguous_offsets() {
 fn create_topic_is_idempotent_and_validated() {
     both_modes(|log| {
         log.create_topic("t", cfg(3)).expect("create");
-        log.create_topic("t", TopicConfig { partitions: 3, retention_ms: Some(5) }).expect("same partitions");
+        log.create_topic("t", TopicConfig { partitions: 3, retention: Some(std::time::Duration::from_millis(5)) }).expect("same partitions");
         assert_eq!(log.topic_config("t").expect("cfg"), cfg(3), "the first configuration is kept");
         let err = log.create_topic("t", cfg(4)).expect_err("different partitions");
         assert!(matches!(err, Error::TopicMismatch { existing: 3, requested: 4, .. }), "{err}");
         assert!(matches!(log.create_topic("a/b", cfg(1)), Err(Error::Config(_))));
         assert!(matches!(log.create_topic("z", cfg(0)), Err(Error::Config(_))));
         assert!(matches!(
-            log.create_topic("z", TopicConfig { partitions: 1, retention_ms: Some(0) }),
+            log.create_topic("z", TopicConfig { partitions: 1, retention: Some(std::time::Duration::from_millis(0)) }),
             Err(Error::Config(_))
         ));
         assert!(matches!(log.topic_config("z"), Err(Error::UnknownTopic(_))));
@@ -220,7 +220,7 @@ fn durable_reopen_returns_identical_records_and_configs() {
     let before: Vec<Vec<LogRecord>> = {
         let log = EmbeddedLog::open_with(dir.path(), small()).expect("open");
         log.create_topic("events", cfg(3)).expect("create");
-        log.create_topic("other", TopicConfig { partitions: 1, retention_ms: Some(60_000) }).expect("create");
+        log.create_topic("other", TopicConfig { partitions: 1, retention: Some(std::time::Duration::from_millis(60_000)) }).expect("create");
         for i in 0..300 {
             log.append("events", varied(i)).expect("append");
         }
@@ -234,7 +234,7 @@ fn durable_reopen_returns_identical_records_and_configs() {
         log.topics(),
         vec![
             ("events".to_string(), cfg(3)),
-            ("other".to_string(), TopicConfig { partitions: 1, retention_ms: Some(60_000) }),
+            ("other".to_string(), TopicConfig { partitions: 1, retention: Some(std::time::Duration::from_millis(60_000)) }),
         ]
     );
     for (p, expected) in before.iter().enumerate() {
@@ -384,7 +384,7 @@ fn group_offsets_persist_across_reopen() {
 #[test]
 fn retention_deletes_whole_old_segments_in_both_modes() {
     both_modes(|log| {
-        log.create_topic("t", TopicConfig { partitions: 1, retention_ms: Some(1_000) }).expect("create");
+        log.create_topic("t", TopicConfig { partitions: 1, retention: Some(std::time::Duration::from_millis(1_000)) }).expect("create");
         log.create_topic("forever", cfg(1)).expect("create");
         for i in 0..60 {
             log.append("t", to(0, &format!("record-{i:03}"), i * 100)).expect("append");
@@ -414,7 +414,7 @@ fn retention_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = EmbeddedLog::open_with(dir.path(), small()).expect("open");
-        log.create_topic("t", TopicConfig { partitions: 1, retention_ms: Some(10) }).expect("create");
+        log.create_topic("t", TopicConfig { partitions: 1, retention: Some(std::time::Duration::from_millis(10)) }).expect("create");
         for i in 0..40 {
             log.append("t", to(0, &format!("record-{i:03}"), i)).expect("append");
         }

@@ -12,7 +12,7 @@ use rtb_stream::log::{EmbeddedLog, LogOptions, LogRecord, ProduceRecord, TopicCo
 use rtb_stream::Error;
 
 fn cfg(partitions: u32) -> TopicConfig {
-    TopicConfig { partitions, retention_ms: None }
+    TopicConfig { partitions, retention: None }
 }
 
 /// A click-like JSON payload of a few hundred bytes, distinct per record.

@@ -37,7 +37,7 @@ fn payload(partition: u32, offset: u64) -> Vec<u8> {
 
 fn open(dir: &Path) -> EmbeddedLog {
     let log = EmbeddedLog::open_with(dir, options()).expect("a killed process never leaves a refused log");
-    log.create_topic("t", TopicConfig { partitions: PARTITIONS, retention_ms: None }).expect("create");
+    log.create_topic("t", TopicConfig { partitions: PARTITIONS, retention: None }).expect("create");
     log
 }
 

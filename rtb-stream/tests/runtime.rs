@@ -17,6 +17,11 @@ use rtb_stream::state::{MemoryBackend, StoreBackend};
 use rtb_stream::time::{Timestamp, WatermarkConfig};
 use rtb_stream::{Context, DeadLetter, Error, KeyedStore, Operator, Record, SourceCoord};
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    rtb_stream::span::from_ms(v)
+}
+
 #[test]
 fn multi_partition_count_equals_a_direct_count() {
     let log = EmbeddedLog::in_memory();
@@ -186,7 +191,7 @@ fn stop_at_end_fires_remaining_windows_at_the_maximum_watermark() {
     let late = Arc::new(AtomicUsize::new(0));
     let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 5_000, idle_timeout: None },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(5_000), idle_timeout: None },
         max_poll_records: 50,
         ..batch_job("w", &["in"])
     };
@@ -338,7 +343,7 @@ fn idle_input_stops_holding_the_watermark_back_after_the_idle_timeout() {
     let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()))
         .with_clock(Arc::new(move || clock_now.load(Ordering::SeqCst)));
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: Some(1_000) },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: Some(ms(1_000)) },
         ..JobConfig::new("g", ["busy", "silent"])
     };
     rt.spawn(cfg, decode_key, |_, _| Ok(WatermarkEcho)).expect("spawn");

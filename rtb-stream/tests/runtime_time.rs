@@ -17,6 +17,11 @@ use rtb_stream::time::{WatermarkConfig, DAY, HOUR};
 use rtb_stream::window::{Count, LatePolicy, Tumbling, WindowEvent, WindowedAggregate};
 use rtb_stream::{Context, DeadLetter, Operator, Record, SourceCoord, StateScope, Timestamp};
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    rtb_stream::span::from_ms(v)
+}
+
 /// Counts records per key in 10-second windows; writes `key,start,count` to `out`, late records to the
 /// runtime's late output; counts processed records in `seen`.
 struct Windows {
@@ -76,7 +81,7 @@ fn windows_factory(
 ) -> impl Fn(&rtb_stream::runtime::TaskInfo, &StateScope) -> rtb_stream::Result<Windows> + Send + Sync + 'static {
     move |_, scope| {
         Ok(Windows {
-            windows: WindowedAggregate::new(scope, "w", Tumbling::of(10_000), Count, 0, LatePolicy::SideOutput)?,
+            windows: WindowedAggregate::new(scope, "w", Tumbling::of(ms(10_000)), Count, ms(0), LatePolicy::SideOutput)?,
             events: Vec::new(),
             seen: Arc::clone(&seen),
         })
@@ -127,7 +132,7 @@ fn a_stalled_process_does_not_make_a_lagging_upstream_partition_idle() {
     let clock = Arc::new(move || if seen_by_clock.load(Ordering::SeqCst) >= 20 { 15_000 } else { 0 });
     let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new())).with_clock(clock);
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: Some(1_000) },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: Some(ms(1_000)) },
         max_poll_records: 10,
         late_topic: Some("late".into()),
         dead_letter_topic: Some("dlq".into()),
@@ -153,7 +158,7 @@ fn stream_time_survives_a_restart_so_idle_partitions_still_close_the_last_window
     let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
     let now = Arc::new(AtomicI64::new(0));
     let cfg = || JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: Some(1_000) },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: Some(ms(1_000)) },
         late_topic: Some("late".into()),
         ..JobConfig::new("g", ["x", "y"])
     };
@@ -187,10 +192,10 @@ fn stream_time_survives_a_restart_so_idle_partitions_still_close_the_last_window
 /// A batch job over `in` judging clocks with a 1-hour `max_ahead`, late and dead letters kept.
 fn outlier_job() -> JobConfig {
     JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: None },
         late_topic: Some("late".into()),
         dead_letter_topic: Some("dlq".into()),
-        max_ahead: Some(HOUR),
+        max_ahead: Some(ms(HOUR)),
         ..batch_job("g", &["in"])
     }
 }
@@ -246,9 +251,9 @@ fn a_record_beyond_the_correction_horizon_is_not_applied_but_reported_late() {
     log.append_batch("in", recs).expect("append");
     let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: None },
         late_topic: Some("late".into()),
-        max_behind: Some(DAY),
+        max_behind: Some(ms(DAY)),
         ..batch_job("g", &["in"])
     };
     let seen = Arc::new(AtomicU64::new(0));
@@ -312,10 +317,10 @@ fn records_that_jobs_of_the_runtime_produce_are_not_judged_as_outliers() {
     let upstream = JobConfig { outputs: vec!["merged".into()], ..batch_job("forward", &["raw"]) };
     rt.spawn(upstream, decode_key, |_, _| Ok(Forward)).expect("spawn");
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 3 * HOUR, idle_timeout: None },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(3 * HOUR), idle_timeout: None },
         late_topic: Some("late".into()),
         dead_letter_topic: Some("dlq".into()),
-        max_ahead: Some(HOUR),
+        max_ahead: Some(ms(HOUR)),
         ..batch_job("g", &["merged"])
     };
     rt.spawn(cfg, decode_key, windows_factory(Arc::new(AtomicU64::new(0)))).expect("spawn");
@@ -337,9 +342,9 @@ fn records_that_jobs_of_the_runtime_produce_are_applied_however_far_behind_the_w
     let upstream = JobConfig { outputs: vec!["merged".into()], ..batch_job("forward", &["raw"]) };
     rt.spawn(upstream, decode_key, |_, _| Ok(Forward)).expect("spawn");
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(0), idle_timeout: None },
         late_topic: Some("late".into()),
-        max_behind: Some(DAY),
+        max_behind: Some(ms(DAY)),
         ..batch_job("g", &["merged"])
     };
     rt.spawn(cfg, decode_key, count_factory(None)).expect("spawn");
@@ -359,7 +364,7 @@ fn a_drain_closes_what_the_data_closes_without_the_idle_timeout_and_a_later_run_
     let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
     let log = log_with(&[("in", 1), ("in2", 1), ("out", 1), ("late", 1)]);
     let cfg = JobConfig {
-        watermark: WatermarkConfig { max_out_of_orderness: 5_000, idle_timeout: Some(3_600_000) },
+        watermark: WatermarkConfig { max_out_of_orderness: ms(5_000), idle_timeout: Some(ms(3_600_000)) },
         late_topic: Some("late".into()),
         ..JobConfig::new("g", ["in", "in2"])
     };

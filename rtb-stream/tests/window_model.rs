@@ -22,6 +22,11 @@ use rtb_stream::window::{
 };
 use rtb_stream::Timestamp;
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    rtb_stream::span::from_ms(v)
+}
+
 type Ev = WindowEvent<u8, i64, i64>;
 
 #[derive(Clone, Debug)]
@@ -235,9 +240,9 @@ fn open_aligned(
 ) -> impl Fn(&StateScope) -> Box<dyn DrivenBox> {
     move |scope| {
         if size == advance {
-            Box::new(WindowedAggregate::new(scope, "agg", Tumbling::of(size), Sum, grace, late).expect("open"))
+            Box::new(WindowedAggregate::new(scope, "agg", Tumbling::of(ms(size)), Sum, ms(grace), late).expect("open"))
         } else {
-            Box::new(WindowedAggregate::new(scope, "agg", Hopping::of(size, advance), Sum, grace, late).expect("open"))
+            Box::new(WindowedAggregate::new(scope, "agg", Hopping::of(ms(size), ms(advance)), Sum, ms(grace), late).expect("open"))
         }
     }
 }
@@ -290,7 +295,7 @@ fn naive_sessions(mut records: Vec<(Timestamp, i64)>, gap: i64) -> BTreeMap<Wind
 }
 
 fn open_sessions(gap: i64, grace: i64, late: LatePolicy) -> impl Fn(&StateScope) -> SessionWindows<u8, Sum> {
-    move |scope| SessionWindows::new(scope, "sessions", gap, Sum, grace, late).expect("open")
+    move |scope| SessionWindows::new(scope, "sessions", ms(gap), Sum, ms(grace), late).expect("open")
 }
 
 proptest! {
@@ -298,7 +303,7 @@ proptest! {
 
     #[test]
     fn aligned_correct_converges_to_naive_aggregate(ops in ops(), (size, advance) in shape(), grace in 0i64..30) {
-        let late = LatePolicy::Correct { max_lateness: 1_000_000 };
+        let late = LatePolicy::Correct { max_lateness: ms(1_000_000) };
         let (events, _) = run_checked(&ops, open_aligned(size, advance, grace, late))?;
         let mut naive: BTreeMap<(u8, Window), i64> = BTreeMap::new();
         for (key, ts, value, _) in arrivals(&ops) {
@@ -346,7 +351,7 @@ proptest! {
 
     #[test]
     fn sessions_correct_converge_to_naive_sessionization(ops in ops(), gap in 1i64..40, grace in 0i64..20) {
-        let late = LatePolicy::Correct { max_lateness: 1_000_000 };
+        let late = LatePolicy::Correct { max_lateness: ms(1_000_000) };
         let (events, _) = run_checked(&ops, open_sessions(gap, grace, late))?;
         prop_assert!(late_events(&events).is_empty());
         // Replay: a Final adds a session; a Correction replaces every emitted session inside its window.

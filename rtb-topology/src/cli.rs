@@ -117,7 +117,7 @@ pub struct RunArgs {
     /// Seed of the traffic generator (same seed, same traffic).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Size factor: 8·scale advertisers, 40·scale campaigns, 2 000·scale devices.
+    /// Size factor: 8·scale advertisers, 40·scale campaigns (five or more per placement+category used), 2 000·scale devices.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub scale: u32,
     /// Ad-events to generate in total; a restart on the same data directory continues up to this.
@@ -163,7 +163,7 @@ pub struct GenerateArgs {
     /// Seed (same seed, same traffic).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Size factor: 8·scale advertisers, 40·scale campaigns, 2 000·scale devices.
+    /// Size factor: 8·scale advertisers, 40·scale campaigns (five or more per placement+category used), 2 000·scale devices.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub scale: u32,
     /// Simulated hours the traffic spans (default 30: crosses a Seoul midnight).

@@ -32,8 +32,8 @@ impl ResolvedSettings {
     /// The runtime's watermark configuration.
     pub fn watermark_config(&self) -> WatermarkConfig {
         WatermarkConfig {
-            max_out_of_orderness: self.max_out_of_orderness.as_ms(),
-            idle_timeout: Some(self.idle_timeout.as_ms()),
+            max_out_of_orderness: self.max_out_of_orderness.to_std(),
+            idle_timeout: Some(self.idle_timeout.to_std()),
         }
     }
 }
@@ -47,7 +47,7 @@ mod tests {
         let r = ResolvedSettings::resolve(&WatermarkSettings::default());
         assert_eq!(
             r.watermark_config(),
-            WatermarkConfig { max_out_of_orderness: 5_000, idle_timeout: Some(10_000) }
+            WatermarkConfig { max_out_of_orderness: std::time::Duration::from_secs(5), idle_timeout: Some(std::time::Duration::from_secs(10)) }
         );
         let written = WatermarkSettings { idle_timeout: Some(Millis::secs(2)), ..WatermarkSettings::default() };
         let r = ResolvedSettings::resolve(&written);

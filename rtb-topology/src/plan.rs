@@ -36,7 +36,7 @@ impl PlannedTopic {
     pub fn topic_config(&self) -> rtb_stream::log::TopicConfig {
         rtb_stream::log::TopicConfig {
             partitions: self.partitions,
-            retention_ms: self.retention.map(Millis::as_ms),
+            retention: self.retention.map(Millis::to_std),
         }
     }
 }

@@ -31,12 +31,62 @@ pub struct RunCounters {
     pub duplicates_skipped: BTreeMap<String, u64>,
     /// Conversions without a click in the attribution window.
     pub unattributed_conversions: u64,
+    /// The conversion-events input: how many, and how many were rejected or came too late.
+    pub conversion_inputs: ConversionInputs,
     /// Wall-clock seconds.
     pub elapsed_s: f64,
     /// Seconds from the start until every stage had committed every produced record (the rest of
     /// `elapsed_s`: the drain closing the last windows, then the report).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed_s: Option<f64>,
+}
+
+/// The conversion-events a run read, and those that never reached the matcher's decision (counted from the
+/// log: its input topic and the dead-letter and late topics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConversionInputs {
+    /// Conversion events produced (every one since the data directory was created).
+    pub events: u64,
+    /// Of those, distinct bad inputs (dead letters).
+    pub dead_letters: u64,
+    /// Of those, valid conversions that arrived too late to be matched (the late output).
+    pub late: u64,
+}
+
+/// Where every conversion event went: `events = attributed + unattributed + duplicate_orders + dead_letters
+/// + late + unsettled`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConversionAccount {
+    /// Conversion events read.
+    pub events: u64,
+    /// Orders attributed to a click (one result per order).
+    pub attributed: u64,
+    /// Orders without a click in the attribution window (one result per order).
+    pub unattributed: u64,
+    /// Later conversions of an order that already had its result: ignored for attribution (SPEC §4).
+    pub duplicate_orders: u64,
+    /// Bad inputs.
+    pub dead_letters: u64,
+    /// Too late to be matched.
+    pub late: u64,
+    /// The rest: conversions the matcher had not decided yet when the run stopped, their time still ahead of
+    /// its watermark (in a complete run, only those within the out-of-orderness of the end of the data).
+    pub unsettled: i64,
+}
+
+impl ConversionAccount {
+    fn new(inputs: ConversionInputs, attributed: u64, unattributed: u64, duplicate_orders: u64) -> Self {
+        let decided = attributed + unattributed + duplicate_orders + inputs.dead_letters + inputs.late;
+        Self {
+            events: inputs.events,
+            attributed,
+            unattributed,
+            duplicate_orders,
+            dead_letters: inputs.dead_letters,
+            late: inputs.late,
+            unsettled: inputs.events as i64 - decided as i64,
+        }
+    }
 }
 
 /// One ranked campaign.
@@ -137,6 +187,10 @@ pub struct Report {
     pub conversions: u64,
     /// Attributed revenue, KRW.
     pub attributed_revenue: i64,
+    /// Conversions of an order that already had its result (duplicate `order_id`s): not attributed again.
+    pub duplicate_orders: u64,
+    /// Where every conversion event went.
+    pub conversion_events: ConversionAccount,
     /// Budget-paused campaigns (campaign, day).
     pub paused: Vec<(String, String)>,
     /// Paused campaigns per reason: `BUDGET_EXHAUSTED` (the budget monitor) or `ADVERTISER` (a
@@ -236,6 +290,13 @@ impl Report {
         // The matcher stores unattributed orders too (claiming the order id): count them from the store.
         let mut run = run;
         run.unattributed_conversions = run.unattributed_conversions.max((conv.len() - attributed.len()) as u64);
+        let duplicate_orders = db.duplicate_orders()?.len() as u64;
+        let conversion_events = ConversionAccount::new(
+            run.conversion_inputs,
+            attributed.len() as u64,
+            run.unattributed_conversions,
+            duplicate_orders,
+        );
         let charged = charges_by.values().map(|(c, _)| *c).sum();
         let alerts = db
             .alerts()?
@@ -256,6 +317,8 @@ impl Report {
             refunded,
             conversions: attributed.len() as u64,
             attributed_revenue: attributed.iter().map(|c| c.revenue_amount).sum(),
+            duplicate_orders,
+            conversion_events,
             paused,
             paused_by_reason,
             alerts,
@@ -341,6 +404,27 @@ impl Report {
             "orders (conversion-events) attributed to a click: {} (revenue {} KRW); without a click in the \
              attribution window: {}",
             self.conversions, self.attributed_revenue, r.unattributed_conversions
+        );
+        let a = &self.conversion_events;
+        let _ = writeln!(
+            s,
+            "conversion-events: {} = {} attributed + {} unattributed + {} duplicate order ids (not attributed \
+             twice) + {} dead letters + {} late{}",
+            a.events,
+            a.attributed,
+            a.unattributed,
+            a.duplicate_orders,
+            a.dead_letters,
+            a.late,
+            if a.unsettled == 0 {
+                String::new()
+            } else {
+                format!(
+                    " + {} not matched yet (their time is past the matcher's watermark: the end of the data less \
+                     its out-of-orderness, or where an incomplete run stopped)",
+                    a.unsettled
+                )
+            }
         );
         let _ = writeln!(s, "\n-- budget --");
         let paused: u64 = self.paused_by_reason.values().sum();
@@ -444,5 +528,27 @@ mod tests {
         assert!(!lines[0].contains("reserve") && lines[1].ends_with("100 (last: reserve)"), "{lines:?}");
         assert!(text.contains("so it pays the reserve price"), "{text}");
         assert!(text.contains("clicks of windows still open"), "the campaign columns say what they cover: {text}");
+    }
+
+    #[test]
+    fn conversion_events_add_up_with_duplicate_order_ids_and_say_what_is_not_matched_yet() {
+        let inputs = ConversionInputs { events: 711, dead_letters: 1, late: 3 };
+        let done = ConversionAccount::new(inputs, 485, 207, 15);
+        assert_eq!(done.unsettled, 0);
+        let report = Report { conversion_events: done, ..Report::default() };
+        let text = report.render(3, 15);
+        assert!(
+            text.contains("conversion-events: 711 = 485 attributed + 207 unattributed + 15 duplicate order ids (not attributed twice) + 1 dead letters + 3 late\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["duplicate_orders"], 0);
+        assert_eq!(json["conversion_events"]["duplicate_orders"], 15);
+        assert_eq!(json["conversion_events"]["unsettled"], 0);
+
+        let stopped = ConversionAccount::new(inputs, 400, 200, 15);
+        assert_eq!(stopped.unsettled, 92);
+        let text = Report { conversion_events: stopped, ..Report::default() }.render(3, 15);
+        assert!(text.contains("+ 3 late + 92 not matched yet"), "{text}");
     }
 }

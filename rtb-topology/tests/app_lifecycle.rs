@@ -292,3 +292,72 @@ fn replay_writes_late_records_to_late_events_not_dead_letters_and_ignores_a_bom(
     let end = summary["end_of_input"].as_str().expect("end_of_input as text");
     assert!(chrono::DateTime::parse_from_rfc3339(end).is_ok(), "{end}");
 }
+
+#[test]
+fn the_report_accounts_for_every_conversion_event_duplicate_order_ids_included() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let r = tmp.path().join("r.json");
+    let out = run(&data, 40_000, 400_000, &r);
+    ok(&out);
+    let stdout = text(&out.stdout);
+    let report = json(&r);
+    assert_eq!(report["complete"], Value::Bool(true), "{report}");
+    let acc = &report["conversion_events"];
+    let n = |k: &str| acc[k].as_i64().unwrap_or_else(|| panic!("{k} in {acc}"));
+    let dups = n("duplicate_orders");
+    assert_eq!(report["duplicate_orders"].as_i64(), Some(dups), "{report}");
+    assert_eq!(n("events"), report["run"]["events"]["conversion-events"].as_i64().expect("events"), "{report}");
+    assert_eq!(n("attributed"), report["conversions"].as_i64().expect("conversions"), "{report}");
+    assert_eq!(
+        n("events"),
+        n("attributed") + n("unattributed") + dups + n("dead_letters") + n("late") + n("unsettled"),
+        "{acc}"
+    );
+    // Attributing a duplicate order again would make this negative.
+    assert!(n("unsettled") >= 0, "{acc}");
+
+    // Independently, from the log: valid conversion events per order_id; every order's later events are
+    // duplicates (the ones still undecided aside).
+    ok(&export(&data, &tmp.path().join("export")));
+    let dead: BTreeSet<(String, u64, u64)> = rows(&tmp.path().join("export/dead_letters.jsonl"))
+        .iter()
+        .map(|d| (d["topic"].as_str().expect("topic").to_string(), d["partition"].as_u64().expect("p"), d["offset"].as_u64().expect("o")))
+        .collect();
+    let conversion_dead = dead.iter().filter(|d| d.0 == "conversion-events").count() as i64;
+    assert_eq!(n("dead_letters"), conversion_dead, "{acc}");
+    let log = rtb_stream::log::EmbeddedLog::open(data.join("log")).expect("open log");
+    // Valid records of a topic: (event time, payload).
+    let valid = |topic: &str| {
+        let mut out = Vec::new();
+        for p in 0..log.topic_config(topic).expect("topic").partitions {
+            let end = log.end_offset(topic, p).expect("end");
+            let mut from = 0;
+            while from < end {
+                let recs = log.read(topic, p, from, 1_024).expect("read");
+                from = recs.last().expect("records").offset + 1;
+                let ok = |r: &rtb_stream::log::LogRecord| !dead.contains(&(topic.to_string(), u64::from(p), r.offset));
+                out.extend(recs.into_iter().filter(ok).map(|r| (r.timestamp, r.payload)));
+            }
+        }
+        out
+    };
+    let conversions = valid("conversion-events");
+    let mut per_order = std::collections::BTreeMap::<String, i64>::new();
+    for (_, payload) in &conversions {
+        let v: Value = serde_json::from_slice(payload).expect("a valid conversion is JSON");
+        *per_order.entry(v["order_id"].as_str().expect("order_id").to_string()).or_default() += 1;
+    }
+    let model_dups: i64 = per_order.values().map(|k| k - 1).sum();
+    assert!(model_dups > 0, "the simulator reports some orders twice (byte for byte): {acc}");
+    assert!(dups <= model_dups && model_dups <= dups + n("unsettled"), "model {model_dups}: {acc}");
+    // Undecided are only conversions at the very end of the data: a complete run's watermarks are within
+    // the out-of-orderness (5 s) of the end of each partition; 10 minutes is a generous bound.
+    let end = valid("ad-events").iter().map(|r| r.0).chain(conversions.iter().map(|r| r.0)).max().expect("events");
+    let at_the_end = conversions.iter().filter(|r| r.0 > end - 600_000).count() as i64;
+    assert!(n("unsettled") <= at_the_end, "{} undecided, {at_the_end} in the last 10 minutes: {acc}", n("unsettled"));
+    assert!(
+        stdout.contains(&format!("{dups} duplicate order ids (not attributed twice)")),
+        "the text shows them: {stdout}"
+    );
+}

@@ -97,6 +97,12 @@ golden!(
     replay_ranking_pctr_score_gsp_cpc_and_eligibility
 );
 golden!(
+    cross_window_click,
+    check_cross_window_click,
+    model_window_ctr_above_one_is_shown_capped_and_pctr_uses_the_raw_counts,
+    replay_window_ctr_above_one_is_shown_capped_and_pctr_uses_the_raw_counts
+);
+golden!(
     budget_exhausted,
     check_budget_exhausted,
     model_budget_80_and_100_percent_alerts_paused_campaign_absent_from_ranking,

@@ -130,7 +130,7 @@ impl Engine {
             log.create_topic(&t.name, t.topic_config()).expect("topic");
         }
         for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
-            log.create_topic(t, TopicConfig { partitions: 1, retention_ms: None }).expect("topic");
+            log.create_topic(t, TopicConfig { partitions: 1, retention: None }).expect("topic");
         }
         let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(data.join("state")).expect("state"));
         let sinks = Sinks::open(&plan, data).expect("sinks");

@@ -9,7 +9,8 @@
 //!
 //! One result per order: the join closes conversions in event-time order, and the database keeps the
 //! first result written per `order_id` (its unique key, which also makes replays idempotent), so of the
-//! conversions of one order the **earliest** counts; later ones are ignored and counted. An unattributed
+//! conversions of one order the **earliest** counts; later ones are ignored for attribution and recorded
+//! ([`Database::record_duplicate_order`], idempotent, so a restart neither loses nor double-counts them). An unattributed
 //! conversion is a result too (it claims its order; reports that list attributed conversions only filter
 //! on [`ConversionRow::is_attributed`]). Clicks without a `product_id` cannot match and are skipped.
 //! Conversions and clicks that arrive after they could be joined correctly are counted
@@ -20,6 +21,7 @@
 //! `ad-events` (8), so the topology repartitions it first (see `rtb-topology`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtb_stream::join::{IntervalJoin, IntervalJoinSpec, JoinEmit, JoinEvent, JoinKind, Timed};
 use rtb_stream::runtime::Output;
@@ -43,6 +45,9 @@ pub struct ConversionSide {
     pub revenue_amount: i64,
     /// Kind.
     pub conversion_type: ConversionType,
+    /// Where the conversion was read: tells a later report of the same order (a duplicate, possibly
+    /// byte-identical) from the redelivery of this one after a restart.
+    pub source: SourceCoord,
 }
 
 /// The click side of the join.
@@ -108,18 +113,15 @@ pub fn conversion_row(key: &MatchKey, conversion: &Timed<ConversionSide>, last_c
         conversion_timestamp: conversion.timestamp,
         revenue_amount: conversion.value.revenue_amount,
         conversion_type: conversion.value.conversion_type,
+        source: Some(conversion.value.source.clone()),
     }
 }
 
 impl ConversionMatcher {
     /// Builds the matcher; its join buffers live in `scope`.
     pub fn new(scope: &StateScope, db: Arc<dyn Database>, cfg: ConversionConfig) -> Result<Self> {
-        let spec = IntervalJoinSpec {
-            lower: -cfg.attribution_window_ms,
-            upper: 0,
-            kind: JoinKind::LeftOuter,
-            emit: JoinEmit::OnClose,
-        };
+        let spec =
+            IntervalJoinSpec::within(cfg.attribution_window, Duration::ZERO, JoinKind::LeftOuter, JoinEmit::OnClose);
         Ok(Self {
             db,
             join: IntervalJoin::new(scope, "conversion-join", spec)?,
@@ -141,7 +143,7 @@ impl ConversionMatcher {
             } else {
                 self.stats.unattributed += 1;
             }
-        } else {
+        } else if self.db.record_duplicate_order(row)? {
             self.stats.duplicate_orders += 1;
         }
         Ok(())
@@ -199,7 +201,12 @@ impl Operator for ConversionMatcher {
         match value {
             MatchInput::Conversion(c) => {
                 self.stats.conversions += 1;
-                let side = ConversionSide { order_id: c.order_id, revenue_amount: c.revenue_amount, conversion_type: c.conversion_type };
+                let side = ConversionSide {
+                    order_id: c.order_id,
+                    revenue_amount: c.revenue_amount,
+                    conversion_type: c.conversion_type,
+                    source: source.clone(),
+                };
                 self.join.process_left((c.device_id, c.product_id), c.timestamp, side, &mut self.events);
             }
             MatchInput::Ad(a) if a.is_click() => {

@@ -132,15 +132,22 @@ fn one_result_per_order_the_earliest_conversion_counts() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].conversion_timestamp, T);
     assert_eq!(f.h.operator.stats().duplicate_orders, 2);
-    // Replaying the same conversions after a restart writes nothing new.
+    let dups = f.db.duplicate_orders().unwrap();
+    assert_eq!(dups.iter().map(|r| r.conversion_timestamp).collect::<Vec<_>>(), vec![T + MINUTE, T + 2 * MINUTE]);
+    // Replaying the same input after a restart writes nothing new: neither a result nor a duplicate.
     let mut g = F {
         db: f.db.clone(),
         h: Harness::new(ConversionMatcher::new(&StateScope::in_memory(), Arc::new(f.db.clone()), ConversionConfig::default()).unwrap()),
         offset: 0,
     };
+    g.send(click("d", Some("p"), "c1", T - HOUR));
+    g.send(conversion("d", "p", "o", T + MINUTE));
     g.send(conversion("d", "p", "o", T));
+    g.send(conversion("d", "p", "o", T + 2 * MINUTE));
     g.h.advance_watermark(T + HOUR).unwrap();
     assert_eq!(g.db.conversions().unwrap().len(), 1);
+    assert_eq!(g.db.duplicate_orders().unwrap(), dups, "a redelivered duplicate is recorded once");
+    assert_eq!(g.h.operator.stats().duplicate_orders, 0);
 }
 
 #[test]

@@ -24,9 +24,11 @@
 //! forgotten) `retention` after its last window closed with nothing buffered.
 
 
+use std::time::Duration;
+
 use rtb_stream::runtime::Output;
 use rtb_stream::state::{KeyedStore, StateScope, WriteBatch};
-use rtb_stream::time::{HOUR, MINUTE};
+use rtb_stream::span;
 use rtb_stream::{Context, Operator, Record, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -38,18 +40,24 @@ use crate::schema::{AdEvent, CompensationEvent, CompensationReason, Compensation
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DedupConfig {
-    /// Dedup window length in ms (default 5 min; the emitted `detection_window` says `5_MINUTES`).
-    pub window_ms: i64,
-    /// How long (ms of event time) a key is remembered after its last window closed, to recognise late
+    /// Dedup window length (default 5 min; the emitted `detection_window` says `5_MINUTES`).
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub window: Duration,
+    /// How long (event time) a key is remembered after its last window closed, to recognise late
     /// clicks (default 1 h).
-    pub retention_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub retention: Duration,
     /// Output topic (default `compensation-events`).
     pub output_topic: String,
 }
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        Self { window_ms: 5 * MINUTE, retention_ms: HOUR, output_topic: "compensation-events".to_string() }
+        Self {
+            window: Duration::from_secs(300),
+            retention: Duration::from_secs(3_600),
+            output_topic: "compensation-events".to_string(),
+        }
     }
 }
 
@@ -118,8 +126,8 @@ impl DuplicateClickDetector {
 
     fn deadline(&self, st: &KeyState) -> Option<Timestamp> {
         match (st.pending.first(), st.closed_until) {
-            (Some(first), _) => Some(first.ts + self.cfg.window_ms - 1),
-            (None, Some(end)) => Some(end - 1 + self.cfg.retention_ms),
+            (Some(first), _) => Some(first.ts + span::ms(self.cfg.window) - 1),
+            (None, Some(end)) => Some(end - 1 + span::ms(self.cfg.retention)),
             (None, None) => None,
         }
     }
@@ -127,7 +135,7 @@ impl DuplicateClickDetector {
     /// Closes every complete window of one key at watermark `wm`, emitting compensations.
     fn close(&mut self, key: &Key, st: &mut KeyState, wm: Timestamp, ctx: &mut Context<'_, Output>) -> Result<()> {
         while let Some(t0) = st.pending.first().map(|c| c.ts) {
-            let end = t0 + self.cfg.window_ms;
+            let end = t0 + span::ms(self.cfg.window);
             if end - 1 > wm {
                 break;
             }
@@ -178,7 +186,7 @@ impl Operator for DuplicateClickDetector {
         let key: Key = (ev.device_id.clone(), ev.ad_id.clone());
         let wm = ctx.watermark();
         let closed_until = self.keys.get(&key).and_then(|s| s.closed_until);
-        let beyond_horizon = wm.is_some_and(|w| ts <= w.saturating_sub(self.cfg.retention_ms));
+        let beyond_horizon = wm.is_some_and(|w| ts <= w.saturating_sub(span::ms(self.cfg.retention)));
         if closed_until.is_some_and(|end| ts < end) || beyond_horizon {
             self.stats.late_clicks += 1;
             let reason = match closed_until {
@@ -186,7 +194,7 @@ impl Operator for DuplicateClickDetector {
                     "LATE_CLICK: dedup window of device {} / ad {} ending at {end} ms already closed",
                     ev.device_id, ev.ad_id
                 ),
-                _ => format!("LATE_CLICK: more than {} ms behind the watermark", self.cfg.retention_ms),
+                _ => format!("LATE_CLICK: more than {} ms behind the watermark", span::ms(self.cfg.retention)),
             };
             tracing::warn!(source = %record.source, %reason, "late click");
             ctx.late(dead_letter(&record.source, "duplicate-detector", reason, ev));

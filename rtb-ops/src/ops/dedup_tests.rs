@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use rtb_stream::time::{HOUR, MINUTE};
 use crate::schema::{rfc3339, AdEventType, Placement};
 use rtb_stream::{Harness, SourceCoord};
 

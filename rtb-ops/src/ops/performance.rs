@@ -3,7 +3,7 @@
 //!
 //! Built on [`rtb_stream::window::WindowedAggregate`]. A window's result is written when the watermark
 //! passes its end plus the grace period. Late events are never silently lost: within
-//! [`PerformanceConfig::max_lateness_ms`] after completion they **correct** the written window (the cache
+//! [`PerformanceConfig::max_lateness`] after completion they **correct** the written window (the cache
 //! sets the new value and moves the cumulative totals by the difference); later than that they are counted
 //! and sent to the late-records output ([`Context::late`], not the dead-letter output: a late event is
 //! valid input) with the reason. The default horizon is SPEC §4's 24 h: mobile apps batch events while
@@ -16,7 +16,7 @@
 //! A producer may deliver the same event twice (a retry): the balance worker charges such a click once,
 //! and the windows must count it once too. The statement remembers the `event_id`s it counted (64-bit
 //! fingerprints in an [`ExpiringIdSet`], grouped by expiry and dropped in bulk) for exactly as long as the event's window can still
-//! be corrected — until the watermark passes window end + grace + `max_lateness_ms` — and skips an
+//! be corrected — until the watermark passes window end + grace + `max_lateness` — and skips an
 //! event whose id it has counted ([`PerformanceStats::redelivered`]). An event with another content but a
 //! reused id is skipped too (the balance worker dead-letters the click: it is not charged, so it is not
 //! counted). Events without an `event_id` are identified by their source coordinates, which only repeat
@@ -24,10 +24,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtb_stream::runtime::Output;
 use rtb_stream::state::{StateScope, WriteBatch};
-use rtb_stream::time::{HOUR, MINUTE};
+use rtb_stream::span;
 use rtb_stream::window::{Aggregate, LatePolicy, Tumbling, WindowEvent, WindowedAggregate};
 use rtb_stream::{Context, Operator, Record, SourceCoord, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -43,20 +44,28 @@ use crate::sink::{Cache, Metrics, MetricsScope, WindowMetrics};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PerformanceConfig {
-    /// Window size in ms (default 5 min).
-    pub window_ms: i64,
+    /// Window size (default 5 min).
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub window: Duration,
     /// Grace after the window end before the result is written (default 10 s).
-    pub grace_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub grace: Duration,
     /// How long after completion a late event still corrects its window (default 24 h, SPEC §4's
     /// correction horizon; older events go to the late-records output).
-    pub max_lateness_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub max_lateness: Duration,
     /// Recompute the placement+category ranking after each written campaign window (default true).
     pub recompute_rankings: bool,
 }
 
 impl Default for PerformanceConfig {
     fn default() -> Self {
-        Self { window_ms: 5 * MINUTE, grace_ms: 10_000, max_lateness_ms: 24 * HOUR, recompute_rankings: true }
+        Self {
+            window: Duration::from_secs(300),
+            grace: Duration::from_secs(10),
+            max_lateness: Duration::from_secs(24 * 3_600),
+            recompute_rankings: true,
+        }
     }
 }
 
@@ -157,10 +166,10 @@ impl PerformanceStatement {
         let windows = WindowedAggregate::new(
             scope,
             "performance",
-            Tumbling::of(cfg.window_ms),
+            Tumbling::of(cfg.window),
             PerfAggregate,
-            cfg.grace_ms,
-            LatePolicy::Correct { max_lateness: cfg.max_lateness_ms },
+            cfg.grace,
+            LatePolicy::Correct { max_lateness: cfg.max_lateness },
         )?;
         let seen = ExpiringIdSet::open(scope, "performance-counted-ids")?;
         Ok(Self { cache, ranker, cfg, shard, windows, seen, events: Vec::new(), stats: PerformanceStats::default() })
@@ -209,7 +218,7 @@ impl PerformanceStatement {
                         late_reported = true;
                         let reason = format!(
                             "LATE_EVENT: event at {timestamp} ms is more than {} ms behind its completed {} ms window",
-                            self.cfg.max_lateness_ms, self.cfg.window_ms
+                            span::ms(self.cfg.max_lateness), span::ms(self.cfg.window)
                         );
                         ctx.late(dead_letter(source, "performance", reason, &*input));
                     }
@@ -245,8 +254,9 @@ impl Operator for PerformanceStatement {
         if let Some(id) = &value.event_id {
             let fp = id_fingerprint(id);
             // Remembered while the window can be corrected: until window end + grace + max lateness.
-            let end = ts.div_euclid(self.cfg.window_ms).saturating_mul(self.cfg.window_ms).saturating_add(self.cfg.window_ms);
-            let expires_at = end.saturating_add(self.cfg.grace_ms).saturating_add(self.cfg.max_lateness_ms);
+            let window = span::ms(self.cfg.window).max(1);
+            let end = ts.div_euclid(window).saturating_mul(window).saturating_add(window);
+            let expires_at = end.saturating_add(span::ms(self.cfg.grace)).saturating_add(span::ms(self.cfg.max_lateness));
             if !self.seen.insert((fp as u64) ^ ((fp >> 64) as u64), expires_at) {
                 self.stats.redelivered += 1;
                 return Ok(());

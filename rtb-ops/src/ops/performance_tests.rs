@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use rtb_stream::time::{HOUR, MINUTE};
 use crate::ranking::RankingConfig;
 use crate::schema::{ApprovalStatus, CampaignStatus};
 use crate::sink::{CampaignRow, Database, MemoryCache, MemoryDatabase};
@@ -105,7 +106,7 @@ fn late_events_correct_the_window_and_move_totals_by_the_difference_only() {
 #[test]
 fn by_default_an_event_a_day_late_still_corrects_its_window() {
     // SPEC §4: mobile apps batch events offline; by default a late event corrects its window for 24 h.
-    assert_eq!(PerformanceConfig::default().max_lateness_ms, 24 * HOUR);
+    assert_eq!(PerformanceConfig::default().max_lateness, std::time::Duration::from_secs(24 * 3_600));
     let mut f = fixture();
     f.send(ev(AdEventType::Impression, "c1", "a1", T0));
     f.h.advance_watermark(T0 + W - 1 + 10_000 + 23 * HOUR).unwrap();

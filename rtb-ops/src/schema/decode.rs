@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use rtb_stream::time::HOUR;
 use rtb_stream::{SourceCoord, Timestamp};
 use serde::{Deserialize, Deserializer};
 
@@ -179,8 +178,9 @@ pub struct ValidationConfig {
     pub max_price: i64,
     /// Largest acceptable `daily_budget`, `revenue_amount`, `refund_amount` in KRW (default 10 000 000).
     pub max_amount: i64,
-    /// How far (ms) an event time may lie ahead of the processing time (default 1 h).
-    pub max_future_ms: i64,
+    /// How far an event time may lie ahead of the processing time (default 1 h).
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub max_future: std::time::Duration,
     /// Longest acceptable id in bytes (default 128): `event_id`, `device_id`, `session_id`, `ad_id`,
     /// `campaign_id`, `advertiser_id`, `product_id`, `order_id`, and `category` (a cache key part). Ids
     /// must also be printable (no control characters); both rules keep client input from bloating or
@@ -190,7 +190,7 @@ pub struct ValidationConfig {
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { max_price: 10_000_000, max_amount: 10_000_000, max_future_ms: HOUR, max_id_bytes: 128 }
+        Self { max_price: 10_000_000, max_amount: 10_000_000, max_future: std::time::Duration::from_secs(3_600), max_id_bytes: 128 }
     }
 }
 
@@ -436,8 +436,9 @@ impl Validator {
     fn event_time(&self, v: OStr<'_>, now: Option<i64>) -> Result<Timestamp, Invalid> {
         let ts = time_value(&required(v, "timestamp")?, "timestamp")?;
         if let Some(now) = now {
-            if ts > now.saturating_add(self.config.max_future_ms) {
-                return Err(Invalid::FutureTimestamp { timestamp: ts, now, max_ahead: self.config.max_future_ms });
+            let max_future = rtb_stream::span::ms(self.config.max_future);
+            if ts > now.saturating_add(max_future) {
+                return Err(Invalid::FutureTimestamp { timestamp: ts, now, max_ahead: max_future });
             }
         }
         Ok(ts)

@@ -1,4 +1,5 @@
 use super::*;
+use rtb_stream::time::HOUR;
 
 const NOW: i64 = 1_705_314_600_000; // 2024-01-15T10:30:00Z
 

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed sink call is a failed check
 
+
 use super::*;
 use crate::schema::{ApprovalStatus, CampaignStatus, ConversionType};
 
@@ -201,12 +202,33 @@ pub fn check_database(db: &dyn Database) {
         conversion_timestamp: 5,
         revenue_amount: 50_000,
         conversion_type: ConversionType::Purchase,
+        source: None,
     };
     assert!(db.insert_conversion_once(&conv("o1", Some("c1"))).unwrap());
     assert!(!db.insert_conversion_once(&conv("o1", Some("c2"))).unwrap());
     assert!(db.insert_conversion_once(&conv("o0", None)).unwrap());
     let convs = db.conversions().unwrap();
     assert_eq!(convs.iter().map(|c| (c.order_id.as_str(), c.campaign_id.as_deref())).collect::<Vec<_>>(), vec![("o0", None), ("o1", Some("c1"))]);
+    // Duplicate orders: recorded once each; the order's own result (a redelivery) is not a duplicate.
+    assert!(!db.record_duplicate_order(&conv("o1", Some("c1"))).unwrap(), "the order's result redelivered");
+    let later = ConversionRow { conversion_timestamp: 9, ..conv("o1", Some("c2")) };
+    assert!(db.record_duplicate_order(&later).unwrap());
+    assert!(!db.record_duplicate_order(&later).unwrap(), "the same duplicate redelivered");
+    assert!(db.record_duplicate_order(&conv("o0", Some("c3"))).unwrap());
+    let dups = db.duplicate_orders().unwrap();
+    assert_eq!(dups, vec![conv("o0", Some("c3")), later]);
+    assert_eq!(db.conversions().unwrap(), convs, "a duplicate changes no result");
+    // With source coordinates, a byte-identical report of an order read at another offset is a duplicate;
+    // the same coordinates again are a redelivery.
+    let at = |order: &str, offset: u64| ConversionRow {
+        source: Some(rtb_stream::SourceCoord::new("conversions", 0, offset)),
+        ..conv(order, None)
+    };
+    assert!(db.insert_conversion_once(&at("o2", 10)).unwrap());
+    assert!(!db.record_duplicate_order(&at("o2", 10)).unwrap(), "the claimer redelivered");
+    assert!(db.record_duplicate_order(&at("o2", 11)).unwrap(), "identical bytes, another offset");
+    assert!(!db.record_duplicate_order(&at("o2", 11)).unwrap(), "that duplicate redelivered");
+    assert_eq!(db.duplicate_orders().unwrap().iter().filter(|r| r.order_id == "o2").count(), 1);
 
     // Campaigns: index follows placement/category changes; upsert keeps the budget pause.
     let day = crate::calendar::Day(19_737);
@@ -331,7 +353,7 @@ mod tests {
 
     #[test]
     fn sinks_prune_old_idempotency_keys_in_their_maintenance() {
-        let r = KeyRetention { keep_ms: 5 * 3_600_000, prune_step_ms: 3_600_000 };
+        let r = KeyRetention { keep: std::time::Duration::from_secs(5 * 3_600), prune_step: std::time::Duration::from_secs(3_600) };
         let (cache, db) = (MemoryCache::with_retention(r), MemoryDatabase::with_retention(r));
         check_maintenance(&cache, &db, &|| cache.spend_keys_held(), &|| db.ledger_keys_held());
         let (cache, db) =
@@ -341,7 +363,7 @@ mod tests {
 
     #[test]
     fn the_default_key_retention_is_input_retention_plus_the_correction_horizon() {
-        assert_eq!(KeyRetention::default().keep_ms, (7 * 24 + 24) * 3_600_000);
+        assert_eq!(KeyRetention::default().keep, std::time::Duration::from_secs((7 * 24 + 24) * 3_600));
     }
 
     #[test]

@@ -23,9 +23,11 @@ const LEDGER_SEQ: &[u8] = b"ledger_seq";
 /// Trees (prefixed `db/`): `advertisers`, `ledger_rows` (sequence number, big-endian → row: the
 /// account history, never pruned), `ledger_keys` (idempotency key → [`KeyMeta`]: the unique constraint,
 /// with the entry's fingerprint and event time), `ledger_expiry` (event time ‖ key: the pruning index of
-/// `ledger_keys`), `conversions` (order id → row), `campaigns`, `campaign_index` (placement ‖ category ‖
-/// campaign id), `alerts` (key → row), `meta` (the ledger's last sequence number). A ledger entry touches
-/// five trees in one transaction; [`Database::apply_ledger_batch`] puts a whole batch in one.
+/// `ledger_keys`), `conversions` (order id → row), `duplicate_orders` (order id ‖ source coordinates, or the
+/// encoded row without them → row: the later conversions of an order, each once), `campaigns`,
+/// `campaign_index` (placement ‖ category ‖ campaign id), `alerts` (key → row), `meta` (the ledger's last
+/// sequence number). A ledger entry touches five trees in one transaction; [`Database::apply_ledger_batch`]
+/// puts a whole batch in one.
 #[derive(Debug, Clone)]
 pub struct EmbeddedDatabase {
     store: EmbeddedStore,
@@ -35,6 +37,7 @@ pub struct EmbeddedDatabase {
     ledger_expiry: Tree,
     pruner: std::sync::Arc<Pruner>,
     conversions: Tree,
+    duplicate_orders: Tree,
     campaigns: Tree,
     campaign_index: Tree,
     alerts: Tree,
@@ -137,6 +140,7 @@ impl EmbeddedDatabase {
             ledger_expiry: t("ledger_expiry"),
             pruner: std::sync::Arc::new(Pruner::new(KeyRetention::default())),
             conversions: t("conversions"),
+            duplicate_orders: t("duplicate_orders"),
             campaigns: t("campaigns"),
             campaign_index: t("campaign_index"),
             alerts: t("alerts"),
@@ -234,6 +238,28 @@ impl Database for EmbeddedDatabase {
 
     fn conversions(&self) -> Result<Vec<ConversionRow>> {
         self.all(&self.conversions, "conversions")
+    }
+
+    fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool> {
+        let stored: Option<ConversionRow> = self.get(&self.conversions, row.order_id.as_bytes(), "conversion")?;
+        if stored.is_some_and(|claimer| same_conversion(&claimer, row)) {
+            return Ok(false);
+        }
+        let mut key = Vec::new();
+        part(&mut key, row.order_id.as_bytes());
+        match &row.source {
+            Some(src) => {
+                part(&mut key, src.topic.as_bytes());
+                key.extend_from_slice(&src.partition.to_be_bytes());
+                key.extend_from_slice(&src.offset.to_be_bytes());
+            }
+            None => key.extend_from_slice(&enc("duplicate order", row)?),
+        }
+        self.insert_once(&self.duplicate_orders, &key, "duplicate order", row)
+    }
+
+    fn duplicate_orders(&self) -> Result<Vec<ConversionRow>> {
+        self.all(&self.duplicate_orders, "duplicate orders")
     }
 
     fn upsert_campaign(&self, row: &CampaignRow) -> Result<Option<CampaignRow>> {

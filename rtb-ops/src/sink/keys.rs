@@ -100,9 +100,9 @@ impl Pruner {
         if newest == i64::MIN {
             return None;
         }
-        let cutoff = newest.saturating_sub(self.retention.keep_ms);
+        let cutoff = newest.saturating_sub(rtb_stream::span::ms(self.retention.keep));
         let last = self.last_cutoff.load(Ordering::Relaxed);
-        (last == i64::MIN || cutoff >= last.saturating_add(self.retention.prune_step_ms)).then_some(cutoff)
+        (last == i64::MIN || cutoff >= last.saturating_add(rtb_stream::span::ms(self.retention.prune_step))).then_some(cutoff)
     }
 
     /// Records a finished prune up to `cutoff`.

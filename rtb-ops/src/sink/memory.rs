@@ -176,6 +176,8 @@ struct DbState {
     ledger_keys: HashMap<String, (u128, Timestamp)>,
     ledger_expiry: BTreeSet<(Timestamp, String)>,
     conversions: BTreeMap<String, ConversionRow>,
+    /// Duplicate conversions per order (each distinct row once).
+    duplicate_orders: BTreeMap<String, Vec<ConversionRow>>,
     campaigns: BTreeMap<String, CampaignRow>,
     index: BTreeMap<(Placement, String), BTreeSet<String>>,
     alerts: BTreeMap<String, AlertRow>,
@@ -299,6 +301,23 @@ impl Database for MemoryDatabase {
 
     fn conversions(&self) -> Result<Vec<ConversionRow>> {
         Ok(self.state.lock().conversions.values().cloned().collect())
+    }
+
+    fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool> {
+        let mut s = self.state.lock();
+        if s.conversions.get(&row.order_id).is_some_and(|claimer| same_conversion(claimer, row)) {
+            return Ok(false);
+        }
+        let rows = s.duplicate_orders.entry(row.order_id.clone()).or_default();
+        if rows.iter().any(|r| same_conversion(r, row)) {
+            return Ok(false);
+        }
+        rows.push(row.clone());
+        Ok(true)
+    }
+
+    fn duplicate_orders(&self) -> Result<Vec<ConversionRow>> {
+        Ok(self.state.lock().duplicate_orders.values().flatten().cloned().collect())
     }
 
     fn upsert_campaign(&self, row: &CampaignRow) -> Result<Option<CampaignRow>> {

@@ -83,7 +83,7 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     /// whose effects these writes are, so a crash can never keep the offsets and lose the effects. A store
     /// whose writes are durable when they return (a server) does nothing. It is also the sink's
     /// maintenance point: idempotency keys older than the [`KeyRetention`] are pruned here (at most once
-    /// per `prune_step_ms` of event time).
+    /// per `prune_step` of event time).
     fn sync(&self) -> Result<()> {
         Ok(())
     }
@@ -125,6 +125,14 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool>;
     /// Every conversion result, ordered by order id.
     fn conversions(&self) -> Result<Vec<ConversionRow>>;
+    /// Records `row`, a later conversion of an order that already has its result (a duplicate `order_id`,
+    /// SPEC §4: ignored for attribution, but counted). Idempotent, by the row's `source` (where the
+    /// conversion was read): the conversion that claimed the order, redelivered after a restart, or a
+    /// duplicate already recorded, records nothing. A row without a `source` is told apart by its content.
+    /// True if recorded.
+    fn record_duplicate_order(&self, row: &ConversionRow) -> Result<bool>;
+    /// Every recorded duplicate conversion, ordered by order id.
+    fn duplicate_orders(&self) -> Result<Vec<ConversionRow>>;
 
     /// Inserts or replaces a campaign, **keeping** the stored `budget_paused_day` (which only
     /// [`Database::set_budget_pause`] changes), and keeps the placement+category index right when they

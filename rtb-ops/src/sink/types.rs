@@ -1,6 +1,6 @@
 //! Rows and values the sinks store. Money is `i64` KRW throughout.
 
-use rtb_stream::Timestamp;
+use rtb_stream::{SourceCoord, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::Day;
@@ -66,6 +66,18 @@ impl Metrics {
     /// conversions / clicks (0 without clicks).
     pub fn cvr(&self) -> f64 {
         ratio(self.conversions, self.clicks)
+    }
+    /// The CTR of one window shown as a rate: [`Metrics::ctr`] capped at 1. A click counts in the window of
+    /// its own time, which can be later than its impression's window, so a window's clicks can exceed its
+    /// impressions; the counts stay as they are (and the ranking's pCTR sums the counts of every closed
+    /// window, never these rates).
+    pub fn ctr_rate(&self) -> f64 {
+        self.ctr().min(1.0)
+    }
+    /// The CVR of one window shown as a rate: [`Metrics::cvr`] capped at 1 (a CONVERSION ad-event comes hours
+    /// after its click, in another window).
+    pub fn cvr_rate(&self) -> f64 {
+        self.cvr().min(1.0)
     }
 }
 
@@ -200,22 +212,24 @@ pub enum LedgerOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KeyRetention {
-    /// Event time (ms) a key is kept after its cause's event time (default 7 d input retention + 24 h
+    /// Event time a key is kept after its cause's event time (default 7 d input retention + 24 h
     /// correction horizon).
-    pub keep_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub keep: std::time::Duration,
     /// Maintenance prunes once the cut-off has advanced by at least this much event time since the last
     /// prune (default 1 h), so a commit does not scan for keys every time.
-    pub prune_step_ms: i64,
+    #[serde(with = "rtb_stream::span::serde_ms")]
+    pub prune_step: std::time::Duration,
 }
 
 impl KeyRetention {
     /// The default: SPEC §2's 7-day `ad-events` retention plus SPEC §4's 24 h correction horizon.
-    pub const DEFAULT_KEEP_MS: i64 = 8 * 24 * 3_600_000;
+    pub const DEFAULT_KEEP: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3_600);
 }
 
 impl Default for KeyRetention {
     fn default() -> Self {
-        Self { keep_ms: Self::DEFAULT_KEEP_MS, prune_step_ms: 3_600_000 }
+        Self { keep: Self::DEFAULT_KEEP, prune_step: std::time::Duration::from_secs(3_600) }
     }
 }
 
@@ -242,6 +256,20 @@ pub struct ConversionRow {
     pub revenue_amount: i64,
     /// Kind.
     pub conversion_type: ConversionType,
+    /// Where the conversion that made this row was read (topic, partition, offset), when known: a later
+    /// report of the same order is a duplicate even when its bytes are identical; the same coordinates
+    /// again are a redelivery.
+    #[serde(default)]
+    pub source: Option<SourceCoord>,
+}
+
+/// Whether two rows come from the same conversion event: the same source coordinates, or, where either
+/// has none, the same content.
+pub fn same_conversion(a: &ConversionRow, b: &ConversionRow) -> bool {
+    match (&a.source, &b.source) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 impl ConversionRow {

@@ -360,3 +360,12 @@ fn unflushed_changes_are_not_restored() {
     assert_eq!(j2.buffered(), (1, 0));
     assert_eq!(j2.watermark(), None);
 }
+
+#[test]
+fn within_builds_the_offsets_from_two_spans() {
+    use std::time::Duration;
+    let s = IntervalJoinSpec::within(Duration::from_secs(86_400), Duration::ZERO, JoinKind::LeftOuter, JoinEmit::OnClose);
+    assert_eq!((s.lower, s.upper), (-86_400_000, 0));
+    assert!(s.validate().is_ok());
+    assert!(s.matches(1_000_000_000, 1_000_000_000 - 86_400_000) && !s.matches(1_000_000_000, 1_000_000_000 + 1));
+}

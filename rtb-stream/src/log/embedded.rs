@@ -64,7 +64,7 @@ const TOPICS_DIR: &str = "topics";
 /// use rtb_stream::log::{EmbeddedLog, ProduceRecord, TopicConfig};
 ///
 /// let log = EmbeddedLog::in_memory();
-/// log.create_topic("clicks", TopicConfig { partitions: 4, retention_ms: None })?;
+/// log.create_topic("clicks", TopicConfig { partitions: 4, retention: None })?;
 /// let (partition, offset) = log.append("clicks", ProduceRecord {
 ///     key: Some(b"user-7".to_vec()),
 ///     payload: b"{}".to_vec(),
@@ -291,8 +291,8 @@ impl EmbeddedLog {
         if cfg.partitions == 0 {
             return Err(Error::Config(format!("topic `{name}` needs at least one partition")));
         }
-        if cfg.retention_ms.is_some_and(|r| r <= 0) {
-            return Err(Error::Config(format!("topic `{name}`: retention_ms must be positive")));
+        if cfg.retention.is_some_and(|r| crate::span::ms(r) <= 0) {
+            return Err(Error::Config(format!("topic `{name}`: retention must be at least 1 ms")));
         }
         let mut topics = self.inner.topics.write();
         if let Some(existing) = topics.get(name) {
@@ -483,12 +483,12 @@ impl EmbeddedLog {
     }
 
     /// Applies every topic's retention at processing time `now`: whole segments whose newest record is older
-    /// than `now - retention_ms` are deleted (a partially expired segment is kept whole). Offsets are not
+    /// than `now - retention` are deleted (a partially expired segment is kept whole). Offsets are not
     /// reused; the start offset moves forward.
     pub fn enforce_retention(&self, now: Timestamp) -> Result<()> {
         let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
         for t in topics {
-            let Some(retention) = t.config.retention_ms else { continue };
+            let Some(retention) = t.config.retention.map(crate::span::ms) else { continue };
             let cutoff = now.saturating_sub(retention);
             for slot in &t.partitions {
                 match &mut *slot.store.lock() {

@@ -72,8 +72,10 @@ impl LogOptions {
 pub struct TopicConfig {
     /// Number of partitions.
     pub partitions: u32,
-    /// How long records are kept (ms); `None` keeps them forever.
-    pub retention_ms: Option<i64>,
+    /// How long records are kept (at least 1 ms); `None` keeps them forever. Stored as `retention_ms`, in
+    /// milliseconds, as before.
+    #[serde(rename = "retention_ms", default, with = "crate::span::serde_ms_opt")]
+    pub retention: Option<std::time::Duration>,
 }
 
 /// A record to append.

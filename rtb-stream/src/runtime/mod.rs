@@ -109,7 +109,7 @@ pub struct JobConfig {
     /// watermark slot per upstream partition from the start, so its watermark waits for every upstream
     /// partition (idleness aside), not only those it has heard from.
     pub upstream: Vec<Upstream>,
-    /// Timestamp outliers (opt-in; `None` by default): a record more than this many ms ahead of the data
+    /// Timestamp outliers (opt-in; `None` by default): a record more than this far ahead of the data
     /// seen so far (in a live run: ahead of the wall clock too) whose next record is back near the old time
     /// is set aside as a dead letter (`TIMESTAMP_OUTLIER`) and does not move the watermark; a record followed
     /// by others at the new time is a real jump and is applied. Only records of inputs that no job of the
@@ -117,13 +117,13 @@ pub struct JobConfig {
     /// interleaves several producers (a repartition topic, an operator's output), where "the next record"
     /// says nothing about a record's clock, and repartitioned records were judged where they were read.
     /// Spawn the jobs that produce to a topic before those that read it.
-    pub max_ahead: Option<i64>,
-    /// A record more than this many ms behind the watermark is not applied: it goes to the late-records
+    pub max_ahead: Option<Duration>,
+    /// A record more than this far behind the watermark is not applied: it goes to the late-records
     /// output (`LATE`). Judged, like `max_ahead`, only for clients' records (inputs that no job of the
-    /// runtime produces to): what a job of the runtime produced — a refund decided
-    /// upstream, a repartitioned record — was judged where it was first read, and is always applied.
-    /// `None` (the default) leaves lateness to the operator.
-    pub max_behind: Option<i64>,
+    /// runtime produces to): what a job of the runtime produced — a refund decided upstream, a
+    /// repartitioned record — was judged where it was first read, and is always applied. `None` (the
+    /// default) leaves lateness to the operator.
+    pub max_behind: Option<Duration>,
 }
 
 /// An input written by a repartition: where its records come from (see [`JobConfig::upstream`]).

@@ -66,8 +66,8 @@ struct Spawned {
 /// }
 ///
 /// let log = EmbeddedLog::in_memory();
-/// log.create_topic("in", TopicConfig { partitions: 2, retention_ms: None })?;
-/// log.create_topic("out", TopicConfig { partitions: 2, retention_ms: None })?;
+/// log.create_topic("in", TopicConfig { partitions: 2, retention: None })?;
+/// log.create_topic("out", TopicConfig { partitions: 2, retention: None })?;
 /// log.append("in", ProduceRecord { key: None, payload: b"hi".to_vec(), timestamp: 1, partition: Some(1), origin: None })?;
 ///
 /// let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));

@@ -415,8 +415,8 @@ where
         let slot = self.slot_of(input, rec, now);
         let ts = record.timestamp;
         let mut early = None;
-        if let Some(ahead) = self.s.cfg.max_ahead {
-            // `judges_clocks` looks the input up under a lock: only for the rare record that is ahead.
+        if let Some(ahead) = self.s.cfg.max_ahead.map(crate::span::ms) {
+            // `from_clients` looks the input up under a lock: only for the rare record that is ahead.
             if self.is_ahead(ts, ahead, now) && self.from_clients(input) {
                 // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
                 // record of the same input decides: back near the old time means a spike, set aside.
@@ -444,7 +444,7 @@ where
             }
         }
         let before = self.tracker.current();
-        if let (Some(behind), Some(wm)) = (self.s.cfg.max_behind, before) {
+        if let (Some(behind), Some(wm)) = (self.s.cfg.max_behind.map(crate::span::ms), before) {
             // Only clients' records: one that a job of this runtime produced (a refund for a duplicate click
             // found late, a repartitioned record) was judged where its input was read; dropping it here
             // would lose an effect the system already decided on.

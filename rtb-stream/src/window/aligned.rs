@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -95,11 +96,11 @@ where
         name: &str,
         assigner: W,
         aggregate: G,
-        grace_ms: i64,
+        grace: Duration,
         late: LatePolicy,
     ) -> Result<Self> {
         assigner.validate()?;
-        let timing = Timing::new(grace_ms, &late)?;
+        let timing = Timing::new(crate::span::ms(grace), &late)?;
         let scope = scope.child(name);
         let store: KeyedStore<K, KeyState<G::Acc>> = scope.keyed("windows")?;
         let meta = read_meta(&scope)?;

@@ -1,11 +1,16 @@
 use super::*;
 use crate::window::{Count, Hopping, Sum, Tumbling};
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    crate::span::from_ms(v)
+}
+
 type Ev = WindowEvent<String, u64, ()>;
 
 fn counts(late: LatePolicy, grace: i64) -> (StateScope, WindowedAggregate<String, Count, Tumbling>) {
     let scope = StateScope::in_memory();
-    let op = WindowedAggregate::new(&scope, "w", Tumbling::of(100), Count, grace, late).expect("open");
+    let op = WindowedAggregate::new(&scope, "w", Tumbling::of(ms(100)), Count, ms(grace), late).expect("open");
     (scope, op)
 }
 
@@ -114,7 +119,7 @@ fn record_after_grace_with_side_output_is_emitted_late() {
 
 #[test]
 fn record_after_grace_with_correct_emits_correction_then_late_beyond_max_lateness() {
-    let (_s, mut op) = counts(LatePolicy::Correct { max_lateness: 50 }, 20);
+    let (_s, mut op) = counts(LatePolicy::Correct { max_lateness: ms(50) }, 20);
     let mut out = Vec::new();
     op.process(k("a"), 10, &(), &mut out);
     op.on_watermark(119, &mut out);
@@ -136,7 +141,7 @@ fn record_after_grace_with_correct_emits_correction_then_late_beyond_max_latenes
 
 #[test]
 fn correction_of_a_window_that_had_no_record_starts_from_default() {
-    let (_s, mut op) = counts(LatePolicy::Correct { max_lateness: 1_000 }, 0);
+    let (_s, mut op) = counts(LatePolicy::Correct { max_lateness: ms(1_000) }, 0);
     let mut out = Vec::new();
     op.on_watermark(150, &mut out);
     op.process(k("a"), 5, &(), &mut out);
@@ -188,7 +193,7 @@ fn watermark_never_goes_back() {
 #[test]
 fn hopping_overlap_record_counts_in_every_window() {
     let scope = StateScope::in_memory();
-    let mut op = WindowedAggregate::new(&scope, "h", Hopping::of(300, 100), Sum, 0, LatePolicy::Drop)
+    let mut op = WindowedAggregate::new(&scope, "h", Hopping::of(ms(300), ms(100)), Sum, ms(0), LatePolicy::Drop)
         .expect("open");
     let mut out = Vec::new();
     op.process(k("a"), 250, &5, &mut out);
@@ -211,7 +216,7 @@ fn hopping_overlap_record_counts_in_every_window() {
 #[test]
 fn hopping_record_late_for_one_window_and_on_time_for_others() {
     let scope = StateScope::in_memory();
-    let mut op = WindowedAggregate::new(&scope, "h", Hopping::of(300, 100), Count, 0, LatePolicy::SideOutput)
+    let mut op = WindowedAggregate::new(&scope, "h", Hopping::of(ms(300), ms(100)), Count, ms(0), LatePolicy::SideOutput)
         .expect("open");
     let mut out = Vec::new();
     op.process(k("a"), 210, &(), &mut out);
@@ -228,8 +233,8 @@ fn hopping_record_late_for_one_window_and_on_time_for_others() {
 #[test]
 fn hopping_with_correct_corrects_only_the_complete_window() {
     let scope = StateScope::in_memory();
-    let late = LatePolicy::Correct { max_lateness: 1_000 };
-    let mut op = WindowedAggregate::new(&scope, "h", Hopping::of(200, 100), Count, 0, late).expect("open");
+    let late = LatePolicy::Correct { max_lateness: ms(1_000) };
+    let mut op = WindowedAggregate::new(&scope, "h", Hopping::of(ms(200), ms(100)), Count, ms(0), late).expect("open");
     let mut out = Vec::new();
     op.process(k("a"), 150, &(), &mut out);
     op.on_watermark(199, &mut out);
@@ -272,7 +277,7 @@ fn restart_from_committed_state_resumes_identical_output() {
         ("a", 10), ("b", 50), ("a", 120), ("b", 90), ("a", 5), ("c", 130), ("b", 160), ("a", 210),
         ("c", 100), ("a", 95), ("b", 260), ("c", 305), ("a", 170), ("b", 330), ("a", 390), ("c", 250),
     ];
-    let late = LatePolicy::Correct { max_lateness: 60 };
+    let late = LatePolicy::Correct { max_lateness: ms(60) };
     for commit_at in [0, 4, 7, 11] {
         // Reference: one uninterrupted run; remember the output length at the commit.
         let (_s, mut reference) = counts(late, 10);
@@ -286,7 +291,7 @@ fn restart_from_committed_state_resumes_identical_output() {
         drive(&mut first, &input, 0, &mut lost, |op, _| commit(&scope, op), commit_at);
         drop(first);
         let mut resumed =
-            WindowedAggregate::new(&scope, "w", Tumbling::of(100), Count, 10, late).expect("reopen");
+            WindowedAggregate::new(&scope, "w", Tumbling::of(ms(100)), Count, ms(10), late).expect("reopen");
         let mut after = Vec::new();
         drive(&mut resumed, &input, commit_at + 1, &mut after, |_, _| {}, usize::MAX);
         assert_eq!(after, expected[mark..], "commit after record {commit_at}");
@@ -298,8 +303,11 @@ fn restart_from_committed_state_resumes_identical_output() {
 #[test]
 fn invalid_parameters_fail_to_open() {
     let scope = StateScope::in_memory();
-    let r = WindowedAggregate::<String, _, _>::new(&scope, "x", Tumbling::of(0), Count, 0, LatePolicy::Drop);
+    let r = WindowedAggregate::<String, _, _>::new(&scope, "x", Tumbling::of(ms(0)), Count, ms(0), LatePolicy::Drop);
     assert!(matches!(r, Err(crate::Error::Config(_))));
-    let r = WindowedAggregate::<String, _, _>::new(&scope, "x", Tumbling::of(10), Count, -1, LatePolicy::Drop);
+    // Spans are whole milliseconds of event time: a window shorter than 1 ms is no window. (A negative grace,
+    // refused here before, cannot be written any more: spans are `Duration`s.)
+    let sub_ms = std::time::Duration::from_micros(500);
+    let r = WindowedAggregate::<String, _, _>::new(&scope, "x", Tumbling::of(sub_ms), Count, ms(0), LatePolicy::Drop);
     assert!(matches!(r, Err(crate::Error::Config(_))));
 }

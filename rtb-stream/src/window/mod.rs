@@ -33,10 +33,13 @@
 mod aligned;
 pub mod session;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
+use crate::span;
 use crate::state::{StateScope, WriteBatch};
 use crate::time::Timestamp;
 
@@ -83,25 +86,25 @@ pub struct Tumbling {
 }
 
 impl Tumbling {
-    /// Windows of `size_ms` milliseconds aligned to the epoch. `size_ms` must be positive (checked by
+    /// Windows of `size` aligned to the epoch (whole milliseconds). `size` must be at least 1 ms (checked by
     /// [`WindowAssigner::validate`] when an operator is created).
-    pub fn of(size_ms: i64) -> Self {
-        Self { size: size_ms, offset: 0 }
+    pub fn of(size: Duration) -> Self {
+        Self { size: span::ms(size), offset: 0 }
     }
 
-    /// Shifts window boundaries by `offset_ms` (e.g. to align daily windows to a time zone).
-    pub fn with_offset(self, offset_ms: i64) -> Self {
-        Self { offset: offset_ms, ..self }
+    /// Shifts window boundaries by `offset` (e.g. to align daily windows to a time zone).
+    pub fn with_offset(self, offset: Duration) -> Self {
+        Self { offset: span::ms(offset), ..self }
     }
 
-    /// Window size in ms.
-    pub fn size(&self) -> i64 {
-        self.size
+    /// Window size.
+    pub fn size(&self) -> Duration {
+        span::from_ms(self.size)
     }
 
-    /// Offset of the boundaries in ms.
-    pub fn offset(&self) -> i64 {
-        self.offset
+    /// Offset of the boundaries.
+    pub fn offset(&self) -> Duration {
+        span::from_ms(self.offset)
     }
 }
 
@@ -131,25 +134,25 @@ pub struct Hopping {
 }
 
 impl Hopping {
-    /// Windows of `size_ms` starting every `advance_ms`; requires `0 < advance_ms <= size_ms` (checked by
-    /// [`WindowAssigner::validate`] when an operator is created).
-    pub fn of(size_ms: i64, advance_ms: i64) -> Self {
-        Self { size: size_ms, advance: advance_ms, offset: 0 }
+    /// Windows of `size` starting every `advance` (whole milliseconds); requires `0 < advance <= size`
+    /// (checked by [`WindowAssigner::validate`] when an operator is created).
+    pub fn of(size: Duration, advance: Duration) -> Self {
+        Self { size: span::ms(size), advance: span::ms(advance), offset: 0 }
     }
 
-    /// Shifts window starts by `offset_ms`.
-    pub fn with_offset(self, offset_ms: i64) -> Self {
-        Self { offset: offset_ms, ..self }
+    /// Shifts window starts by `offset`.
+    pub fn with_offset(self, offset: Duration) -> Self {
+        Self { offset: span::ms(offset), ..self }
     }
 
-    /// Window size in ms.
-    pub fn size(&self) -> i64 {
-        self.size
+    /// Window size.
+    pub fn size(&self) -> Duration {
+        span::from_ms(self.size)
     }
 
-    /// Distance between consecutive window starts in ms.
-    pub fn advance(&self) -> i64 {
-        self.advance
+    /// Distance between consecutive window starts.
+    pub fn advance(&self) -> Duration {
+        span::from_ms(self.advance)
     }
 }
 
@@ -248,28 +251,20 @@ pub enum LatePolicy {
     Drop,
     /// Emit it as [`WindowEvent::Late`].
     SideOutput,
-    /// Keep complete windows for `max_lateness` ms more of watermark; late records update them and emit
+    /// Keep complete windows for `max_lateness` more of watermark; late records update them and emit
     /// [`WindowEvent::Correction`]. Records later than that are emitted as [`WindowEvent::Late`].
     Correct {
-        /// How long (in watermark ms after completion) a complete window can still be corrected.
-        max_lateness: i64,
+        /// How long (in watermark time after completion) a complete window can still be corrected.
+        #[serde(with = "crate::span::serde_ms")]
+        max_lateness: Duration,
     },
 }
 
 impl LatePolicy {
-    fn validate(&self) -> Result<()> {
-        match *self {
-            LatePolicy::Correct { max_lateness } if max_lateness < 0 => Err(Error::Config(format!(
-                "max_lateness must not be negative, got {max_lateness} ms"
-            ))),
-            _ => Ok(()),
-        }
-    }
-
     /// Watermark ms a complete window is kept for corrections (0 unless `Correct`).
     fn lateness(&self) -> i64 {
         match *self {
-            LatePolicy::Correct { max_lateness } => max_lateness,
+            LatePolicy::Correct { max_lateness } => span::ms(max_lateness),
             _ => 0,
         }
     }
@@ -339,7 +334,6 @@ impl Timing {
         if grace < 0 {
             return Err(Error::Config(format!("grace must not be negative, got {grace} ms")));
         }
-        late.validate()?;
         Ok(Self { grace, lateness: late.lateness() })
     }
 
@@ -429,6 +423,10 @@ fn report_late<K, A, I: Clone>(
 mod tests {
     use super::*;
 
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
     fn windows(a: &impl WindowAssigner, ts: Timestamp) -> Vec<Window> {
         let mut out = SmallVec::new();
         a.assign(ts, &mut out);
@@ -437,7 +435,7 @@ mod tests {
 
     #[test]
     fn tumbling_record_exactly_at_end_goes_to_next_window() {
-        let t = Tumbling::of(60_000);
+        let t = Tumbling::of(ms(60_000));
         assert_eq!(windows(&t, 59_999), vec![Window::new(0, 60_000)]);
         assert_eq!(windows(&t, 60_000), vec![Window::new(60_000, 120_000)]);
         assert_eq!(windows(&t, 0), vec![Window::new(0, 60_000)]);
@@ -445,17 +443,17 @@ mod tests {
 
     #[test]
     fn tumbling_negative_timestamps_and_offset() {
-        let t = Tumbling::of(10);
+        let t = Tumbling::of(ms(10));
         assert_eq!(windows(&t, -1), vec![Window::new(-10, 0)]);
         assert_eq!(windows(&t, -10), vec![Window::new(-10, 0)]);
-        let o = Tumbling::of(10).with_offset(3);
+        let o = Tumbling::of(ms(10)).with_offset(ms(3));
         assert_eq!(windows(&o, 3), vec![Window::new(3, 13)]);
         assert_eq!(windows(&o, 2), vec![Window::new(-7, 3)]);
     }
 
     #[test]
     fn hopping_overlap_windows_in_start_order() {
-        let h = Hopping::of(300, 100);
+        let h = Hopping::of(ms(300), ms(100));
         assert_eq!(windows(&h, 250), vec![Window::new(0, 300), Window::new(100, 400), Window::new(200, 500)]);
         // Exactly at a boundary: the window ending there is excluded, the one starting there included.
         assert_eq!(windows(&h, 300), vec![Window::new(100, 400), Window::new(200, 500), Window::new(300, 600)]);
@@ -463,7 +461,7 @@ mod tests {
 
     #[test]
     fn hopping_size_not_multiple_of_advance() {
-        let h = Hopping::of(250, 100);
+        let h = Hopping::of(ms(250), ms(100));
         assert_eq!(windows(&h, 240), vec![Window::new(0, 250), Window::new(100, 350), Window::new(200, 450)]);
         assert_eq!(windows(&h, 260), vec![Window::new(100, 350), Window::new(200, 450)]);
         for ts in -1_000..1_000 {
@@ -475,12 +473,16 @@ mod tests {
 
     #[test]
     fn invalid_parameters_are_config_errors() {
-        assert!(Tumbling::of(0).validate().is_err());
-        assert!(Hopping::of(100, 0).validate().is_err());
-        assert!(Hopping::of(100, 200).validate().is_err());
-        assert!(Hopping::of(100, 100).validate().is_ok());
+        assert!(Tumbling::of(Duration::ZERO).validate().is_err());
+        assert!(Tumbling::of(Duration::from_micros(999)).validate().is_err(), "less than a millisecond");
+        assert!(Hopping::of(ms(100), Duration::ZERO).validate().is_err());
+        assert!(Hopping::of(ms(100), ms(200)).validate().is_err());
+        assert!(Hopping::of(ms(100), ms(100)).validate().is_ok());
         assert!(Timing::new(-1, &LatePolicy::Drop).is_err());
-        assert!(Timing::new(0, &LatePolicy::Correct { max_lateness: -5 }).is_err());
+        // A span cannot be negative any more (Duration); a huge one saturates instead of overflowing.
+        let t = Timing::new(0, &LatePolicy::Correct { max_lateness: Duration::MAX }).expect("timing");
+        assert_eq!(t.lateness, i64::MAX);
+        assert!(!t.is_expired(100, Some(i64::MAX - 1)));
     }
 
     #[test]
@@ -493,7 +495,7 @@ mod tests {
 
     #[test]
     fn completion_is_end_minus_one_plus_grace() {
-        let t = Timing::new(10, &LatePolicy::Correct { max_lateness: 5 }).expect("timing");
+        let t = Timing::new(10, &LatePolicy::Correct { max_lateness: ms(5) }).expect("timing");
         assert!(!t.is_complete(100, None));
         assert!(!t.is_complete(100, Some(108)));
         assert!(t.is_complete(100, Some(109)));

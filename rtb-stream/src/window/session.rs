@@ -28,6 +28,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::Hash;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -107,19 +108,20 @@ where
     G::In: Clone,
 {
     /// Creates the operator `name` with its state in `scope.child(name)`, restoring committed sessions,
-    /// watermark and statistics. `gap_ms` must be positive, `grace_ms` and lateness not negative.
+    /// watermark and statistics. `gap` must be at least 1 ms (whole milliseconds count).
     pub fn new(
         scope: &StateScope,
         name: &str,
-        gap_ms: i64,
+        gap: Duration,
         aggregate: G,
-        grace_ms: i64,
+        grace: Duration,
         late: LatePolicy,
     ) -> Result<Self> {
+        let gap_ms = crate::span::ms(gap);
         if gap_ms <= 0 {
-            return Err(Error::Config(format!("session gap must be positive, got {gap_ms} ms")));
+            return Err(Error::Config(format!("session gap must be at least 1 ms, got {gap:?}")));
         }
-        let timing = Timing::new(grace_ms, &late)?;
+        let timing = Timing::new(crate::span::ms(grace), &late)?;
         let scope = scope.child(name);
         let store: KeyedStore<K, KeySessions<G::Acc>> = scope.keyed("sessions")?;
         let meta = read_meta(&scope)?;

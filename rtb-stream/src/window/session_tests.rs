@@ -1,12 +1,17 @@
 use super::*;
 use crate::window::Count;
 
+/// A span of `v` milliseconds.
+fn ms(v: i64) -> std::time::Duration {
+    crate::span::from_ms(v)
+}
+
 type Ev = WindowEvent<String, u64, ()>;
 
 const GAP: i64 = 10;
 
 fn open(scope: &StateScope, late: LatePolicy, grace: i64) -> SessionWindows<String, Count> {
-    SessionWindows::new(scope, "s", GAP, Count, grace, late).expect("open")
+    SessionWindows::new(scope, "s", ms(GAP), Count, ms(grace), late).expect("open")
 }
 
 fn k(s: &str) -> String {
@@ -114,7 +119,7 @@ fn side_output_emits_late_record() {
 #[test]
 fn late_record_extending_a_retained_session_emits_correction_of_new_bounds() {
     let scope = StateScope::in_memory();
-    let mut op = open(&scope, LatePolicy::Correct { max_lateness: 100 }, 0);
+    let mut op = open(&scope, LatePolicy::Correct { max_lateness: ms(100) }, 0);
     let mut out = Vec::new();
     feed(&mut op, &[("a", 0), ("a", 2)], &mut out);
     op.on_watermark(30, &mut out);
@@ -125,7 +130,7 @@ fn late_record_extending_a_retained_session_emits_correction_of_new_bounds() {
 #[test]
 fn late_record_bridging_two_emitted_sessions_corrects_with_merged_previous() {
     let scope = StateScope::in_memory();
-    let mut op = open(&scope, LatePolicy::Correct { max_lateness: 100 }, 0);
+    let mut op = open(&scope, LatePolicy::Correct { max_lateness: ms(100) }, 0);
     let mut out = Vec::new();
     feed(&mut op, &[("a", 0), ("a", 15), ("a", 17)], &mut out);
     op.on_watermark(40, &mut out);
@@ -142,7 +147,7 @@ fn late_record_bridging_two_emitted_sessions_corrects_with_merged_previous() {
 #[test]
 fn late_record_bridging_emitted_and_open_sessions_defers_the_correction() {
     let scope = StateScope::in_memory();
-    let mut op = open(&scope, LatePolicy::Correct { max_lateness: 100 }, 0);
+    let mut op = open(&scope, LatePolicy::Correct { max_lateness: ms(100) }, 0);
     let mut out = Vec::new();
     feed(&mut op, &[("a", 0)], &mut out);
     op.on_watermark(9, &mut out);
@@ -159,7 +164,7 @@ fn late_record_bridging_emitted_and_open_sessions_defers_the_correction() {
 #[test]
 fn late_record_beyond_max_lateness_is_emitted_late() {
     let scope = StateScope::in_memory();
-    let mut op = open(&scope, LatePolicy::Correct { max_lateness: 20 }, 0);
+    let mut op = open(&scope, LatePolicy::Correct { max_lateness: ms(20) }, 0);
     let mut out = Vec::new();
     feed(&mut op, &[("a", 0)], &mut out);
     op.on_watermark(29, &mut out); // [0,10): corrections until watermark 29
@@ -190,7 +195,7 @@ fn restart_from_committed_state_resumes_identical_output() {
         ("a", 0), ("b", 4), ("a", 6), ("a", 30), ("b", 2), ("a", 18), ("b", 40), ("a", 12), ("c", 41),
         ("a", 50), ("b", 45), ("c", 20), ("a", 44), ("b", 80), ("c", 70), ("a", 90),
     ];
-    let late = LatePolicy::Correct { max_lateness: 25 };
+    let late = LatePolicy::Correct { max_lateness: ms(25) };
     let run = |op: &mut SessionWindows<String, Count>, from: usize, stop: Option<usize>, out: &mut Vec<Ev>| {
         for (i, (key, ts)) in input.iter().enumerate().skip(from) {
             op.process(k(key), *ts, &(), out);
@@ -229,6 +234,6 @@ fn restart_from_committed_state_resumes_identical_output() {
 
 #[test]
 fn zero_gap_is_a_config_error() {
-    let r = SessionWindows::<String, Count>::new(&StateScope::in_memory(), "s", 0, Count, 0, LatePolicy::Drop);
+    let r = SessionWindows::<String, Count>::new(&StateScope::in_memory(), "s", ms(0), Count, ms(0), LatePolicy::Drop);
     assert!(matches!(r, Err(Error::Config(_))));
 }

@@ -58,7 +58,7 @@ pub fn keyed(key: &str, ts: Timestamp) -> ProduceRecord {
 }
 
 pub fn topic(partitions: u32) -> TopicConfig {
-    TopicConfig { partitions, retention_ms: None }
+    TopicConfig { partitions, retention: None }
 }
 
 pub fn batch_job(group: &str, inputs: &[&str]) -> JobConfig {

@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod generate;
+pub mod letters;
 pub mod lock;
 pub mod pricing;
 pub mod produce;

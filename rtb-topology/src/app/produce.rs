@@ -156,7 +156,7 @@ mod tests {
         for (name, partitions) in
             [(&topics.campaign_events, 4), (&topics.ad_events, 8), (&topics.conversion_events, 4)]
         {
-            log.create_topic(name, TopicConfig { partitions, retention_ms: None }).expect("topic");
+            log.create_topic(name, TopicConfig { partitions, retention: None }).expect("topic");
         }
         log
     }

@@ -21,6 +21,7 @@ use rtb_stream::state::{JournalBackend, StoreBackend};
 use rtb_stream::{DeadLetter, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::letters::LetterTally;
 use super::lock::DataDirLock;
 use super::produce;
 use super::stores;
@@ -139,8 +140,8 @@ fn run_open(
     for t in &plan.topics {
         log.create_topic(&t.name, t.topic_config())?;
     }
-    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
-    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention_ms: None })?;
+    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention: None })?;
+    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention: None })?;
     let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(opts.data_dir.join(stores::STATE_DIR))?);
     let sinks = Sinks::open(plan, &opts.data_dir)?;
 
@@ -170,6 +171,11 @@ fn run_open(
 
     // Produce.
     let topics = ops_config(plan)?.topics;
+    // Conversions: the declared topic and the repartition topics that carry its records.
+    let conversion_schema = plan.topics.iter().find(|t| t.name == topics.conversion_events).map(|t| t.schema.clone());
+    let mut letters = LetterTally::new(
+        plan.topics.iter().filter(|t| Some(&t.schema) == conversion_schema.as_ref()).map(|t| t.name.clone()),
+    );
     let present = produce::Resume::scan(&log, &topics)?;
     let resume = present.point();
     // At an unlimited rate, batches of 1 024 events; at a set rate, what is due before the next pause.
@@ -195,7 +201,8 @@ fn run_open(
         sent_this_run += 1;
         if sent_this_run.is_multiple_of(1_024) {
             bar.set_position(produced_ad);
-            bar.set_message(pipeline_message(&metrics));
+            letters.update(&log)?;
+            bar.set_message(pipeline_message(&metrics, &letters));
             if stop.load(Ordering::Relaxed) {
                 incomplete = Some(Incomplete::Interrupted);
                 break;
@@ -236,7 +243,7 @@ fn run_open(
              closes, commits and stops"
         );
         rt.drain_token().trigger();
-        if let Some(why) = drain(plan, &log, &state, &metrics, &token, stop, &bar, &mut committed_all)? {
+        if let Some(why) = drain(plan, &log, &state, &metrics, &mut letters, &token, stop, &bar, &mut committed_all)? {
             incomplete.get_or_insert(why);
         }
     }
@@ -252,7 +259,9 @@ fn run_open(
         committed_s: committed_all.map(|t| t.duration_since(started).as_secs_f64()),
         ..RunCounters::default()
     };
-    letter_counts(&log, &mut counters)?;
+    letters.update(&log)?;
+    letters.fill(&mut counters);
+    counters.conversion_inputs.events = counters.events.get(&topics.conversion_events).copied().unwrap_or(0);
     for (group, c) in &rt_report.groups {
         if c.duplicates_skipped > 0 {
             counters.duplicates_skipped.insert(group.clone(), c.duplicates_skipped);
@@ -273,6 +282,7 @@ fn drain(
     log: &EmbeddedLog,
     state: &Arc<dyn StoreBackend>,
     metrics: &rtb_stream::runtime::RuntimeMetrics,
+    letters: &mut LetterTally,
     token: &rtb_stream::runtime::ShutdownToken,
     stop: &AtomicBool,
     bar: &ProgressBar,
@@ -296,7 +306,8 @@ fn drain(
         let lag = total_lag(plan, log, state)?;
         if lag > 0 {
             last_progress = None;
-            bar.set_message(format!("draining: {lag} records not yet committed; {}", pipeline_message(metrics)));
+            letters.update(log)?;
+            bar.set_message(format!("draining: {lag} records not yet committed; {}", pipeline_message(metrics, letters)));
         } else {
             committed_all.get_or_insert_with(Instant::now);
             let behind = ends.behind(plan, log, state)?;
@@ -517,11 +528,12 @@ pub fn total_lag(plan: &ExecutionPlan, log: &EmbeddedLog, state: &Arc<dyn StoreB
     Ok(lag)
 }
 
-fn pipeline_message(metrics: &rtb_stream::runtime::RuntimeMetrics) -> String {
+/// The progress line's pipeline figures. Dead letters are distinct bad inputs (as in the report), not the
+/// runtime's per-group counters, which count a record once per consumer group that rejected it.
+fn pipeline_message(metrics: &rtb_stream::runtime::RuntimeMetrics, letters: &LetterTally) -> String {
     let snap = metrics.snapshot();
     let processed: u64 = snap.values().map(|c| c.records_in).sum();
-    let dead: u64 = snap.values().map(|c| c.dead_letters).sum();
-    format!("{processed} records processed by {} stages, {dead} dead letters", snap.len())
+    format!("{processed} records processed by {} stages, {} dead letters", snap.len(), letters.dead_letters())
 }
 
 fn progress_bar(opts: &RunOptions, total: u64) -> ProgressBar {
@@ -535,34 +547,4 @@ fn progress_bar(opts: &RunOptions, total: u64) -> ProgressBar {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-/// Counts dead letters (once per source record, although several stages reject the same record) and late
-/// records (per stage), from the dead-letter and late topics.
-fn letter_counts(log: &EmbeddedLog, c: &mut RunCounters) -> Result<()> {
-    let mut seen = HashSet::new();
-    let mut late_seen = HashSet::new();
-    let mut late = |dl: &DeadLetter, c: &mut RunCounters| {
-        if late_seen.insert((dl.source.clone(), dl.stage.clone())) {
-            *c.late.entry(dl.stage.clone()).or_default() += 1;
-        }
-    };
-    for r in super::export::read_all(log, LATE_TOPIC)? {
-        let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
-        late(&dl, c);
-    }
-    for r in super::export::read_all(log, DEAD_LETTER_TOPIC)? {
-        let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) else { continue };
-        // Operators not yet moved to `Context::late` report late records as dead letters (reason LATE_*).
-        if is_late_reason(&dl.reason) {
-            late(&dl, c);
-            continue;
-        }
-        if seen.insert(dl.source.clone()) {
-            *c.dead_letters.entry(dl.source.topic.to_string()).or_default() += 1;
-            let reason = dl.reason.split(':').next().unwrap_or(&dl.reason).to_string();
-            *c.dead_letter_reasons.entry(reason).or_default() += 1;
-        }
-    }
-    Ok(())
 }

@@ -138,7 +138,7 @@ pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> Job
             });
         }
     }
-    let on = |m: crate::units::Millis| (m.as_ms() > 0).then_some(m.as_ms());
+    let on = |m: crate::units::Millis| (m.as_ms() > 0).then_some(m.to_std());
     cfg.max_ahead = on(plan.runtime.max_ahead);
     cfg.max_behind = on(plan.runtime.max_behind);
     cfg
@@ -252,7 +252,7 @@ mod tests {
         let plan = cpc_with("", "");
         let job = |name: &str| job_config(&plan, plan.stage(name).expect("stage"), false);
         let balance = job("balance");
-        assert_eq!((balance.max_ahead, balance.max_behind), (Some(3_600_000), Some(86_400_000)), "defaults");
+        assert_eq!((balance.max_ahead, balance.max_behind), (Some(std::time::Duration::from_secs(3_600)), Some(std::time::Duration::from_secs(86_400))), "defaults");
         // The performance stage reads ad-events re-keyed by campaign: its watermark waits for all 8 partitions.
         let performance = job("performance");
         assert_eq!(performance.upstream.len(), 1);
@@ -266,6 +266,6 @@ mod tests {
 
         let plan = cpc_with("max_ahead = \"30m\"", "max_behind = \"0s\"");
         let balance = job_config(&plan, plan.stage("balance").expect("stage"), false);
-        assert_eq!((balance.max_ahead, balance.max_behind), (Some(1_800_000), None), "set, and \"0s\" turns it off");
+        assert_eq!((balance.max_ahead, balance.max_behind), (Some(std::time::Duration::from_secs(1_800)), None), "set, and \"0s\" turns it off");
     }
 }

@@ -63,6 +63,8 @@ pub struct ReplaySummary {
     pub unattributed_conversions: u64,
     /// Attributed conversions.
     pub attributed_conversions: u64,
+    /// Conversions of an order that already had its result (duplicate `order_id`s, not attributed twice).
+    pub duplicate_orders: u64,
     /// Max event time seen, written as RFC 3339 like every other time in the outputs.
     #[serde(serialize_with = "outputs::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub end_of_input: Option<Timestamp>,
@@ -224,7 +226,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let cache: Arc<dyn Cache> = Arc::clone(&mem_cache) as Arc<dyn Cache>;
     let db: Arc<dyn Database> = Arc::clone(&mem_db) as Arc<dyn Database>;
     // Windows are final once the watermark passes end − 1 + grace + max lateness.
-    let horizon = opts.ops.performance.grace_ms + opts.ops.performance.max_lateness_ms;
+    let horizon = rtb_stream::span::ms(opts.ops.performance.grace.saturating_add(opts.ops.performance.max_lateness));
     for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
         db.upsert_advertiser(&Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone })?;
     }
@@ -273,7 +275,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
 
     let mut tracker = WatermarkTracker::new(
         1,
-        WatermarkConfig { max_out_of_orderness: opts.max_out_of_orderness_ms, idle_timeout: None },
+        WatermarkConfig { max_out_of_orderness: rtb_stream::span::from_ms(opts.max_out_of_orderness_ms), idle_timeout: None },
         0,
     );
     let mut heads: [Option<(Timestamp, Head)>; 3] = [None, None, None];
@@ -356,6 +358,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let cs = d.ops.conversion.stats();
     d.summary.attributed_conversions = cs.attributed;
     d.summary.unattributed_conversions = cs.unattributed;
+    d.summary.duplicate_orders = cs.duplicate_orders;
     d.summary.elapsed_s = started.elapsed().as_secs_f64();
     let ads_n = d.summary.events.get(&topics.ad_events).copied().unwrap_or(0);
     d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);

@@ -347,10 +347,12 @@ impl Writer {
     }
 }
 
+/// One `metrics.jsonl` row: the window's raw counts, and its CTR and CVR as rates capped at 1 (a click can
+/// fall in a later window than its impression, a conversion hours after its click: see [`Metrics::ctr_rate`]).
 fn metrics_json(campaign: &str, start: i64, end: i64, m: &Metrics) -> serde_json::Value {
     json!({"campaign_id": campaign, "window_start": ts(start), "window_end": ts(end),
         "impressions": m.impressions, "clicks": m.clicks, "conversions": m.conversions,
-        "spend": m.spend, "revenue": m.revenue, "ctr": m.ctr(), "cvr": m.cvr()})
+        "spend": m.spend, "revenue": m.revenue, "ctr": m.ctr_rate(), "cvr": m.cvr_rate()})
 }
 
 fn ledger_json(r: &LedgerRow) -> serde_json::Value {

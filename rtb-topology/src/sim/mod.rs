@@ -83,7 +83,9 @@ pub struct Advertiser {
 pub struct SimConfig {
     /// RNG seed.
     pub seed: u64,
-    /// Size factor: 8·scale advertisers, 40·scale campaigns, 2 000·scale devices.
+    /// Size factor: 8·scale advertisers, 40·scale campaigns, 2 000·scale devices. The campaigns share
+    /// [`slots`]`(scale)` placement+category slots (8 at scale 1, 8·scale up to all 24), five to a slot or
+    /// more, so every auction has competitors and GSP prices are set by them, not by the reserve.
     pub scale: u32,
     /// Number of ad-events to produce (impressions, clicks and conversion ad-events).
     pub ad_events: u64,
@@ -137,6 +139,29 @@ pub const PLACEMENTS: [&str; 4] = ["HOME", "CATEGORY", "PRODUCT_DETAIL", "SEARCH
 /// Categories used by the simulator.
 pub const CATEGORIES: [&str; 6] =
     ["전자제품/컴퓨터", "패션/의류", "식품", "뷰티", "electronics", "sports"];
+
+/// Campaigns per placement+category slot, at least (a slot keeps more than two eligible competitors even
+/// when one campaign is rejected and another paused).
+pub const CAMPAIGNS_PER_SLOT: usize = 5;
+
+/// The placement+category slots the simulator's campaigns use at `scale`: `8·scale` of the 24, at most
+/// 24, so that each holds [`CAMPAIGNS_PER_SLOT`] campaigns or more (`40·scale` campaigns in all). Slot `k`
+/// is (`PLACEMENTS[k % 4]`, `CATEGORIES[k % 6]`) for `k < 12` and (`PLACEMENTS[k % 4]`,
+/// `CATEGORIES[(k + 1) % 6]`) after: 24 distinct slots, and the first eight already cover every
+/// placement and every category.
+pub fn slots(scale: u32) -> Vec<(&'static str, &'static str)> {
+    let n = (campaign_count(scale) / CAMPAIGNS_PER_SLOT).clamp(1, PLACEMENTS.len() * CATEGORIES.len());
+    (0..n)
+        .map(|k| {
+            let shift = k / 12;
+            (PLACEMENTS[k % PLACEMENTS.len()], CATEGORIES[(k + shift) % CATEGORIES.len()])
+        })
+        .collect()
+}
+
+fn campaign_count(scale: u32) -> usize {
+    40 * scale.max(1) as usize
+}
 const ZONES: [(&str, i64); 3] = [("Asia/Seoul", 9), ("Asia/Tokyo", 9), ("UTC", 0)];
 const SEARCH_TERMS: [&str; 5] = ["노트북", "운동화", "커피", "립스틱", "tent"];
 
@@ -185,6 +210,8 @@ pub struct Simulator<P: PriceModel> {
     advertisers: Vec<Advertiser>,
     adv_offset_h: Vec<i64>,
     campaigns: Vec<SimCampaign>,
+    /// The placement+category slots the campaigns use (see [`slots`]); auctions are held only there.
+    slots: Vec<(&'static str, &'static str)>,
     devices: u64,
     clock: Millis,
     ms_per_ad_event: f64,
@@ -215,9 +242,9 @@ impl<P: PriceModel> Simulator<P> {
             adv_offset_h.push(off);
         }
         let mut campaigns = Vec::new();
-        for c in 0..40 * scale {
-            let placement = PLACEMENTS[c % PLACEMENTS.len()];
-            let category = CATEGORIES[(c / PLACEMENTS.len()) % CATEGORIES.len()];
+        let slots = slots(cfg.scale);
+        for c in 0..campaign_count(cfg.scale) {
+            let (placement, category) = slots[c % slots.len()];
             let ads = (0..rng.gen_range(1..=2)).map(|a| format!("ad_{c}_{a}")).collect();
             campaigns.push(SimCampaign {
                 id: format!("campaign_{c}"),
@@ -252,6 +279,7 @@ impl<P: PriceModel> Simulator<P> {
             advertisers,
             adv_offset_h,
             campaigns,
+            slots,
             clock: start,
             ms_per_ad_event,
             ad_pushed: 0,
@@ -343,12 +371,16 @@ impl<P: PriceModel> Simulator<P> {
 
     fn schedule_launch(&mut self) {
         let start = self.cfg.start;
+        // Rejections per slot: a slot keeps at least three approved campaigns, so it always has competitors.
+        let mut rejected = vec![0usize; self.slots.len()];
         for i in 0..self.campaigns.len() {
             let created = start + i as i64 * 50;
             self.campaigns[i].effective_from = created;
             self.campaign_event(i, "CAMPAIGN_CREATED", created, "ACTIVE");
             let approve_at = created + self.rng.gen_range(1_000..30_000);
-            if self.rng.gen::<f64>() < 0.05 {
+            let slot = i % self.slots.len();
+            if self.rng.gen::<f64>() < 0.05 && rejected[slot] + 3 < CAMPAIGNS_PER_SLOT {
+                rejected[slot] += 1;
                 self.campaigns[i].rejected = true;
                 self.campaign_event(i, "CAMPAIGN_APPROVED", approve_at, "ACTIVE");
             } else {
@@ -418,8 +450,7 @@ impl<P: PriceModel> Simulator<P> {
     }
 
     fn auction(&mut self) {
-        let placement = PLACEMENTS[self.rng.gen_range(0..PLACEMENTS.len())];
-        let category = CATEGORIES[self.rng.gen_range(0..CATEGORIES.len())];
+        let (placement, category) = self.slots[self.rng.gen_range(0..self.slots.len())];
         let now = self.clock;
         let mut cat_imp = 0;
         let mut cat_clk = 0;
@@ -457,17 +488,19 @@ impl<P: PriceModel> Simulator<P> {
                 continue;
             }
             let t_click = t_imp + self.rng.gen_range(500..20_000);
-            self.click(i, t_click, &device, &session, &ad, slot.cpc, term);
+            self.click(i, t_click, &device, &session, &ad, slot.cpc, term, true);
             let r: f64 = self.rng.gen();
             if r < self.cfg.duplicate_rate {
                 for _ in 0..self.rng.gen_range(1..=3) {
+                    // A double tap within the dedup window: charged, then refunded, so it does not count
+                    // toward the spend that the budget monitor ends up with.
                     let t = t_click + self.rng.gen_range(200..90_000);
-                    self.click(i, t, &device, &session, &ad, slot.cpc, term);
+                    self.click(i, t, &device, &session, &ad, slot.cpc, term, false);
                 }
             } else if r < self.cfg.duplicate_rate * 1.5 {
                 // The same shopper comes back to the same ad later: a fresh, billable click.
                 let t = t_click + self.rng.gen_range(300_001..900_000);
-                self.click(i, t, &device, &session, &ad, slot.cpc, term);
+                self.click(i, t, &device, &session, &ad, slot.cpc, term, true);
             }
             if self.rng.gen::<f64>() < self.campaigns[i].true_cvr {
                 let delay = (self.rng.gen::<f64>().powi(2) * 26.0 * 3_600_000.0) as i64 + 60_000;
@@ -483,14 +516,16 @@ impl<P: PriceModel> Simulator<P> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn click(&mut self, i: usize, t: Millis, device: &str, session: &str, ad: &str, cpc: i64, term: &str) {
+    fn click(&mut self, i: usize, t: Millis, device: &str, session: &str, ad: &str, cpc: i64, term: &str, billable: bool) {
         let day = self.local_day(self.campaigns[i].advertiser, t);
         let c = &mut self.campaigns[i];
         if c.spend_day != day {
             c.spend_day = day;
             c.spend = 0;
         }
-        c.spend += cpc;
+        if billable {
+            c.spend += cpc;
+        }
         c.window_clicks += 1;
         self.ad_event("CLICK", t, device, session, i, ad, cpc, term, None);
     }

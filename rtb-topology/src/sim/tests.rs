@@ -107,3 +107,48 @@ fn peek() {
     let n = |s: &str| evs.iter().filter(|e| String::from_utf8_lossy(&e.payload).contains(s)).count();
     println!("total {} clicks {} conv-ad {} conv {}", evs.len(), n("\"CLICK\""), n("\"CONVERSION\""), evs.iter().filter(|e| e.topic == SimTopic::Conversion).count());
 }
+
+#[test]
+fn every_slot_used_has_more_than_two_approved_campaigns() {
+    // The README's `rtb run` default is scale 1: every placement+category that has campaigns must have
+    // competitors, so that GSP prices are set by the campaign below and not by the reserve.
+    for (seed, scale) in [(42, 1), (7, 1), (1_234, 1), (42, 2), (5, 3), (9, 4)] {
+        let cfg = SimConfig { seed, scale, ad_events: 1_000, ..SimConfig::default() };
+        let evs: Vec<_> = Simulator::new(cfg, ByBid).collect();
+        let mut approved: std::collections::BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+            Default::default();
+        let mut campaigns = std::collections::BTreeSet::new();
+        for e in evs.iter().filter(|e| e.topic == SimTopic::Campaign) {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&e.payload) else { continue };
+            let id = v["campaign_id"].as_str().expect("campaign_id").to_string();
+            campaigns.insert(id.clone());
+            let slot = (v["placement"].as_str().expect("placement").into(), v["category"].as_str().expect("category").into());
+            let set = approved.entry(slot).or_default();
+            if v["event_type"] == "CAMPAIGN_APPROVED" && v["approval_status"] == "APPROVED" {
+                set.insert(id);
+            }
+        }
+        assert_eq!(campaigns.len(), 40 * scale as usize, "seed {seed} scale {scale}");
+        assert_eq!(approved.len(), slots(scale).len(), "seed {seed} scale {scale}: slots used");
+        for (slot, ids) in &approved {
+            assert!(ids.len() > 2, "seed {seed} scale {scale}: {slot:?} has only {} approved campaigns", ids.len());
+        }
+        // Every placement and every category is still in the traffic.
+        let placements: std::collections::BTreeSet<_> = approved.keys().map(|k| k.0.clone()).collect();
+        let categories: std::collections::BTreeSet<_> = approved.keys().map(|k| k.1.clone()).collect();
+        assert_eq!((placements.len(), categories.len()), (PLACEMENTS.len(), CATEGORIES.len()), "seed {seed} scale {scale}");
+    }
+}
+
+#[test]
+fn slots_are_distinct_and_cover_every_placement_and_category() {
+    for scale in 1..=4 {
+        let s = slots(scale);
+        let distinct: std::collections::BTreeSet<_> = s.iter().collect();
+        assert_eq!(distinct.len(), s.len(), "scale {scale}: {s:?}");
+        assert!(40 * scale as usize / s.len() >= CAMPAIGNS_PER_SLOT, "scale {scale}: {} slots", s.len());
+    }
+    assert_eq!(slots(1).len(), 8);
+    assert_eq!(slots(3).len(), 24);
+    assert_eq!(slots(10).len(), 24, "never more than the 24 placement+category pairs");
+}

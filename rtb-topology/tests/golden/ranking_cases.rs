@@ -336,3 +336,50 @@ pub fn check_unknown_advertiser(o: &Outputs) {
     // (1 + 100 · 0.01) / (0 + 100) = 0.02, score = 1000 · 0.02 = 20; alone, it pays the reserve, 100.
     assert_rankings(o, &[("SEARCH", "식품", 1, "campaign_U", 20.0, 100)]);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// A window's CTR above 1: the click of an impression at 10:04:59 lands in the next window.
+
+pub fn cross_window_click() -> RawInput {
+    let a = "advertiser_70";
+    let campaigns = vec![
+        approved("2024-01-15T09:00:00Z", "campaign_P", a, "HOME", "books", 1000, 1_000_000),
+        approved("2024-01-15T09:00:00Z", "campaign_Q", a, "CATEGORY", "books", 500, 1_000_000),
+    ];
+    let p = ad("campaign_P", a, "books", 1000);
+    let q = Ad { placement: "CATEGORY", ..ad("campaign_Q", a, "books", 500) };
+    let mut ads = vec![
+        p.on("device_p0").impression("2024-01-15T10:04:59Z"),
+        p.on("device_p0").click("2024-01-15T10:05:01Z", 900, Some("p-click-0")),
+        p.on("device_p1").impression("2024-01-15T10:06:00Z"),
+        p.on("device_p1").click("2024-01-15T10:06:30Z", 900, Some("p-click-1")),
+    ];
+    for i in 0..10 {
+        ads.push(q.on(&format!("device_q{i}")).impression(&format!("2024-01-15T10:01:{i:02}Z")));
+    }
+    raw(&campaigns, &ads, &[advertiser(a, 1_000_000, "Asia/Seoul")])
+}
+
+pub fn check_cross_window_click(o: &Outputs) {
+    // P's windows: [10:00, 10:05) 1 impression, 0 clicks; [10:05, 10:10) 1 impression, 2 clicks (its own and
+    // the one of 10:04:59): clicks/impressions = 2, shown as a rate capped at 1; the counts stay 1 and 2.
+    let p: Vec<_> = o.metrics.iter().filter(|m| m.campaign_id == "campaign_P").collect();
+    let w = |start: &str| {
+        p.iter().find(|m| m.window_start == ms(start)).unwrap_or_else(|| panic!("window {start} of P: {p:#?}"))
+    };
+    let (first, second) = (w("2024-01-15T10:00:00Z"), w("2024-01-15T10:05:00Z"));
+    assert_eq!((first.impressions, first.clicks, first.ctr), (1, 0, 0.0), "{first:?}");
+    assert_eq!((second.impressions, second.clicks, second.ctr), (1, 2, 1.0), "{second:?}");
+    // The ranking's pCTR sums the counts of every closed window, not the capped rates:
+    // books: 2 clicks / 12 impressions, m = 1/6, K·m = 100/6.
+    //   P: pCTR = (2 + 100/6)/(2 + 100) = 112/612; score = 1000 · 112/612 = 183.006..; alone: cpc 100.
+    //   Q: pCTR = (0 + 100/6)/(10 + 100) = 100/660; score = 500 · 100/660 = 75.757..; alone: cpc 100.
+    // (From capped windows P would have 1 click: m = 1/12, pCTR = (1 + 100/12)/102, score 91.5..)
+    assert_rankings(
+        o,
+        &[
+            ("CATEGORY", "books", 1, "campaign_Q", 50_000.0 / 660.0, 100),
+            ("HOME", "books", 1, "campaign_P", 112_000.0 / 612.0, 100),
+        ],
+    );
+}

@@ -220,8 +220,9 @@ fn metrics(ads: &[&AdEvent]) -> Vec<MetricRow> {
             conversions: conv,
             spend,
             revenue: rev,
-            ctr: if imp == 0 { 0.0 } else { clk as f64 / imp as f64 },
-            cvr: if clk == 0 { 0.0 } else { conv as f64 / clk as f64 },
+            // A window's rates are capped at 1 (README, metrics.jsonl); the counts are not.
+            ctr: if imp == 0 { 0.0 } else { (clk as f64 / imp as f64).min(1.0) },
+            cvr: if clk == 0 { 0.0 } else { (conv as f64 / clk as f64).min(1.0) },
         })
         .collect()
 }
