@@ -390,6 +390,48 @@ impl EmbeddedLog {
         plan.execute(max, &t.name, partition)
     }
 
+    /// Every record of `topic` still held, partition by partition, each in offset order: a job's outputs,
+    /// dead letters or late records, for tests and small programs (large topics: read by partition with
+    /// [`EmbeddedLog::read`]).
+    ///
+    /// ```
+    /// use rtb_stream::log::{EmbeddedLog, ProduceRecord, TopicConfig};
+    /// let log = EmbeddedLog::in_memory();
+    /// log.create_topic("out", TopicConfig { partitions: 2, retention: None })?;
+    /// for p in [1, 0, 1] {
+    ///     log.append("out", ProduceRecord { key: None, payload: vec![p as u8], timestamp: 0, partition: Some(p), origin: None })?;
+    /// }
+    /// let all = log.read_topic("out")?;
+    /// assert_eq!(all.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>(), [(0, 0), (1, 0), (1, 1)]);
+    /// # Ok::<(), rtb_stream::Error>(())
+    /// ```
+    pub fn read_topic(&self, topic: &str) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        for p in 0..self.topic_config(topic)?.partitions {
+            let (mut from, end) = (self.start_offset(topic, p)?, self.end_offset(topic, p)?);
+            while from < end {
+                let recs = self.read(topic, p, from, 4_096)?;
+                let Some(last) = recs.last() else { break };
+                from = last.offset + 1;
+                out.extend(recs);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates each of `topics` that does not exist yet with `cfg` (an existing topic is left as it is):
+    /// the output, dead-letter and late topics a job names, in one call.
+    pub fn ensure_topics<'a>(&self, topics: impl IntoIterator<Item = &'a str>, cfg: TopicConfig) -> Result<()> {
+        for t in topics {
+            match self.topic_config(t) {
+                Ok(_) => {}
+                Err(Error::UnknownTopic(_)) => self.create_topic(t, cfg.clone())?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The first offset still held (greater than 0 once retention deleted records).
     pub fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         let t = self.topic(topic)?;
