@@ -142,6 +142,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 .find_map(|p| text.strip_prefix(p))
                 .and_then(|rest| rest.split('`').next());
             let field = match (named, path.as_str()) {
+                // An unknown field's path already ends with it.
+                (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
                 (Some(f), "." | "") => f.to_string(),
                 (Some(f), parent) => format!("{parent}.{f}"),
                 (None, "." | "") => return Err(ApiError::bad_request(format!("the body does not fit the schema: {text}"))),
