@@ -26,12 +26,16 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Kind: bad_request, unauthorized, forbidden, not_found, conflict, payload_too_large, internal, unavailable.
+    pub error: String,
+    /// What went wrong (names the field for a 400 about one).
+    pub message: String,
+    /// The field to blame (`[2].timestamp` in a batch), if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -83,7 +87,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, message = %self.message, "request failed");
         }
-        let body = ErrorBody { error: self.error, message: &self.message, field: self.field.as_deref() };
+        let body = ErrorBody { error: self.error.to_string(), message: self.message, field: self.field };
         (self.status, Json(body)).into_response()
     }
 }

@@ -16,8 +16,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::io::Write;
@@ -131,7 +133,11 @@ fn serve_open(
         ids: state::IdGen::new(),
         limits: opts.limits,
         runtime: token.clone(),
+        runtime_metrics: rt.metrics(),
+        plan: plan.clone(),
+        state_store: Arc::clone(&state_store),
     });
+    telemetry::handle().map_err(Error::Run)?;
 
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -225,7 +231,10 @@ pub fn router(app: Arc<AppState>, tokens: Tokens) -> Router {
         .merge(v1)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(telemetry::render))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
+        .layer(middleware::from_fn(telemetry::track))
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes))
         .with_state(app)
 }

@@ -24,7 +24,7 @@ use rtb_stream::{SourceCoord, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::api::{parse, raw_body, ApiError, Body};
+use super::api::{parse, raw_body, ApiError, Body, ErrorBody};
 use super::auth::Role;
 use super::state::AppState;
 
@@ -80,7 +80,7 @@ fn coord() -> SourceCoord {
 // Advertisers
 
 /// `POST /v1/advertisers` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAdvertiser {
     /// Id.
@@ -93,7 +93,7 @@ pub struct NewAdvertiser {
 }
 
 /// An advertiser and its balance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdvertiserView {
     advertiser_id: String,
     opening_balance: i64,
@@ -122,6 +122,7 @@ fn check_id(st: &AppState, field: &str, id: &str) -> ApiResult<()> {
 }
 
 /// `POST /v1/advertisers` (admin).
+#[utoipa::path(post, path = "/v1/advertisers", tag = "advertisers", request_body = NewAdvertiser, responses((status = 201, body = AdvertiserView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 409, description = "exists", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create_advertiser(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -158,6 +159,7 @@ fn advertiser_row(st: &AppState, id: &str) -> ApiResult<AdvertiserRow> {
 }
 
 /// `GET /v1/advertisers/{id}` (admin, the advertiser).
+#[utoipa::path(get, path = "/v1/advertisers/{id}", tag = "advertisers", params(("id" = String, Path, description = "advertiser id")), responses((status = 200, body = AdvertiserView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_advertiser(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -168,16 +170,18 @@ pub async fn get_advertiser(
 }
 
 /// `GET /v1/advertisers/{id}/ledger` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     limit: Option<String>,
     after: Option<String>,
 }
 
 /// One ledger row.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LedgerView {
     seq: u64,
+    #[schema(value_type = String)]
     kind: LedgerKind,
     amount: i64,
     balance_after: i64,
@@ -187,7 +191,7 @@ pub struct LedgerView {
 }
 
 /// A page of the ledger.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LedgerPage {
     advertiser_id: String,
     entries: Vec<LedgerView>,
@@ -201,6 +205,7 @@ pub const MAX_LEDGER_PAGE: usize = 1_000;
 
 /// `GET /v1/advertisers/{id}/ledger?limit=&after=` (admin, the advertiser): rows in application order,
 /// after sequence number `after`.
+#[utoipa::path(get, path = "/v1/advertisers/{id}/ledger", tag = "advertisers", params(("id" = String, Path, description = "advertiser id"), LedgerQuery), responses((status = 200, body = LedgerPage), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_ledger(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -247,7 +252,7 @@ pub async fn get_ledger(
 // Campaigns
 
 /// `POST /v1/campaigns` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
     /// Id (default: assigned by the server).
@@ -259,6 +264,7 @@ pub struct NewCampaign {
     #[serde(default)]
     pub product_id: Option<String>,
     /// Placement.
+    #[schema(value_type = String, example = "HOME")]
     pub placement: Placement,
     /// Category.
     pub category: String,
@@ -268,17 +274,19 @@ pub struct NewCampaign {
     pub daily_budget: i64,
     /// Targeting.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub targeting: Option<Targeting>,
     /// Serving start (RFC 3339; default: at once).
     #[serde(default)]
     pub effective_from: Option<String>,
     /// Ranking-impact hint.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub rtb_impact: Option<RtbImpact>,
 }
 
 /// `PATCH /v1/campaigns/{id}` body: the fields to change.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignPatch {
     /// Bid (KRW).
@@ -289,9 +297,11 @@ pub struct CampaignPatch {
     pub daily_budget: Option<i64>,
     /// Targeting.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub targeting: Option<Targeting>,
     /// Placement.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub placement: Option<Placement>,
     /// Category.
     #[serde(default)]
@@ -304,30 +314,37 @@ pub struct CampaignPatch {
     pub effective_from: Option<String>,
     /// Ranking-impact hint.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub rtb_impact: Option<RtbImpact>,
 }
 
 /// A campaign as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
     campaign_id: String,
     advertiser_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     product_id: Option<String>,
+    #[schema(value_type = String)]
     placement: Placement,
     category: String,
     bid_price: i64,
     daily_budget: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     targeting: Option<Targeting>,
     #[serde(skip_serializing_if = "Option::is_none")]
     effective_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     rtb_impact: Option<RtbImpact>,
     /// The status in effect: PAUSED while the budget monitor holds it, else the admin's status.
+    #[schema(value_type = String)]
     status: CampaignStatus,
     /// The status the admin or advertiser set.
+    #[schema(value_type = String)]
     admin_status: CampaignStatus,
+    #[schema(value_type = String)]
     approval_status: ApprovalStatus,
     /// The budget day the budget monitor paused it on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -440,6 +457,7 @@ fn next_time(prev: Option<&CampaignEvent>) -> Timestamp {
 }
 
 /// `POST /v1/campaigns` (admin, the owner): publishes `CAMPAIGN_CREATED` (PENDING, awaiting approval).
+#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", request_body = NewCampaign, responses((status = 201, description = "CAMPAIGN_CREATED published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 409, description = "exists", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create_campaign(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -484,6 +502,7 @@ pub async fn create_campaign(
 }
 
 /// `GET /v1/campaigns/{id}` (admin, the owner): the campaign with its status and why.
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_campaign(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -494,6 +513,7 @@ pub async fn get_campaign(
 }
 
 /// `PATCH /v1/campaigns/{id}` (admin, the owner): publishes `CAMPAIGN_UPDATED`.
+#[utoipa::path(patch, path = "/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), request_body = CampaignPatch, responses((status = 200, description = "CAMPAIGN_UPDATED published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "deleted", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn patch_campaign(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -616,35 +636,41 @@ async fn act(st: Arc<AppState>, role: Role, id: String, action: Action) -> ApiRe
 }
 
 /// `POST /v1/campaigns/{id}/approve` (admin).
+#[utoipa::path(post, path = "/v1/campaigns/{id}/approve", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "CAMPAIGN_APPROVED published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "deleted", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn approve(State(st): S, Extension(role): Extension<Role>, Path(id): Path<String>) -> ApiResult<Json<CampaignView>> {
     act(st, role, id, Action::Approve).await
 }
 /// `POST /v1/campaigns/{id}/reject` (admin).
+#[utoipa::path(post, path = "/v1/campaigns/{id}/reject", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "CAMPAIGN_APPROVED with approval_status REJECTED published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "deleted", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn reject(State(st): S, Extension(role): Extension<Role>, Path(id): Path<String>) -> ApiResult<Json<CampaignView>> {
     act(st, role, id, Action::Reject).await
 }
 /// `POST /v1/campaigns/{id}/pause` (admin, the owner).
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "CAMPAIGN_STATUS_CHANGED published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "deleted", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn pause(State(st): S, Extension(role): Extension<Role>, Path(id): Path<String>) -> ApiResult<Json<CampaignView>> {
     act(st, role, id, Action::Pause).await
 }
 /// `POST /v1/campaigns/{id}/resume` (admin, the owner).
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "CAMPAIGN_STATUS_CHANGED published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "deleted or not approved", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn resume(State(st): S, Extension(role): Extension<Role>, Path(id): Path<String>) -> ApiResult<Json<CampaignView>> {
     act(st, role, id, Action::Resume).await
 }
 /// `DELETE /v1/campaigns/{id}` (admin, the owner).
+#[utoipa::path(delete, path = "/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "CAMPAIGN_STATUS_CHANGED (DELETED) published", body = CampaignView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "already deleted", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(State(st): S, Extension(role): Extension<Role>, Path(id): Path<String>) -> ApiResult<Json<CampaignView>> {
     act(st, role, id, Action::Delete).await
 }
 
 /// `GET /v1/campaigns/{id}/metrics` query: RFC 3339 bounds on the window start.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     from: Option<String>,
     to: Option<String>,
 }
 
 /// One 5-minute window.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WindowView {
     window_start: String,
     window_end: String,
@@ -658,7 +684,7 @@ pub struct WindowView {
 }
 
 /// A campaign's closed windows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MetricsView {
     campaign_id: String,
     windows: Vec<WindowView>,
@@ -667,7 +693,7 @@ pub struct MetricsView {
 }
 
 /// Sums over windows.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct WindowTotals {
     impressions: i64,
     clicks: i64,
@@ -680,6 +706,7 @@ pub struct WindowTotals {
 
 /// `GET /v1/campaigns/{id}/metrics?from=&to=` (admin, the owner): written performance windows whose start
 /// is in `[from, to)`.
+#[utoipa::path(get, path = "/v1/campaigns/{id}/metrics", tag = "campaigns", params(("id" = String, Path, description = "campaign id"), MetricsQuery), responses((status = 200, body = MetricsView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn campaign_metrics(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -727,7 +754,7 @@ pub async fn campaign_metrics(
 }
 
 /// Today's spend against the daily budget.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
     campaign_id: String,
     /// The budget day (in the advertiser's zone).
@@ -741,6 +768,7 @@ pub struct BudgetView {
 }
 
 /// `GET /v1/campaigns/{id}/budget` (admin, the owner).
+#[utoipa::path(get, path = "/v1/campaigns/{id}/budget", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, body = BudgetView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn campaign_budget(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -768,13 +796,15 @@ pub async fn campaign_budget(
 }
 
 /// Attributed conversions of a campaign.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversionsView {
     campaign_id: String,
+    #[schema(value_type = Vec<Object>)]
     conversions: Vec<ConversionRow>,
 }
 
 /// `GET /v1/campaigns/{id}/conversions` (admin, the owner).
+#[utoipa::path(get, path = "/v1/campaigns/{id}/conversions", tag = "campaigns", params(("id" = String, Path, description = "campaign id")), responses((status = 200, body = ConversionsView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn campaign_conversions(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -789,16 +819,19 @@ pub async fn campaign_conversions(
 // Rankings
 
 /// What a slot shows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RankingView {
+    #[schema(value_type = String)]
     placement: Placement,
     category: String,
     /// The cache key.
     key: String,
+    #[schema(value_type = Vec<Object>)]
     entries: Vec<RankedEntry>,
 }
 
 /// `GET /v1/rankings/{placement}/{category}` (admin, ingest).
+#[utoipa::path(get, path = "/v1/rankings/{placement}/{category}", tag = "rankings", params(("placement" = String, Path, description = "HOME, CATEGORY, PRODUCT_DETAIL or SEARCH"), ("category" = String, Path, description = "category (URL-encoded)")), responses((status = 200, body = RankingView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_ranking(
     State(st): S,
     Extension(role): Extension<Role>,
@@ -816,7 +849,7 @@ pub async fn get_ranking(
 // Events
 
 /// One accepted event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     event_id: String,
     /// The price charged for a click (filled from the live ranking when the request had none).
@@ -825,7 +858,7 @@ pub struct Accepted {
 }
 
 /// The 202 answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AcceptedView {
     accepted: usize,
     events: Vec<Accepted>,
@@ -873,6 +906,7 @@ fn prepare(st: &AppState, ev: &mut serde_json::Map<String, Value>, at: &str, now
 }
 
 /// `POST /v1/events/ad` (ingest): impressions, clicks, conversions; one or an array.
+#[utoipa::path(post, path = "/v1/events/ad", tag = "events", request_body(content = Object, description = "one ad-event (SPEC §3; event_id assigned by the server, timestamp defaults to now, a CLICK without actual_price pays the live GSP price) or an array of them"), responses((status = 202, description = "durably in the log", body = AcceptedView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 413, description = "body or batch too large", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn post_ad_events(State(st): S, Extension(role): Extension<Role>, req: Request) -> ApiResult<Response> {
     role.ingest()?;
     let bytes = raw_body(req, &()).await?;
@@ -940,6 +974,7 @@ pub async fn post_ad_events(State(st): S, Extension(role): Extension<Role>, req:
 }
 
 /// `POST /v1/events/conversion` (ingest): orders; one or an array.
+#[utoipa::path(post, path = "/v1/events/conversion", tag = "events", request_body(content = Object, description = "one conversion event (SPEC §3; event_id assigned by the server) or an array of them"), responses((status = 202, description = "durably in the log", body = AcceptedView), (status = 400, description = "invalid request (names the field)", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the role may not", body = ErrorBody), (status = 413, description = "body or batch too large", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn post_conversion_events(State(st): S, Extension(role): Extension<Role>, req: Request) -> ApiResult<Response> {
     role.ingest()?;
     let bytes = raw_body(req, &()).await?;

@@ -11,7 +11,10 @@ use rtb_ops::schema::{CampaignEvent, Validator};
 use rtb_ops::sink::{Cache, Database};
 use rtb_stream::io::{ProduceRecord, Producer};
 use rtb_stream::log::EmbeddedLog;
-use rtb_stream::runtime::ShutdownToken;
+use rtb_stream::runtime::{RuntimeMetrics, ShutdownToken};
+use rtb_stream::state::StoreBackend;
+
+use crate::plan::ExecutionPlan;
 
 use super::api::ApiError;
 use super::Limits;
@@ -42,6 +45,12 @@ pub struct AppState {
     pub limits: Limits,
     /// Triggered when a stage of the topology failed (not ready) or at shutdown.
     pub runtime: ShutdownToken,
+    /// The topology's counters (for `/metrics`).
+    pub runtime_metrics: Arc<RuntimeMetrics>,
+    /// The plan the topology runs (its stages' groups and inputs, for consumer lag).
+    pub plan: ExecutionPlan,
+    /// The operators' state (committed offsets, for consumer lag).
+    pub state_store: Arc<dyn StoreBackend>,
 }
 
 impl AppState {
@@ -53,6 +62,8 @@ impl AppState {
     /// Appends `records` to `topic` and makes them durable (fsync) before returning.
     pub async fn publish(&self, topic: &str, records: Vec<ProduceRecord>) -> std::result::Result<(), ApiError> {
         let producer = Arc::clone(&self.producer);
+        let n = records.len();
+        let topic_name = topic.to_string();
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
             producer.send(&topic, records)?;
@@ -60,7 +71,9 @@ impl AppState {
         })
         .await
         .map_err(|e| ApiError::internal(format!("publishing: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+        super::telemetry::published(&topic_name, n);
+        Ok(())
     }
 }
 
