@@ -99,3 +99,42 @@ fn openapi_document_lists_every_route_with_bearer_security() {
     }
     assert!(schemas["NewCampaign"]["required"].as_array().expect("required").contains(&json!("bid_price")));
 }
+
+#[test]
+fn dashboard_page_assets_bundled_and_its_data_for_admins_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tokens = token_file(dir.path());
+    let s = Server::start(&dir.path().join("data"), &["--tokens", tokens.to_str().expect("utf8")]);
+    let page = s.req(s.client.get(s.url("/")));
+    assert_eq!(page.status(), 200);
+    let html = page.text().expect("html");
+    // Everything the page loads comes from this server: no CDN.
+    for src in html.split("src=\"").skip(1).chain(html.split("href=\"").skip(1)) {
+        let url = src.split('"').next().expect("url");
+        assert!(url.starts_with('/'), "the page loads `{url}` from elsewhere");
+        let r = s.req(s.client.get(s.url(url)));
+        assert_eq!(r.status(), 200, "{url}");
+        assert!(r.text().expect("asset").len() > 100, "{url}");
+    }
+    assert!(html.contains("/assets/uplot.iife.min.js"));
+
+    assert_eq!(s.get(ACME, "/v1/dashboard").status(), 403);
+    assert_eq!(s.get(INGEST, "/v1/dashboard").status(), 403);
+    s.post_expect(ADMIN, "/v1/advertisers", &json!({"advertiser_id": "acme", "opening_balance": 7_000}), 201);
+    s.post_expect(
+        ADMIN,
+        "/v1/campaigns",
+        &json!({"campaign_id": "c1", "advertiser_id": "acme", "placement": "HOME", "category": "tea", "bid_price": 300, "daily_budget": 900}),
+        201,
+    );
+    s.post_expect(ADMIN, "/v1/campaigns/c1/approve", &json!({}), 200);
+    let d = eventually(30, "the ranking on the dashboard", || {
+        let d = s.get_ok(ADMIN, "/v1/dashboard");
+        (d["rankings"].as_array().expect("r").len() == 1).then_some(d)
+    });
+    assert_eq!(d["rankings"][0]["entries"][0]["campaign_id"], "c1");
+    assert_eq!(d["campaigns"][0]["campaign_id"], "c1");
+    assert_eq!(d["campaigns"][0]["daily_budget"], 900);
+    assert_eq!(d["advertisers"][0]["balance"], 7_000);
+    assert_eq!(d["dead_letters"]["total"], 0);
+}

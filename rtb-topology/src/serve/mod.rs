@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -226,6 +227,7 @@ pub fn router(app: Arc<AppState>, tokens: Tokens) -> Router {
         .route("/v1/rankings/{placement}/{category}", get(r::get_ranking))
         .route("/v1/events/ad", post(r::post_ad_events))
         .route("/v1/events/conversion", post(r::post_conversion_events))
+        .route("/v1/dashboard", get(dashboard::data))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
     Router::new()
         .merge(v1)
@@ -233,6 +235,10 @@ pub fn router(app: Arc<AppState>, tokens: Tokens) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::render))
         .route("/openapi.json", get(openapi::document))
+        .route("/", get(dashboard::page))
+        .route("/assets/dashboard.js", get(dashboard::script))
+        .route("/assets/uplot.iife.min.js", get(dashboard::uplot_js))
+        .route("/assets/uplot.min.css", get(dashboard::uplot_css))
         .fallback(not_found)
         .layer(middleware::from_fn(telemetry::track))
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes))

@@ -17,6 +17,7 @@ use super::routes;
         routes::create_campaign, routes::get_campaign, routes::patch_campaign, routes::approve, routes::reject,
         routes::pause, routes::resume, routes::delete, routes::campaign_metrics, routes::campaign_budget,
         routes::campaign_conversions, routes::get_ranking, routes::post_ad_events, routes::post_conversion_events,
+        super::dashboard::data,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Bearer)
