@@ -41,7 +41,7 @@
         label: c.campaign_id, stroke: PALETTE[i % PALETTE.length], width: 3, spanGaps: true,
         points: { show: true, size: 7, fill: PALETTE[i % PALETTE.length] }, value: (u, v) => (v == null ? "–" : fmt(v)),
       }))),
-      axes: [{}, { values: (u, vals) => vals.map(fmt) }],
+      axes: [{}, { size: 80, values: (u, vals) => vals.map(fmt) }],
     };
     state.charts[id] = new uPlot(opts, data, el);
     state.keys[id] = key;
