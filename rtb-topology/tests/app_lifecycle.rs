@@ -292,3 +292,19 @@ fn replay_writes_late_records_to_late_events_not_dead_letters_and_ignores_a_bom(
     let end = summary["end_of_input"].as_str().expect("end_of_input as text");
     assert!(chrono::DateTime::parse_from_rfc3339(end).is_ok(), "{end}");
 }
+
+#[test]
+fn export_of_a_run_killed_while_creating_its_topics_exports_what_there_is() {
+    // What `rtb run` leaves when killed right after claiming the directory: run.json and a log holding only
+    // its first topic.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    std::fs::write(data.join("run.json"), r#"{"seed":42,"scale":1,"events":1000}"#).expect("run.json");
+    let log = rtb_stream::log::EmbeddedLog::open(data.join("log")).expect("log");
+    log.create_topic("campaign-events", rtb_stream::log::TopicConfig { partitions: 4, retention_ms: None }).expect("topic");
+    drop(log);
+    let ex = export(&data, &tmp.path().join("export"));
+    ok(&ex);
+    assert!(text(&ex.stdout).contains("0 compensations"), "{}", text(&ex.stdout));
+}

@@ -39,7 +39,13 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
     // Compensations: every distinct one the duplicate detector published (a restart may publish one again).
     let validator = Validator::new(ValidationConfig::default());
     let mut seen = BTreeSet::new();
-    for rec in read_all(&log, &topics.compensation_events)? {
+    // A run killed while it was creating its topics may have no compensation topic yet: nothing to export.
+    let compensations = if log.topic_config(&topics.compensation_events).is_ok() {
+        read_all(&log, &topics.compensation_events)?
+    } else {
+        Vec::new()
+    };
+    for rec in compensations {
         let ev: CompensationEvent = validator
             .compensation_event(&rec.payload, &rec.coord(), None)
             .map_err(|e| Error::Run(format!("{}: {e}", rec.coord())))?;
