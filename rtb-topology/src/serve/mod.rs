@@ -122,8 +122,9 @@ fn serve_open(
     let token = rt.shutdown_token();
 
     let campaigns = state::campaigns_in_log(&log, &ops.topics.campaign_events)?;
+    let (flush, flusher) = state::GroupFlush::start(log.producer())?;
     let app = Arc::new(AppState {
-        producer: log.producer(),
+        flush: Arc::clone(&flush),
         log: log.clone(),
         cache: Arc::clone(&sinks.cache),
         db: Arc::clone(&sinks.db),
@@ -159,7 +160,10 @@ fn serve_open(
                     .map_err(|e| Error::Run(format!("server: {e}")))
             })
         });
-    // Every accepted request has finished: stop the topology (it commits what it processed), flush.
+    // Every accepted request has finished (its events are durable): stop the flusher and the topology (it
+    // commits what it processed), flush.
+    flush.stop();
+    let _ = flusher.join();
     token.trigger();
     let joined = rt.join();
     log.flush()?;
