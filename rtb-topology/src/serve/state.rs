@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(stored, 128);
         assert_eq!(p.covered.load(Ordering::SeqCst), 64, "the last flush covers every append");
         let flushes = p.flushes.load(Ordering::SeqCst);
-        assert!(flushes >= 1 && flushes < 64, "{flushes} flushes for 64 concurrent publishes");
+        assert!((1..64).contains(&flushes), "{flushes} flushes for 64 concurrent publishes");
     }
 
     #[test]
