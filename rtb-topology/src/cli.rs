@@ -63,6 +63,34 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Write the stores of a stopped `rtb run` data directory as JSON Lines (the replay's output format).
     Export(ExportArgs),
+    /// Serve the HTTP API (and run the topology) on the embedded default, until Ctrl-C or SIGTERM.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+}
+
+/// Arguments of `rtb serve`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Token file: one `TOKEN ROLE` pair a line, ROLE = admin | ingest | advertiser:{id}. Without it a
+    /// development set (admin, ingest) is made and printed at start.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Data directory for the log, state and sinks (default: the topology's `runtime.data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Topology file (default: the built-in CPC topology).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes: u64,
+    /// Most events in one batch request (more: 413).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch: u64,
 }
 
 /// Arguments of `rtb export`.
@@ -205,6 +233,8 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Finished> {
         Command::Replay(args) => done(replay(&args, out)),
         Command::Generate(args) => done(generate(&args, out)),
         Command::Export(args) => done(export(&args, out)),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => done(serve(&args, out)),
     }
 }
 
@@ -318,6 +348,22 @@ pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
     let s = crate::app::export::export(&plan, &args.data_dir, &args.output)?;
     writeln!(out, "exported {} ({} compensations) to {}", args.data_dir.display(), s.compensations, args.output.display())
         .map_err(Error::Output)
+}
+
+/// `rtb serve`: the API server and the topology on the embedded default, until Ctrl-C or SIGTERM.
+#[cfg(feature = "serve")]
+pub fn serve(args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let opts = crate::serve::ServeOptions {
+        listen: args.listen,
+        tokens: args.tokens.clone(),
+        data_dir: args.data_dir.clone().unwrap_or_else(|| plan.runtime.data_dir.clone()),
+        limits: crate::serve::Limits {
+            max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+            max_batch: usize::try_from(args.max_batch).unwrap_or(usize::MAX),
+        },
+    };
+    crate::serve::serve(&plan, &opts, out, std::future::pending())
 }
 
 /// `rtb generate`: simulated traffic as replay input files.

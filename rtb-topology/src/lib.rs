@@ -48,6 +48,8 @@ pub mod plan;
 pub mod registry;
 pub mod replay;
 pub mod report;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sim;
 pub mod source;
 pub mod units;

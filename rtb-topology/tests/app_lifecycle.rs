@@ -361,3 +361,19 @@ fn the_report_accounts_for_every_conversion_event_duplicate_order_ids_included()
         "the text shows them: {stdout}"
     );
 }
+
+#[test]
+fn export_of_a_run_killed_while_creating_its_topics_exports_what_there_is() {
+    // What `rtb run` leaves when killed right after claiming the directory: run.json and a log holding only
+    // its first topic.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    std::fs::write(data.join("run.json"), r#"{"seed":42,"scale":1,"events":1000}"#).expect("run.json");
+    let log = rtb_stream::log::EmbeddedLog::open(data.join("log")).expect("log");
+    log.create_topic("campaign-events", rtb_stream::log::TopicConfig { partitions: 4, retention: None }).expect("topic");
+    drop(log);
+    let ex = export(&data, &tmp.path().join("export"));
+    ok(&ex);
+    assert!(text(&ex.stdout).contains("0 compensations"), "{}", text(&ex.stdout));
+}

@@ -416,8 +416,8 @@ where
         let ts = record.timestamp;
         let mut early = None;
         if let Some(ahead) = self.s.cfg.max_ahead.map(crate::span::ms) {
-            // `from_clients` looks the input up under a lock: only for the rare record that is ahead.
-            if self.is_ahead(ts, ahead, now) && self.from_clients(input) {
+            // `is_client_input` looks the input up under a lock: only for the rare record that is ahead.
+            if self.is_ahead(ts, ahead, now) && self.is_client_input(input) {
                 // Far ahead of the data: a bad clock, or a real jump (traffic after a quiet spell)? The next
                 // record of the same input decides: back near the old time means a spike, set aside.
                 let next_ts = match recs.get(i + 1) {
@@ -448,7 +448,7 @@ where
             // Only clients' records: one that a job of this runtime produced (a refund for a duplicate click
             // found late, a repartitioned record) was judged where its input was read; dropping it here
             // would lose an effect the system already decided on.
-            if ts < wm.saturating_sub(behind) && self.from_clients(input) {
+            if ts < wm.saturating_sub(behind) && self.is_client_input(input) {
                 let reason = format!(
                     "LATE: event time {ts} ms is more than {behind} ms behind the watermark ({wm} ms): beyond the \
                      correction horizon, not applied"
@@ -471,7 +471,7 @@ where
     /// horizon): a record of an input that no job of the runtime produces to (see
     /// [`JobConfig::max_ahead`], [`JobConfig::max_behind`]). Looks the topic up under a lock: call it
     /// only for a record that is already suspect.
-    fn from_clients(&self, input: usize) -> bool {
+    fn is_client_input(&self, input: usize) -> bool {
         !self.s.producers.produced_here(&self.s.inputs[input])
     }
 

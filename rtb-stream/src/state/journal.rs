@@ -109,7 +109,7 @@ impl JournalBackend {
             OpenOptions::new().create(true).read(true).append(true).open(&journal_path).map_err(open_err)?;
         let len = journal.seek(SeekFrom::End(0)).map_err(open_err)?;
         let durable_file =
-            OpenOptions::new().create(true).read(true).write(true).open(dir.join(DURABLE)).map_err(open_err)?;
+            OpenOptions::new().create(true).read(true).write(true).truncate(false).open(dir.join(DURABLE)).map_err(open_err)?;
         sync_dir(&dir).map_err(open_err)?;
         Ok(Self {
             map: MemoryBackend::from_map(map),
@@ -310,7 +310,10 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Loads the snapshot and replays the journal; changes no file.
-fn load(dir: &Path) -> Result<(BTreeMap<Vec<u8>, Vec<u8>>, Loaded)> {
+/// The store's content.
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn load(dir: &Path) -> Result<(Map, Loaded)> {
     let mut map = BTreeMap::new();
     let snap_path = dir.join(SNAPSHOT);
     let mut snapshot_len = 0;

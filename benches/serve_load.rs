@@ -1,0 +1,158 @@
+//! Load on `rtb serve` (embedded default, durable log, the whole topology running): the server runs in this
+//! process (`rtb_topology::serve::serve`, the code the binary runs) on a free loopback port, and a Rust
+//! client (reqwest on tokio, `RTB_SERVE_CLIENTS` concurrent connections, default 64) sends closed-loop
+//! requests for `RTB_SERVE_SECS` seconds (default 10) per scenario:
+//!
+//! - `single_ingest` — `POST /v1/events/ad` with one impression (202 once fsynced in the log);
+//! - `batch_ingest` — `POST /v1/events/ad` with 1 000 impressions (8 clients);
+//! - `rankings` — `GET /v1/rankings/HOME/laptops`.
+//!
+//! Prints requests/s (events/s for batches) with p50 and p99 latency. `cargo bench --bench serve_load`
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rtb_topology::serve::{serve, Limits, ServeOptions};
+use rtb_topology::Topology;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "bench-admin-token-000000001";
+const INGEST: &str = "bench-ingest-token-00000001";
+
+/// Sends each line the server prints to the bench.
+struct Lines(mpsc::Sender<String>, Vec<u8>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        while let Some(i) = self.1.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.1.drain(..=i).collect();
+            let _ = self.0.send(String::from_utf8_lossy(&line).trim().to_string());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn impression(i: u64) -> Value {
+    json!({"event_type": "IMPRESSION", "device_id": format!("d{}", i % 10_000), "ad_id": "a1", "campaign_id": "c1",
+           "advertiser_id": "acme", "placement": "HOME", "category": "laptops"})
+}
+
+/// Runs `clients` closed loops of `make` for `secs`; returns (requests, latencies in µs, elapsed s).
+async fn load(
+    client: &reqwest::Client,
+    clients: u64,
+    secs: u64,
+    make: impl Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
+    want: u16,
+) -> (u64, Vec<u64>, f64) {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = c * 1_000_000;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = make(&client, i).send().await.expect("request");
+                assert_eq!(r.status().as_u16(), want, "{}", r.text().await.unwrap_or_default());
+                let _ = r.bytes().await;
+                lat.push(t.elapsed().as_micros() as u64);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (all.len() as u64, all, elapsed)
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    let secs = env("RTB_SERVE_SECS", 10);
+    let clients = env("RTB_SERVE_CLIENTS", 64);
+    let dir = tempfile::tempdir().expect("tmp");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{ADMIN} admin\n{INGEST} ingest\n")).expect("tokens");
+    let plan = Topology::cpc_default().and_then(|t| t.plan()).expect("plan");
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tokens: Some(tokens),
+        data_dir: dir.path().join("data"),
+        limits: Limits::default(),
+    };
+    let (lines_tx, lines) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let mut out = Lines(lines_tx, Vec::new());
+        serve(&plan, &opts, &mut out, async move {
+            let _ = stop_rx.await;
+        })
+    });
+    let base = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("rtb serve listening on ").map(str::to_string))
+        .expect("server address");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    rt.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+        let post = |token: &str, path: &str, body: Value| {
+            client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send()
+        };
+        post(ADMIN, "/v1/advertisers", json!({"advertiser_id": "acme", "opening_balance": 1_000_000_000})).await.expect("advertiser");
+        post(ADMIN, "/v1/campaigns", json!({"campaign_id": "c1", "advertiser_id": "acme", "placement": "HOME", "category": "laptops", "bid_price": 1000, "daily_budget": 10_000_000})).await.expect("campaign");
+        post(ADMIN, "/v1/campaigns/c1/approve", json!({})).await.expect("approve");
+
+        let url = format!("{base}/v1/events/ad");
+        let u = url.clone();
+        let (n, lat, s) = load(&client, clients, secs, move |c, i| c.post(&u).bearer_auth(INGEST).json(&impression(i)), 202).await;
+        println!(
+            "serve single_ingest: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({clients} clients, {n} requests in {s:.1} s)",
+            n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99)
+        );
+        println!("EVENTS_PER_SEC name=serve_single_ingest value={:.0}", n as f64 / s);
+
+        let batch: Value = Value::Array((0..1_000).map(impression).collect());
+        let u = url.clone();
+        let (n, lat, s) = load(&client, 8, secs, move |c, _| c.post(&u).bearer_auth(INGEST).json(&batch), 202).await;
+        println!(
+            "serve batch_ingest: {:.0} events/s ({:.0} batches of 1000/s), p50 {:.2} ms, p99 {:.2} ms (8 clients)",
+            n as f64 * 1000.0 / s, n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99)
+        );
+        println!("EVENTS_PER_SEC name=serve_batch_ingest value={:.0}", n as f64 * 1000.0 / s);
+
+        let u = format!("{base}/v1/rankings/HOME/laptops");
+        let (n, lat, s) = load(&client, clients, secs, move |c, _| c.get(&u).bearer_auth(INGEST), 200).await;
+        println!(
+            "serve rankings: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({clients} clients)",
+            n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99)
+        );
+        println!("EVENTS_PER_SEC name=serve_rankings value={:.0}", n as f64 / s);
+    });
+    let _ = stop_tx.send(());
+    server.join().expect("server thread").expect("rtb serve");
+}
