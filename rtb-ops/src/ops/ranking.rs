@@ -49,11 +49,16 @@ impl Ranker {
         &self.cfg
     }
 
-    /// Recomputes and stores the ranking of one placement and category at event time `at`.
+    /// Recomputes and stores the ranking of one placement and category at event time `at` — or later: the
+    /// stored ranking is the slot's latest state, so it is never computed as of a time before a campaign
+    /// change the slot already holds (a recompute after an older window closed would otherwise drop the
+    /// campaigns created or updated since, until their next change).
     pub fn recompute(&mut self, placement: Placement, category: &str, at: Timestamp) -> Result<Vec<RankedEntry>> {
         let category_totals = self.cache.category_totals(category)?;
+        let rows = self.db.campaigns_in(placement, category)?;
+        let at = rows.iter().map(|r| r.updated_at).fold(at, Timestamp::max);
         let mut candidates = Vec::new();
-        for row in self.db.campaigns_in(placement, category)? {
+        for row in rows {
             let day = Day::of(at, self.zones.zone(&*self.db, &row.advertiser_id)?);
             let spent = self.cache.spend(&row.campaign_id, day)?;
             if is_eligible(&row, at, budget_exhausted(spent, row.daily_budget, self.pause_at_pct)) {

@@ -181,3 +181,21 @@ fn exhausted_budget_of_the_day_is_not_eligible_and_a_raise_clears_the_pause() {
     assert_eq!(f.h.operator.stats().budget_raises, 1);
     assert_eq!(f.db.campaign("c1").unwrap().unwrap().budget_paused_day, None);
 }
+
+#[test]
+fn a_recompute_for_an_older_window_keeps_campaigns_created_or_updated_since() {
+    // The performance statement recomputes when a window closes, at the window's end: campaigns created
+    // (or re-bid) after that time are in the slot already and must stay in its ranking.
+    let mut f = fixture();
+    f.send(created("c1", 1000, true, T0));
+    f.send(created("c2", 1500, true, T0 + 600_000));
+    assert_eq!(f.ranking("books").len(), 2);
+    let mut ranker = ranker(&f.cache, &f.db);
+    let ranked = ranker.recompute(Placement::Home, "books", T0 + 300_000).unwrap();
+    assert_eq!(ranked.len(), 2, "c2 (created 5 minutes after the window's end) stays: {ranked:?}");
+    assert_eq!(f.ranking("books").len(), 2);
+    // A campaign whose own effective_from lies ahead of every change still waits for it.
+    f.send(CampaignEvent { effective_from: Some(T0 + 3_600_000), ..created("c3", 2000, true, T0 + 700_000) });
+    let ranked = ranker.recompute(Placement::Home, "books", T0 + 300_000).unwrap();
+    assert_eq!(ranked.iter().map(|e| e.campaign_id.as_str()).collect::<Vec<_>>().len(), 2, "{ranked:?}");
+}
