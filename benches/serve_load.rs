@@ -17,6 +17,10 @@ use rtb_topology::serve::{serve, Limits, ServeOptions};
 use rtb_topology::Topology;
 use serde_json::{json, Value};
 
+// The allocator the `rtb` binary runs with (see `rtb-topology/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN: &str = "bench-admin-token-000000001";
 const INGEST: &str = "bench-ingest-token-00000001";
 
