@@ -140,7 +140,7 @@ where
             next.push(offset);
         }
         let stop_at = if s.cfg.stop_at_end {
-            Some((0..s.inputs.len()).map(|i| s.reader.end_offset(i)).collect::<Result<Vec<_>>>()?)
+            Some(end_offsets(&mut *s.reader, s.inputs.len())?)
         } else {
             None
         };
@@ -273,7 +273,7 @@ where
             if self.stop_at.is_none() && self.s.drain.is_triggered() {
                 // The inputs end where they are now (inputs produced in the runtime: when their producers
                 // have drained).
-                self.stop_at = Some((0..self.s.inputs.len()).map(|i| self.s.reader.end_offset(i)).collect::<Result<_>>()?);
+                self.stop_at = Some(end_offsets(&mut *self.s.reader, self.s.inputs.len())?);
                 self.draining = true;
             }
             let now = (self.s.clock)();
@@ -679,6 +679,11 @@ where
         GroupMetrics::add(&m.late_records, c.late);
         GroupMetrics::add(&m.duplicates_skipped, c.duplicates);
     }
+}
+
+/// The end offset of each of the first `inputs` inputs of `reader`.
+fn end_offsets(reader: &mut dyn PartitionReader, inputs: usize) -> Result<Vec<u64>> {
+    (0..inputs).map(|i| reader.end_offset(i)).collect()
 }
 
 /// A dead letter (or late record) for `rec`, rejected by `stage`.

@@ -113,11 +113,6 @@ impl Resume {
     }
 }
 
-/// The next simulator sequence number to produce: one past the highest found in the log (0 if none).
-pub fn resume_point(log: &EmbeddedLog, topics: &TopicNames) -> rtb_stream::Result<u64> {
-    Ok(Resume::scan(log, topics)?.point())
-}
-
 /// The highest simulator sequence number in one partition, scanning back from the end in chunks (other
 /// producers, such as the budget monitor, may have appended after the simulator's last record).
 fn last_sim_seq(log: &EmbeddedLog, topic: &str, partition: u32) -> rtb_stream::Result<Option<u64>> {

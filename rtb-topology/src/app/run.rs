@@ -129,6 +129,20 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     Ok(outcome)
 }
 
+/// Opens what a data directory holds for `plan` (the caller holds its lock and verified its seal): the log
+/// with every topic of the plan plus the dead-letter and late topics, the operators' state journal, the sinks.
+pub(crate) fn open_data_dir(plan: &ExecutionPlan, data_dir: &Path) -> Result<(EmbeddedLog, Arc<dyn StoreBackend>, Sinks)> {
+    let log = EmbeddedLog::open(data_dir.join("log"))?;
+    for t in &plan.topics {
+        log.create_topic(&t.name, t.topic_config())?;
+    }
+    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention: None })?;
+    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention: None })?;
+    let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(data_dir.join(stores::STATE_DIR))?);
+    let sinks = Sinks::open(plan, data_dir)?;
+    Ok((log, state, sinks))
+}
+
 fn run_open(
     plan: &ExecutionPlan,
     opts: &RunOptions,
@@ -136,14 +150,7 @@ fn run_open(
     stop: &AtomicBool,
     started: Instant,
 ) -> Result<RunOutcome> {
-    let log = EmbeddedLog::open(opts.data_dir.join("log"))?;
-    for t in &plan.topics {
-        log.create_topic(&t.name, t.topic_config())?;
-    }
-    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention: None })?;
-    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention: None })?;
-    let state: Arc<dyn StoreBackend> = Arc::new(JournalBackend::open(opts.data_dir.join(stores::STATE_DIR))?);
-    let sinks = Sinks::open(plan, &opts.data_dir)?;
+    let (log, state, sinks) = open_data_dir(plan, &opts.data_dir)?;
 
     let sim_cfg = SimConfig {
         seed: ident.seed,

@@ -35,16 +35,14 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use rtb_ops::schema::{Placement, Validator};
 use rtb_stream::io::LogIo;
-use rtb_stream::log::{EmbeddedLog, TopicConfig};
 use rtb_stream::runtime::Runtime;
-use rtb_stream::state::{JournalBackend, StoreBackend};
 
 use self::api::ApiError;
 use self::auth::Tokens;
 use self::state::AppState;
 use crate::app::lock::DataDirLock;
 use crate::app::stores;
-use crate::app::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
+use crate::app::wiring;
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 
@@ -106,15 +104,7 @@ fn serve_open(
     out: &mut dyn Write,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let log = EmbeddedLog::open(opts.data_dir.join("log"))?;
-    for t in &plan.topics {
-        log.create_topic(&t.name, t.topic_config())?;
-    }
-    log.create_topic(DEAD_LETTER_TOPIC, TopicConfig { partitions: 1, retention: None })?;
-    log.create_topic(LATE_TOPIC, TopicConfig { partitions: 1, retention: None })?;
-    let state_store: Arc<dyn StoreBackend> =
-        Arc::new(JournalBackend::open(opts.data_dir.join(stores::STATE_DIR))?);
-    let sinks = Sinks::open(plan, &opts.data_dir)?;
+    let (log, state_store, sinks) = crate::app::run::open_data_dir(plan, &opts.data_dir)?;
     let ops = crate::app::run::ops_config(plan)?;
 
     let mut rt = Runtime::new(log.clone(), Arc::clone(&state_store));

@@ -526,40 +526,16 @@ pub async fn patch_campaign(
         return Err(ApiError::conflict(format!("campaign `{id}` is deleted")));
     }
     let mut ev = prev.clone();
-    let mut changed = false;
-    let mut set = |b: bool| changed |= b;
-    if let Some(v) = patch.bid_price {
-        set(true);
-        ev.bid_price = v;
-    }
-    if let Some(v) = patch.daily_budget {
-        set(true);
-        ev.daily_budget = v;
-    }
-    if let Some(v) = patch.targeting {
-        set(true);
-        ev.targeting = Some(v);
-    }
-    if let Some(v) = patch.placement {
-        set(true);
-        ev.placement = v;
-    }
-    if let Some(v) = patch.category {
-        set(true);
-        ev.category = v;
-    }
-    if let Some(v) = patch.product_id {
-        set(true);
-        ev.product_id = Some(v);
-    }
-    if let Some(v) = patch.effective_from {
-        set(true);
-        ev.effective_from = Some(parse_ts("effective_from", &v)?);
-    }
-    if let Some(v) = patch.rtb_impact {
-        set(true);
-        ev.rtb_impact = Some(v);
-    }
+    let effective_from = patch.effective_from.map(|v| parse_ts("effective_from", &v)).transpose()?;
+    // `|`, not `||`: every field sent is applied.
+    let changed = put(&mut ev.bid_price, patch.bid_price)
+        | put(&mut ev.daily_budget, patch.daily_budget)
+        | put(&mut ev.targeting, patch.targeting.map(Some))
+        | put(&mut ev.placement, patch.placement)
+        | put(&mut ev.category, patch.category)
+        | put(&mut ev.product_id, patch.product_id.map(Some))
+        | put(&mut ev.effective_from, effective_from.map(Some))
+        | put(&mut ev.rtb_impact, patch.rtb_impact.map(Some));
     if !changed {
         return Err(ApiError::bad_request(
             "the patch changes nothing: send at least one of bid_price, daily_budget, targeting, placement, category, product_id, effective_from, rtb_impact",
@@ -570,6 +546,11 @@ pub async fn patch_campaign(
     ev.timestamp = next_time(Some(&prev));
     let ev = publish_campaign(&st, ev).await?;
     Ok(Json(campaign_view(&st, &ev)?))
+}
+
+/// Sets `field` to `value` if one was sent; whether it was.
+fn put<T>(field: &mut T, value: Option<T>) -> bool {
+    value.map(|v| *field = v).is_some()
 }
 
 /// A status action on a campaign.
