@@ -233,7 +233,8 @@ mod tests {
         .unwrap();
         assert_eq!(v, 3);
         let started = Instant::now();
-        let e = call::<u32, (), _>("t", "op", &policy, &pool, || Err(Try::Transient("refused")), |_| Ok(())).unwrap_err();
+        let empty: Pool<u32> = Pool::new(2);
+        let e = call::<u32, (), _>("t", "op", &policy, &empty, || Err(Try::Transient("refused")), |_| Ok(())).unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert!(e.to_string().contains("unreachable") && e.to_string().contains("refused"), "{e}");
         let e = call::<u32, (), _>("t", "op", &policy, &pool, || Ok(1), |_| Err(Try::Final("constraint"))).unwrap_err();
