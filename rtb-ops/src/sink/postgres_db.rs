@@ -121,8 +121,30 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// A driver error shown with the server's message and SQLSTATE (the driver's own `Display` says only
+/// "db error"), or with its cause.
+struct PgError(postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message())?;
+                if let Some(d) = db.detail() {
+                    write!(f, " ({d})")?;
+                }
+                Ok(())
+            }
+            None => match std::error::Error::source(&self.0) {
+                Some(cause) => write!(f, "{}: {cause}", self.0),
+                None => write!(f, "{}", self.0),
+            },
+        }
+    }
+}
+
 /// Whether a failure says the server is (momentarily) unreachable rather than that the statement is wrong.
-fn transient(e: postgres::Error) -> Try<postgres::Error> {
+fn transient(e: postgres::Error) -> Try<PgError> {
     let retry_codes = [
         SqlState::CONNECTION_EXCEPTION,
         SqlState::CONNECTION_DOES_NOT_EXIST,
@@ -142,9 +164,9 @@ fn transient(e: postgres::Error) -> Try<postgres::Error> {
         None => e.is_closed() || io || e.to_string().contains("timeout"),
     };
     if is_transient {
-        Try::Transient(e)
+        Try::Transient(PgError(e))
     } else {
-        Try::Final(e)
+        Try::Final(PgError(e))
     }
 }
 
