@@ -6,6 +6,9 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/proxy.rs"]
+mod proxy;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -185,4 +188,27 @@ fn an_unreachable_server_is_retried_with_backoff_then_an_error_names_it() {
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(e.contains("postgres") && e.contains("unreachable"), "{e}");
     assert!(PostgresConfig::from_url("postgres://h/db?schema=Bad-Name").is_err(), "schema names are checked");
+}
+
+#[test]
+fn a_server_restart_pauses_the_calls_which_resume_and_apply_once() {
+    let proxy = proxy::Proxy::start(&proxy::host_port(&url()));
+    let mut cfg = config();
+    cfg.url = proxy::via(&cfg.url, &proxy.addr);
+    cfg.retry.give_up_after = Duration::from_secs(20);
+    let d = open(cfg);
+    assert!(matches!(d.0.apply_ledger(&entry("k1", "a", -100)).unwrap(), LedgerOutcome::Applied { balance: -100 }));
+    proxy.down();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1_500));
+            proxy.up();
+        });
+        let batch = [entry("k2", "a", -10), entry("k1", "a", -100)];
+        assert_eq!(d.0.apply_ledger_batch(&batch).unwrap(), vec![LedgerOutcome::Applied { balance: -110 }, LedgerOutcome::Duplicate]);
+    });
+    assert!(started.elapsed() >= Duration::from_millis(1_400), "the call waited for the server");
+    assert_eq!(d.0.balance("a").unwrap(), Some(-110));
+    assert_eq!(d.0.ledger().unwrap().len(), 2);
 }

@@ -6,6 +6,9 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/proxy.rs"]
+mod proxy;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -156,4 +159,29 @@ fn an_unreachable_server_is_retried_with_backoff_then_an_error_names_it() {
     let e = RedisCache::open(cfg).unwrap_err().to_string();
     assert!(started.elapsed() >= Duration::from_secs(1), "retried for the configured time");
     assert!(e.contains("redis") && e.contains("unreachable"), "{e}");
+}
+
+#[test]
+fn a_server_restart_pauses_the_calls_which_resume_and_apply_once() {
+    let proxy = proxy::Proxy::start(&proxy::host_port(&url()));
+    let mut cfg = config();
+    cfg.url = proxy::via(&cfg.url, &proxy.addr);
+    cfg.retry.give_up_after = Duration::from_secs(20);
+    cfg.timeout = Duration::from_millis(500);
+    let c = open(cfg);
+    let day = Day(19_737);
+    assert_eq!(c.0.add_spend_once("c1", day, 100, "k1", 1).unwrap(), (100, true));
+    proxy.down();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1_500));
+            proxy.up();
+        });
+        // Issued while the server is away: waits, then applies once.
+        assert_eq!(c.0.add_spend_once("c1", day, 50, "k2", 2).unwrap(), (150, true));
+    });
+    assert!(started.elapsed() >= Duration::from_millis(1_400), "the call waited for the server");
+    assert_eq!(c.0.add_spend_once("c1", day, 50, "k2", 2).unwrap(), (150, false));
+    assert_eq!(c.0.spend("c1", day).unwrap(), 150);
 }
