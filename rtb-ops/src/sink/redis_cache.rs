@@ -377,7 +377,7 @@ impl Cache for RedisCache {
             let entries = self.ranking(placement, &category)?;
             out.push((placement, category, entries));
         }
-        out.sort_by(|a, b| ranking_key(a.0, &a.1).cmp(&ranking_key(b.0, &b.1)));
+        out.sort_by_key(|r| ranking_key(r.0, &r.1));
         Ok(out)
     }
 
