@@ -491,8 +491,24 @@ impl SinkBackend for RedisCacheBackend {
         crate::sink::RedisConfig::from_url(options.url.unwrap_or_default()).map_err(|e| SettingsError::field("url", e.to_string()))?;
         Ok(())
     }
+    /// Opens the cache and keeps its epoch in `DATA_DIR/{name}.redis-epoch`: a later open on the same data
+    /// directory must find the same epoch in Redis, or fails with [`crate::Error::CacheLost`] (the server
+    /// restarted empty since: its counters must not restart from zero).
     fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
-        let cache: Arc<dyn Cache> = Arc::new(crate::sink::RedisCache::connect(server_url(o)?)?);
+        let file = o.data_dir.join(format!("{}.redis-epoch", o.name));
+        let io = |e: std::io::Error| rtb_stream::Error::Config(format!("{}: {e}", file.display()));
+        let mut cfg = crate::sink::RedisConfig::from_url(server_url(o)?)?;
+        cfg.expect_epoch = match std::fs::read_to_string(&file) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let first = cfg.expect_epoch.is_none();
+        let redis = crate::sink::RedisCache::open(cfg)?;
+        if first {
+            std::fs::write(&file, redis.epoch()).map_err(io)?;
+        }
+        let cache: Arc<dyn Cache> = Arc::new(redis);
         Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::CACHE.to_owned(), handle: Arc::new(CacheSink(cache)) })
     }
 }

@@ -185,3 +185,36 @@ fn a_server_restart_pauses_the_calls_which_resume_and_apply_once() {
     assert_eq!(c.0.add_spend_once("c1", day, 50, "k2", 2).unwrap(), (150, false));
     assert_eq!(c.0.spend("c1", day).unwrap(), 150);
 }
+
+#[test]
+fn a_cache_whose_data_was_lost_refuses_to_count_or_serve_and_writes_nothing() {
+    let c = cache();
+    let day = Day(19_737);
+    assert_eq!(c.0.add_spend_once("c1", day, 9_000, "k1", 1).unwrap(), (9_000, true));
+    let epoch = c.0.epoch().to_owned();
+    // What a Redis restarted without persistence looks like to this prefix.
+    c.0.delete_all().unwrap();
+    let lost = |r: Result<(), rtb_ops::Error>| {
+        let e = r.unwrap_err();
+        assert!(matches!(e, rtb_ops::Error::CacheLost { .. }), "{e}");
+    };
+    // A click's spend must not restart from zero (it would miss the pause at 10 000).
+    lost(c.0.add_spend_once("c1", day, 2_000, "k2", 2).map(drop));
+    lost(c.0.spend("c1", day).map(drop));
+    lost(c.0.campaign_totals("c1").map(drop));
+    lost(c.0.put_ranking(Placement::Home, "books", &[]));
+    lost(c.0.mark_once("m").map(drop));
+    lost(c.0.rankings().map(drop));
+    let mut con = raw();
+    let left: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", c.0.prefix())).query(&mut con).unwrap();
+    assert!(left.is_empty(), "nothing written after the loss: {left:?}");
+    // Opening it again with the epoch it had fails too; a deliberate fresh open starts a new epoch.
+    let mut again = config();
+    again.prefix = c.0.prefix().to_owned();
+    again.expect_epoch = Some(epoch.clone());
+    assert!(matches!(RedisCache::open(again.clone()).unwrap_err(), rtb_ops::Error::CacheLost { .. }));
+    again.expect_epoch = None;
+    let fresh = open(again);
+    assert_ne!(fresh.0.epoch(), epoch);
+    assert_eq!(fresh.0.add_spend_once("c1", day, 1, "k3", 3).unwrap(), (1, true));
+}

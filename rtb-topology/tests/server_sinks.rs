@@ -9,7 +9,9 @@
 //! the stages in a dead letter (and the processing time a future timestamp's reason names), and the scores of rankings recomputed at different moments. Those three are
 //! compared on what is deterministic: the ledger as a set of entries whose `balance_after` follow each
 //! advertiser's history to its final balance, dead letters with their stages as a set, rankings as the
-//! campaigns of each placement and category. Every other file must be byte-equal.
+//! placements and categories ranked (which campaigns a ranking holds depends on the spend at the moment of
+//! its last recompute: two embedded runs differ there too), each ranking checked for ranks 1..n of
+//! campaigns of its placement and category. Every other file must be byte-equal.
 
 #![allow(clippy::unwrap_used)]
 
@@ -109,12 +111,12 @@ fn check_ledger_history(dir: &Path) -> i64 {
 
 fn normalized(dir: &Path, file: &str) -> Vec<String> {
     let rows = lines(&dir.join(file));
-    sorted(
+    let mut v = sorted(
         rows.into_iter()
             .map(|mut r| {
                 match file {
                     "ledger.jsonl" => drop(r.as_object_mut().unwrap().remove("balance_after")),
-                    "rankings.jsonl" => r = serde_json::json!([r["placement"], r["category"], r["campaign_id"]]),
+                    "rankings.jsonl" => r = serde_json::json!([r["placement"], r["category"]]),
                     _ => {
                         if let Some(Value::Array(stages)) = r.get_mut("stages") {
                             stages.sort_by_key(|s| s.to_string());
@@ -132,7 +134,26 @@ fn normalized(dir: &Path, file: &str) -> Vec<String> {
                 r.to_string()
             })
             .collect(),
-    )
+    );
+    v.dedup();
+    v
+}
+
+/// Each ranking ranks 1..n, each ranked campaign of its placement and category.
+fn check_rankings(dir: &Path) {
+    let campaigns: BTreeMap<String, (Value, Value)> = lines(&dir.join("campaign_status.jsonl"))
+        .into_iter()
+        .map(|c| (c["campaign_id"].as_str().unwrap().to_owned(), (c["placement"].clone(), c["category"].clone())))
+        .collect();
+    let mut next: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for r in lines(&dir.join("rankings.jsonl")) {
+        let slot = next.entry((r["placement"].to_string(), r["category"].to_string())).or_insert(1);
+        assert_eq!(r["rank"].as_u64(), Some(*slot), "{r}");
+        *slot += 1;
+        let c = &campaigns[r["campaign_id"].as_str().unwrap()];
+        assert_eq!((&c.0, &c.1), (&r["placement"], &r["category"]), "{r}");
+        assert!(r["cpc"].as_i64().unwrap() > 0, "{r}");
+    }
 }
 
 #[test]
@@ -181,10 +202,61 @@ fn rtb_run_on_redis_and_postgres_equals_the_embedded_run() {
         }
     }
     assert!(problems.is_empty(), "{problems:?} (outputs in {})", dir.keep().display());
+    check_rankings(&a);
+    check_rankings(&b);
     // Money: the same ledger total, each side's ledger consistent with its balances.
     let (sum_a, sum_b) = (check_ledger_history(&a), check_ledger_history(&b));
     assert_eq!(sum_a, sum_b);
     assert!(sum_a < 0, "clicks were charged");
     let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
     assert_eq!(pg_sum, sum_b);
+}
+
+/// Redis restarted empty mid-stream (the test deletes the prefix's keys, the epoch first, as a restart
+/// loses them all at once): the run stops with an error naming the loss instead of counting spend from zero
+/// (it would miss pauses and alerts), nothing is written to the emptied cache, and a restart on the same
+/// data directory refuses too. The ledger and balances in PostgreSQL stay consistent.
+#[test]
+fn redis_emptied_mid_stream_stops_the_run_before_any_decision_on_lost_data() {
+    let servers = Servers::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let args = [
+        "run", "--data-dir", data.as_str(), "--events", "20000", "--seed", "5", "--scale", "1", "--rate", "4000", "--quiet",
+        "--redis", servers.redis.as_str(), "--postgres", servers.postgres.as_str(),
+    ];
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rtb"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-stream: once budget counters exist.
+    let started = std::time::Instant::now();
+    let prefix = servers.cache.prefix().to_owned();
+    let mut con = redis::Client::open(redis_url().as_str()).unwrap().get_connection().unwrap();
+    loop {
+        let spend: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}rtb-spend:*")).query(&mut con).unwrap();
+        if spend.len() >= 5 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no spend counters written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    servers.cache.delete_all().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the run fails: {err}");
+    assert!(err.contains("lost its data"), "{err}");
+    let left: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut con).unwrap();
+    assert!(left.is_empty(), "nothing written to the emptied cache: {left:?}");
+    let e = rtb(&args).unwrap_err();
+    assert!(e.contains("lost its data") && e.contains("expected epoch"), "a restart refuses too: {e}");
+    // Money in PostgreSQL: every balance is its opening plus its ledger.
+    let ledger = servers.db.ledger().unwrap();
+    assert!(!ledger.is_empty());
+    for a in servers.db.advertisers().unwrap() {
+        let sum: i64 = ledger.iter().filter(|r| r.entry.advertiser_id == a.advertiser_id).map(|r| r.entry.amount).sum();
+        assert_eq!(a.balance, a.opening_balance + sum, "{}", a.advertiser_id);
+    }
 }

@@ -15,12 +15,21 @@
 //! | `P rtb-spendkeys` | hash | applied spend idempotency key → its event time |
 //! | `P rtb-spendkeys-by-time` | sorted set | the same keys scored by event time (the pruning index) |
 //! | `P rtb-mark:{key}` | string | once-markers |
+//! | `P rtb-epoch` | string | this cache's epoch (see below) |
 //!
-//! Atomicity: a ranking is replaced in one `MULTI`/`EXEC` (delete, then add); a window row and the totals
-//! it moves are one Lua script (the previous row is read inside it, so a replayed row moves nothing);
-//! `add_spend_once` is one Lua script (`HSETNX` of the key, then `INCRBY`); pruning is a script per chunk
-//! of 1 000 keys. Every call runs under the bounded retry loop of [`super::retry`]. Keys with the same
-//! prefix must live on one server (no Cluster hash tags).
+//! Atomicity: every write is one Lua script — a ranking replaced (delete, then add), a window row with the
+//! totals it moves (the previous row is read inside it, so a replayed row moves nothing), `add_spend_once`
+//! (`HSETNX` of the key, then `INCRBY`), a chunk of 1 000 pruned keys, a mark. Reads that take several
+//! commands are one `MULTI`/`EXEC`. Every call runs under the bounded retry loop of [`super::retry`]. Keys
+//! with the same prefix must live on one server (no Cluster hash tags).
+//!
+//! **Lost data.** Redis is a cache: a server without persistence that restarts comes back empty. The first
+//! open of an empty prefix writes a random *epoch* to `P rtb-epoch`; every script and every read checks it
+//! inside the same atomic step, and a missing or changed epoch fails the call with [`Error::CacheLost`]
+//! (after which nothing is written or read), so no spend counter restarts from zero and no pause, alert or
+//! charge is decided on lost data: processing stops with that error. [`RedisConfig::expect_epoch`] carries
+//! the epoch across processes (the `redis` sink backend keeps it in the data directory), so a restart after
+//! the loss refuses to start too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,16 +53,17 @@ const SINK: &str = "redis";
 pub const URL_SETTINGS: &[&str] = &["prefix", "retry_for"];
 
 const WINDOW_LUA: &str = r"
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-if ARGV[4] ~= '1' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('RTB_CACHE_LOST the epoch key is gone or changed') end
+local old = redis.call('HGET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+if ARGV[5] ~= '1' then return 0 end
 local f = {'impressions', 'clicks', 'conversions', 'spend', 'revenue'}
 local function neg(s) if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end return '-' .. s end
 if old then
   local o = cjson.decode(old)
-  local ck = ARGV[5] .. 'rtb-tot:campaign:' .. o.campaign_id
-  local gk = ARGV[5] .. 'rtb-tot:category:' .. o.category
+  local ck = ARGV[6] .. 'rtb-tot:campaign:' .. o.campaign_id
+  local gk = ARGV[6] .. 'rtb-tot:category:' .. o.category
   for i = 1, 5 do
     if o.m[i] ~= '0' then
       redis.call('HINCRBY', ck, f[i], neg(o.m[i]))
@@ -62,29 +72,57 @@ if old then
   end
 end
 for i = 1, 5 do
-  if ARGV[5 + i] ~= '0' then
-    redis.call('HINCRBY', KEYS[3], f[i], ARGV[5 + i])
-    redis.call('HINCRBY', KEYS[4], f[i], ARGV[5 + i])
+  if ARGV[6 + i] ~= '0' then
+    redis.call('HINCRBY', KEYS[4], f[i], ARGV[6 + i])
+    redis.call('HINCRBY', KEYS[5], f[i], ARGV[6 + i])
   end
 end
 return 1
 ";
 
 const SPEND_LUA: &str = r"
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
-  return {redis.call('INCRBY', KEYS[1], 0), 0}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('RTB_CACHE_LOST the epoch key is gone or changed') end
+if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 0 then
+  return {redis.call('INCRBY', KEYS[2], 0), 0}
 end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-return {redis.call('INCRBY', KEYS[1], ARGV[3]), 1}
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+return {redis.call('INCRBY', KEYS[2], ARGV[4]), 1}
 ";
 
 const PRUNE_LUA: &str = r"
-local ks = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('RTB_CACHE_LOST the epoch key is gone or changed') end
+local ks = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 if #ks == 0 then return 0 end
-redis.call('HDEL', KEYS[1], unpack(ks))
-redis.call('ZREM', KEYS[2], unpack(ks))
+redis.call('HDEL', KEYS[2], unpack(ks))
+redis.call('ZREM', KEYS[3], unpack(ks))
 return #ks
 ";
+
+/// Replaces a ranking: KEYS = epoch, sorted set, CPC hash, entry hash, index; ARGV = epoch, index member,
+/// then (rank, campaign id, CPC, encoded entry) per entry.
+const RANKING_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('RTB_CACHE_LOST the epoch key is gone or changed') end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+for i = 3, #ARGV, 4 do
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+  redis.call('HSET', KEYS[4], ARGV[i + 1], ARGV[i + 3])
+end
+redis.call('SADD', KEYS[5], ARGV[2])
+return 1
+";
+
+const MARK_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('RTB_CACHE_LOST the epoch key is gone or changed') end
+if redis.call('SET', KEYS[2], '1', 'NX') then return 1 end
+return 0
+";
+
+/// The epoch key's value: created once per cache (the first open on an empty prefix).
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos}-{}", std::process::id())
+}
 
 /// Connection settings of a [`RedisCache`].
 #[derive(Debug, Clone)]
@@ -100,6 +138,10 @@ pub struct RedisConfig {
     pub retention: KeyRetention,
     /// Connect timeout, and read/write timeout of each command.
     pub timeout: Duration,
+    /// The epoch this cache had when last opened (`None`: first open; an empty prefix gets a new epoch,
+    /// an existing one is adopted). With `Some`, a missing or different epoch fails the open with
+    /// [`Error::CacheLost`].
+    pub expect_epoch: Option<String>,
 }
 
 impl RedisConfig {
@@ -113,6 +155,7 @@ impl RedisConfig {
             retry: RetryPolicy::default(),
             retention: KeyRetention::default(),
             timeout: Duration::from_secs(5),
+            expect_epoch: None,
         };
         for (k, v) in settings {
             match k.as_str() {
@@ -136,11 +179,15 @@ pub struct RedisCache {
 struct Inner {
     client: Client,
     cfg: RedisConfig,
+    epoch: String,
+    epoch_key: String,
     pool: Pool<Connection>,
     pruner: Pruner,
     window: Script,
     spend: Script,
     prune: Script,
+    ranking: Script,
+    mark: Script,
 }
 
 impl std::fmt::Debug for Inner {
@@ -158,10 +205,28 @@ struct StoredWindow {
     m: [String; 5],
 }
 
-fn transient(e: redis::RedisError) -> Try<redis::RedisError> {
+/// What one try of a call failed with.
+enum RedisFailure {
+    Driver(redis::RedisError),
+    Lost,
+}
+
+impl std::fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisFailure::Driver(e) => write!(f, "{e}"),
+            RedisFailure::Lost => f.write_str("epoch lost"),
+        }
+    }
+}
+
+fn transient(e: redis::RedisError) -> Try<RedisFailure> {
+    if e.to_string().contains("RTB_CACHE_LOST") {
+        return Try::Final(RedisFailure::Lost);
+    }
     match e.retry_method() {
-        RetryMethod::NoRetry => Try::Final(e),
-        _ => Try::Transient(e),
+        RetryMethod::NoRetry => Try::Final(RedisFailure::Driver(e)),
+        _ => Try::Transient(RedisFailure::Driver(e)),
     }
 }
 
@@ -177,23 +242,55 @@ fn metrics_of(fields: &std::collections::HashMap<String, i64>) -> Metrics {
     Metrics { impressions: g("impressions"), clicks: g("clicks"), conversions: g("conversions"), spend: g("spend"), revenue: g("revenue") }
 }
 
+fn parse<T: redis::FromRedisValue>(v: redis::Value) -> redis::RedisResult<T> {
+    redis::from_redis_value(v).map_err(redis::RedisError::from)
+}
+
 impl RedisCache {
-    /// Connects to the server of `cfg` (failing at once if it cannot be reached within the retry policy)
-    /// and checks it answers.
+    /// Connects to the server of `cfg` (retrying within its policy), checks it answers and sets up or
+    /// verifies the cache's epoch (see the module documentation).
     pub fn open(cfg: RedisConfig) -> Result<Self> {
         let client = Client::open(cfg.url.as_str()).map_err(|e| Error::sink(SINK, "open", e))?;
-        let cache = Self {
+        let epoch_key = format!("{}rtb-epoch", cfg.prefix);
+        let mut cache = Self {
             inner: Arc::new(Inner {
                 client,
                 pruner: Pruner::new(cfg.retention),
+                epoch: String::new(),
+                epoch_key,
                 cfg,
                 pool: Pool::new(16),
                 window: Script::new(WINDOW_LUA),
                 spend: Script::new(SPEND_LUA),
                 prune: Script::new(PRUNE_LUA),
+                ranking: Script::new(RANKING_LUA),
+                mark: Script::new(MARK_LUA),
             }),
         };
-        cache.call("open", |c| redis::cmd("PING").query::<String>(c).map(drop))?;
+        let (key, expected) = (cache.inner.epoch_key.clone(), cache.inner.cfg.expect_epoch.clone());
+        let candidate = new_epoch();
+        let found: Option<String> = cache.call("open", |c| match &expected {
+            Some(_) => redis::cmd("GET").arg(&key).query(c),
+            None => {
+                redis::cmd("SET").arg(&key).arg(&candidate).arg("NX").query::<Option<String>>(c)?;
+                redis::cmd("GET").arg(&key).query(c)
+            }
+        })?;
+        let epoch = match (expected, found) {
+            (None, Some(found)) => found,
+            (Some(want), Some(found)) if want == found => found,
+            (Some(want), found) => {
+                return Err(cache.lost(
+                    "open",
+                    &format!("expected epoch `{want}`, found {}", found.map_or("none".to_owned(), |f| format!("`{f}`"))),
+                ))
+            }
+            (None, None) => return Err(Error::sink(SINK, "open", "the epoch key vanished right after it was set")),
+        };
+        match Arc::get_mut(&mut cache.inner) {
+            Some(inner) => inner.epoch = epoch,
+            None => return Err(Error::sink(SINK, "open", "cache handle shared while opening")),
+        }
         Ok(cache)
     }
 
@@ -207,21 +304,28 @@ impl RedisCache {
         &self.inner.cfg.prefix
     }
 
+    /// This cache's epoch (keep it to open the same cache later with [`RedisConfig::expect_epoch`]).
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
     /// How many spend idempotency keys are held (for tests and monitoring).
     pub fn spend_keys_held(&self) -> Result<u64> {
         let k = self.key("rtb-spendkeys");
         self.call("spend_keys_held", |c| redis::cmd("HLEN").arg(&k).query(c))
     }
 
-    /// Deletes every key under this cache's prefix (tests; also what a Redis restarted empty looks like to
-    /// this prefix). Refuses an empty prefix.
+    /// Deletes every key under this cache's prefix, its epoch included (tests; also what a Redis restarted
+    /// empty looks like to this prefix). Refuses an empty prefix.
     pub fn delete_all(&self) -> Result<u64> {
         if self.inner.cfg.prefix.is_empty() {
             return Err(Error::Config("refusing to delete every key of a Redis cache without a prefix".into()));
         }
         let pattern = format!("{}*", self.inner.cfg.prefix);
+        let epoch_key = self.inner.epoch_key.clone();
         self.call("delete_all", |c| {
-            let mut n = 0u64;
+            // The epoch first: from then on no writer recreates a deleted key (as after a real restart).
+            let mut n: u64 = redis::cmd("DEL").arg(&epoch_key).query(c)?;
             let mut cursor = 0u64;
             loop {
                 let (next, keys): (u64, Vec<String>) =
@@ -241,9 +345,26 @@ impl RedisCache {
         format!("{}{rest}", self.inner.cfg.prefix)
     }
 
+    fn lost(&self, op: &'static str, detail: &str) -> Error {
+        tracing::error!(
+            sink = SINK,
+            operation = op,
+            prefix = %self.inner.cfg.prefix,
+            "Redis lost this cache's data ({detail}): refusing to count or serve from it"
+        );
+        Error::CacheLost {
+            sink: SINK,
+            detail: format!(
+                "`{}` ({detail}): the server restarted empty or the keys were deleted; nothing is counted or served \
+                 from the lost data",
+                self.inner.epoch_key
+            ),
+        }
+    }
+
     fn call<T>(&self, op: &'static str, mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
         let i = &self.inner;
-        retry::call(
+        let r = retry::call(
             SINK,
             op,
             &i.cfg.retry,
@@ -255,7 +376,46 @@ impl RedisCache {
                 Ok(c)
             },
             |c| f(c).map_err(transient),
-        )
+        );
+        match r {
+            Err(Error::Sink { reason, .. }) if reason == "epoch lost" => Err(self.lost(op, "the epoch key is gone or changed")),
+            r => r,
+        }
+    }
+
+    /// Runs the read commands `build` adds in one `MULTI`/`EXEC` after a read of the epoch key; fails with
+    /// [`Error::CacheLost`] when the epoch is not this cache's. Returns the replies of `build`'s commands.
+    fn read(&self, op: &'static str, build: impl Fn(&mut redis::Pipeline)) -> Result<Vec<redis::Value>> {
+        let mut p = redis::pipe();
+        p.atomic().cmd("GET").arg(&self.inner.epoch_key);
+        build(&mut p);
+        let mut replies: Vec<redis::Value> = self.call(op, |c| p.query(c))?;
+        let epoch: Option<String> = match replies.first() {
+            Some(v) => redis::from_redis_value_ref(v).map_err(|e| Error::sink(SINK, op, e))?,
+            None => None,
+        };
+        if epoch.as_deref() != Some(self.inner.epoch.as_str()) {
+            return Err(self.lost(op, "the epoch key is gone or changed"));
+        }
+        replies.remove(0);
+        Ok(replies)
+    }
+
+    fn read_one<T: redis::FromRedisValue>(&self, op: &'static str, build: impl Fn(&mut redis::Pipeline)) -> Result<T> {
+        let v = self.read(op, build)?.into_iter().next().unwrap_or(redis::Value::Nil);
+        parse(v).map_err(|e| Error::sink(SINK, op, e))
+    }
+
+    fn invoke<T: redis::FromRedisValue>(&self, op: &'static str, script: &Script, keys: &[String], args: &[&[u8]]) -> Result<T> {
+        let mut inv = script.prepare_invoke();
+        inv.key(&self.inner.epoch_key).arg(&self.inner.epoch);
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(*a);
+        }
+        self.call(op, |c| inv.invoke(c))
     }
 
     fn window_key(&self, scope: MetricsScope, id: &str) -> String {
@@ -296,7 +456,9 @@ impl RedisCache {
     }
 
     fn totals(&self, op: &'static str, key: String) -> Result<Metrics> {
-        let fields: std::collections::HashMap<String, i64> = self.call(op, |c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        let fields: std::collections::HashMap<String, i64> = self.read_one(op, |p| {
+            p.cmd("HGETALL").arg(&key);
+        })?;
         Ok(metrics_of(&fields))
     }
 }
@@ -313,43 +475,34 @@ impl Cache for RedisCache {
 
     fn put_ranking(&self, placement: Placement, category: &str, entries: &[RankedEntry]) -> Result<()> {
         let suffix = format!("{}:{category}", placement.as_str());
-        let (z, cpc, entry) =
-            (self.key(&ranking_key(placement, category)), self.key(&format!("rtb-cpc:{suffix}")), self.key(&format!("rtb-entry:{suffix}")));
-        let index = self.key("rtb-rankings");
-        let mut encoded = Vec::with_capacity(entries.len());
+        let keys = [
+            self.key(&ranking_key(placement, category)),
+            self.key(&format!("rtb-cpc:{suffix}")),
+            self.key(&format!("rtb-entry:{suffix}")),
+            self.key("rtb-rankings"),
+        ];
+        let mut owned: Vec<Vec<u8>> = vec![suffix.into_bytes()];
         for e in entries {
-            encoded.push(enc("ranked entry", e)?);
+            owned.push(e.rank.to_string().into_bytes());
+            owned.push(e.campaign_id.clone().into_bytes());
+            owned.push(e.cpc.to_string().into_bytes());
+            owned.push(enc("ranked entry", e)?);
         }
-        let mut p = redis::pipe();
-        p.atomic();
-        p.cmd("DEL").arg(&z).arg(&cpc).arg(&entry).ignore();
-        if !entries.is_empty() {
-            let zadd = p.cmd("ZADD").arg(&z);
-            for e in entries {
-                zadd.arg(e.rank).arg(&e.campaign_id);
-            }
-            zadd.ignore();
-            let hcpc = p.cmd("HSET").arg(&cpc);
-            for e in entries {
-                hcpc.arg(&e.campaign_id).arg(e.cpc);
-            }
-            hcpc.ignore();
-            let hentry = p.cmd("HSET").arg(&entry);
-            for (e, bytes) in entries.iter().zip(&encoded) {
-                hentry.arg(&e.campaign_id).arg(bytes.as_slice());
-            }
-            hentry.ignore();
-        }
-        p.cmd("SADD").arg(&index).arg(&suffix).ignore();
-        self.call("put_ranking", |c| p.query::<()>(c))
+        let args: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        self.invoke::<i64>("put_ranking", &self.inner.ranking, &keys, &args).map(drop)
     }
 
     fn ranking(&self, placement: Placement, category: &str) -> Result<Vec<RankedEntry>> {
         let z = self.key(&ranking_key(placement, category));
         let entry = self.key(&format!("rtb-entry:{}:{category}", placement.as_str()));
-        let (members, values): (Vec<String>, std::collections::HashMap<String, Vec<u8>>) = self.call("ranking", |c| {
-            redis::pipe().atomic().cmd("ZRANGE").arg(&z).arg(0).arg(-1).cmd("HGETALL").arg(&entry).query(c)
-        })?;
+        let mut replies = self
+            .read("ranking", |p| {
+                p.cmd("ZRANGE").arg(&z).arg(0).arg(-1).cmd("HGETALL").arg(&entry);
+            })?
+            .into_iter();
+        let members: Vec<String> = parse(replies.next().unwrap_or(redis::Value::Nil)).map_err(|e| Error::sink(SINK, "ranking", e))?;
+        let values: std::collections::HashMap<String, Vec<u8>> =
+            parse(replies.next().unwrap_or(redis::Value::Nil)).map_err(|e| Error::sink(SINK, "ranking", e))?;
         members
             .iter()
             .map(|m| {
@@ -365,7 +518,9 @@ impl Cache for RedisCache {
 
     fn rankings(&self) -> Result<Vec<(Placement, String, Vec<RankedEntry>)>> {
         let index = self.key("rtb-rankings");
-        let members: Vec<String> = self.call("rankings", |c| redis::cmd("SMEMBERS").arg(&index).query(c))?;
+        let members: Vec<String> = self.read_one("rankings", |p| {
+            p.cmd("SMEMBERS").arg(&index);
+        })?;
         let mut out = Vec::with_capacity(members.len());
         for m in members {
             let parsed = m.split_once(':').and_then(|(p, cat)| Placement::parse(p).map(|p| (p, cat.to_owned())));
@@ -391,41 +546,44 @@ impl Cache for RedisCache {
             m: counters.clone(),
         };
         let value = serde_json::to_string(&stored).map_err(|e| Error::Encode { what: "window row", reason: e.to_string() })?;
-        let mut inv = self.inner.window.prepare_invoke();
-        inv.key(self.window_key(row.scope, &row.id))
-            .key(self.ids_key(row.scope))
-            .key(self.key(&format!("rtb-tot:campaign:{}", row.campaign_id)))
-            .key(self.key(&format!("rtb-tot:category:{}", row.category)))
-            .arg(format!("{}:{}", row.window_start, row.shard))
-            .arg(value)
-            .arg(&row.id)
-            .arg(if row.scope == MetricsScope::Campaign { "1" } else { "0" })
-            .arg(&self.inner.cfg.prefix);
-        for c in &counters {
-            inv.arg(c);
-        }
-        self.call("write_window_metrics", |c| inv.invoke::<i64>(c).map(drop))
+        let keys = [
+            self.window_key(row.scope, &row.id),
+            self.ids_key(row.scope),
+            self.key(&format!("rtb-tot:campaign:{}", row.campaign_id)),
+            self.key(&format!("rtb-tot:category:{}", row.category)),
+        ];
+        let field = format!("{}:{}", row.window_start, row.shard);
+        let campaign = if row.scope == MetricsScope::Campaign { "1" } else { "0" };
+        let mut args: Vec<&[u8]> =
+            vec![field.as_bytes(), value.as_bytes(), row.id.as_bytes(), campaign.as_bytes(), self.inner.cfg.prefix.as_bytes()];
+        args.extend(counters.iter().map(|c| c.as_bytes()));
+        self.invoke::<i64>("write_window_metrics", &self.inner.window, &keys, &args).map(drop)
     }
 
     fn window_metrics(&self, scope: MetricsScope, id: &str) -> Result<Vec<WindowMetrics>> {
         let key = self.window_key(scope, id);
-        let fields: Vec<(String, String)> = self.call("window_metrics", |c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        let fields: Vec<(String, String)> = self.read_one("window_metrics", |p| {
+            p.cmd("HGETALL").arg(&key);
+        })?;
         self.decode_windows(scope, id, fields)
     }
 
     fn all_window_metrics(&self, scope: MetricsScope) -> Result<Vec<WindowMetrics>> {
         let ids_key = self.ids_key(scope);
-        let mut ids: Vec<String> = self.call("all_window_metrics", |c| redis::cmd("SMEMBERS").arg(&ids_key).query(c))?;
+        let mut ids: Vec<String> = self.read_one("all_window_metrics", |p| {
+            p.cmd("SMEMBERS").arg(&ids_key);
+        })?;
         ids.sort();
         let mut out = Vec::new();
-        // One pipelined round trip per 500 ids.
+        // One round trip per 500 ids.
         for chunk in ids.chunks(500) {
-            let mut p = redis::pipe();
-            for id in chunk {
-                p.cmd("HGETALL").arg(self.window_key(scope, id));
-            }
-            let all: Vec<Vec<(String, String)>> = self.call("all_window_metrics", |c| p.query(c))?;
+            let all = self.read("all_window_metrics", |p| {
+                for id in chunk {
+                    p.cmd("HGETALL").arg(self.window_key(scope, id));
+                }
+            })?;
             for (id, fields) in chunk.iter().zip(all) {
+                let fields: Vec<(String, String)> = parse(fields).map_err(|e| Error::sink(SINK, "all_window_metrics", e))?;
                 out.extend(self.decode_windows(scope, id, fields)?);
             }
         }
@@ -441,14 +599,10 @@ impl Cache for RedisCache {
     }
 
     fn add_spend_once(&self, campaign_id: &str, day: Day, delta: i64, idempotency_key: &str, event_time: Timestamp) -> Result<(i64, bool)> {
-        let mut inv = self.inner.spend.prepare_invoke();
-        inv.key(self.spend_key(campaign_id, day))
-            .key(self.key("rtb-spendkeys"))
-            .key(self.key("rtb-spendkeys-by-time"))
-            .arg(idempotency_key)
-            .arg(event_time)
-            .arg(delta);
-        let (total, applied): (i64, i64) = self.call("add_spend_once", |c| inv.invoke(c))?;
+        let keys = [self.spend_key(campaign_id, day), self.key("rtb-spendkeys"), self.key("rtb-spendkeys-by-time")];
+        let (t, d) = (event_time.to_string(), delta.to_string());
+        let (total, applied): (i64, i64) =
+            self.invoke("add_spend_once", &self.inner.spend, &keys, &[idempotency_key.as_bytes(), t.as_bytes(), d.as_bytes()])?;
         if applied == 1 {
             self.inner.pruner.note(event_time);
         }
@@ -456,11 +610,11 @@ impl Cache for RedisCache {
     }
 
     fn prune_spend_keys(&self, before: Timestamp) -> Result<u64> {
-        let mut inv = self.inner.prune.prepare_invoke();
-        inv.key(self.key("rtb-spendkeys")).key(self.key("rtb-spendkeys-by-time")).arg(before).arg(1_000);
+        let keys = [self.key("rtb-spendkeys"), self.key("rtb-spendkeys-by-time")];
+        let b = before.to_string();
         let mut pruned = 0u64;
         loop {
-            let n: u64 = self.call("prune_spend_keys", |c| inv.invoke(c))?;
+            let n: u64 = self.invoke("prune_spend_keys", &self.inner.prune, &keys, &[b.as_bytes(), b"1000"])?;
             if n == 0 {
                 return Ok(pruned);
             }
@@ -470,13 +624,15 @@ impl Cache for RedisCache {
 
     fn spend(&self, campaign_id: &str, day: Day) -> Result<i64> {
         let key = self.spend_key(campaign_id, day);
-        let v: Option<i64> = self.call("spend", |c| redis::cmd("GET").arg(&key).query(c))?;
+        let v: Option<i64> = self.read_one("spend", |p| {
+            p.cmd("GET").arg(&key);
+        })?;
         Ok(v.unwrap_or(0))
     }
 
     fn mark_once(&self, key: &str) -> Result<bool> {
         let k = self.key(&format!("rtb-mark:{key}"));
-        let r: Option<String> = self.call("mark_once", |c| redis::cmd("SET").arg(&k).arg(1).arg("NX").query(c))?;
-        Ok(r.is_some())
+        let r: i64 = self.invoke("mark_once", &self.inner.mark, &[k], &[])?;
+        Ok(r == 1)
     }
 }
