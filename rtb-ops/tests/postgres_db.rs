@@ -161,7 +161,7 @@ fn a_schema_at_an_older_migration_is_upgraded_keeping_its_data() {
     ))
     .unwrap();
     let d = open(cfg);
-    assert_eq!(d.0.migration_versions().unwrap(), vec![1, 2], "version 2 applied at start");
+    assert_eq!(d.0.migration_versions().unwrap(), vec![1, 2, 3], "versions 2 and 3 applied at start");
     assert_eq!(d.0.apply_ledger(&entry("k", "old", -100)).unwrap(), LedgerOutcome::Applied { balance: 900 });
 }
 

@@ -53,6 +53,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "tables", sql: include_str!("postgres_migrations/0001_tables.sql") },
     Migration { version: 2, name: "ledger_batch", sql: include_str!("postgres_migrations/0002_ledger_batch.sql") },
+    Migration { version: 3, name: "ledger_lock_order", sql: include_str!("postgres_migrations/0003_ledger_lock_order.sql") },
 ];
 
 /// Connection settings of a [`PostgresDatabase`].
