@@ -11,7 +11,7 @@
 //! PostgreSQL implementations fit them unchanged. Implementations here: [`EmbeddedCache`] and
 //! [`EmbeddedDatabase`] (tables in an [`EmbeddedStore`]: in memory, journaled to disk, transactional),
 //! `RedisCache` and `PostgresDatabase` (features `redis` and `postgres`, on by default: servers, every call
-//! under a bounded retry loop, see [`retry`]) and [`MemoryCache`] / [`MemoryDatabase`] (tests, batch
+//! under a bounded retry loop, see `retry`) and [`MemoryCache`] / [`MemoryDatabase`] (tests, batch
 //! replays). [`conformance`] holds the behaviour every implementation must show.
 //!
 //! Idempotency keys are kept for a [`KeyRetention`] (default 7 d input retention + 24 h correction
@@ -27,6 +27,7 @@ mod memory;
 pub mod postgres_db;
 #[cfg(feature = "redis")]
 pub mod redis_cache;
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub mod retry;
 mod store;
 mod types;
@@ -38,6 +39,7 @@ pub use memory::{MemoryCache, MemoryDatabase};
 pub use postgres_db::{PostgresConfig, PostgresDatabase};
 #[cfg(feature = "redis")]
 pub use redis_cache::{RedisCache, RedisConfig};
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub use retry::RetryPolicy;
 pub use store::EmbeddedStore;
 pub use types::*;
