@@ -472,6 +472,13 @@ fn server_url<'a>(o: &SinkOptions<'a>) -> rtb_stream::Result<&'a str> {
     o.url.ok_or_else(|| rtb_stream::Error::Config(format!("sink `{}`: no `url`", o.name)))
 }
 
+/// The file in a data directory that keeps the epoch of the Redis cache sink `name` (see
+/// [`RedisCacheBackend`]).
+#[cfg(feature = "redis")]
+pub fn redis_epoch_file(data_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    data_dir.join(format!("{name}.redis-epoch"))
+}
+
 /// `kind = "cache", backend = "redis"`: a [`RedisCache`](crate::sink::RedisCache) on the server of `url`
 /// (query settings `prefix`, `retry_for`).
 #[cfg(feature = "redis")]
@@ -493,9 +500,10 @@ impl SinkBackend for RedisCacheBackend {
     }
     /// Opens the cache and keeps its epoch in `DATA_DIR/{name}.redis-epoch`: a later open on the same data
     /// directory must find the same epoch in Redis, or fails with [`crate::Error::CacheLost`] (the server
-    /// restarted empty since: its counters must not restart from zero).
+    /// restarted empty since: its counters must not restart from zero; `rtb run` rebuilds such a cache
+    /// before it opens it, and removes the file).
     fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
-        let file = o.data_dir.join(format!("{}.redis-epoch", o.name));
+        let file = redis_epoch_file(o.data_dir, o.name);
         let io = |e: std::io::Error| rtb_stream::Error::Config(format!("{}: {e}", file.display()));
         let mut cfg = crate::sink::RedisConfig::from_url(server_url(o)?)?;
         cfg.expect_epoch = match std::fs::read_to_string(&file) {

@@ -28,8 +28,10 @@
 //! inside the same atomic step, and a missing or changed epoch fails the call with [`Error::CacheLost`]
 //! (after which nothing is written or read), so no spend counter restarts from zero and no pause, alert or
 //! charge is decided on lost data: processing stops with that error. [`RedisConfig::expect_epoch`] carries
-//! the epoch across processes (the `redis` sink backend keeps it in the data directory), so a restart after
-//! the loss refuses to start too.
+//! the epoch across processes (the `redis` sink backend keeps it in the data directory), so opening a lost
+//! cache fails too; `rtb run` detects the loss before it opens its sinks ([`RedisCache::current_epoch`]),
+//! empties the prefix ([`RedisCache::clear`]) and rebuilds the cache by re-processing the stages that write
+//! it (rtb-topology's `app::servers::prepare_caches`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,23 +252,10 @@ impl RedisCache {
     /// Connects to the server of `cfg` (retrying within its policy), checks it answers and sets up or
     /// verifies the cache's epoch (see the module documentation).
     pub fn open(cfg: RedisConfig) -> Result<Self> {
-        let client = Client::open(cfg.url.as_str()).map_err(|e| Error::sink(SINK, "open", e))?;
-        let epoch_key = format!("{}rtb-epoch", cfg.prefix);
-        let mut cache = Self {
-            inner: Arc::new(Inner {
-                client,
-                pruner: Pruner::new(cfg.retention),
-                epoch: String::new(),
-                epoch_key,
-                cfg,
-                pool: Pool::new(16),
-                window: Script::new(WINDOW_LUA),
-                spend: Script::new(SPEND_LUA),
-                prune: Script::new(PRUNE_LUA),
-                ranking: Script::new(RANKING_LUA),
-                mark: Script::new(MARK_LUA),
-            }),
-        };
+        let mut cache = Self::bare(cfg)?;
+        if let Some(inner) = Arc::get_mut(&mut cache.inner) {
+            inner.pool = Pool::new(16);
+        }
         let (key, expected) = (cache.inner.epoch_key.clone(), cache.inner.cfg.expect_epoch.clone());
         let candidate = new_epoch();
         let found: Option<String> = cache.call("open", |c| match &expected {
@@ -292,6 +281,60 @@ impl RedisCache {
             None => return Err(Error::sink(SINK, "open", "cache handle shared while opening")),
         }
         Ok(cache)
+    }
+
+    /// The epoch the server holds for `cfg`'s prefix (`None`: no epoch, an empty or lost cache), read
+    /// without opening the cache.
+    pub fn current_epoch(cfg: &RedisConfig) -> Result<Option<String>> {
+        let probe = Self::bare(cfg.clone())?;
+        let key = probe.inner.epoch_key.clone();
+        probe.call("current_epoch", |c| redis::cmd("GET").arg(&key).query(c))
+    }
+
+    /// Deletes every key of the cache at `cfg` (the ones under its prefix that this cache writes:
+    /// `rtb:*` and `rtb-*`), the epoch first, so that it can be rebuilt from nothing. Returns how many went.
+    pub fn clear(cfg: &RedisConfig) -> Result<u64> {
+        let c = Self::bare(cfg.clone())?;
+        let epoch_key = c.inner.epoch_key.clone();
+        let patterns = [format!("{}rtb:*", cfg.prefix), format!("{}rtb-*", cfg.prefix)];
+        c.call("clear", |con| {
+            let mut n: u64 = redis::cmd("DEL").arg(&epoch_key).query(con)?;
+            for pattern in &patterns {
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) =
+                        redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query(con)?;
+                    if !keys.is_empty() {
+                        n += redis::cmd("DEL").arg(&keys).query::<u64>(con)?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    /// A handle without an epoch (for [`Self::current_epoch`] and [`Self::clear`] only).
+    fn bare(cfg: RedisConfig) -> Result<Self> {
+        let client = Client::open(cfg.url.as_str()).map_err(|e| Error::sink(SINK, "open", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                pruner: Pruner::new(cfg.retention),
+                epoch: String::new(),
+                epoch_key: format!("{}rtb-epoch", cfg.prefix),
+                cfg,
+                pool: Pool::new(1),
+                window: Script::new(WINDOW_LUA),
+                spend: Script::new(SPEND_LUA),
+                prune: Script::new(PRUNE_LUA),
+                ranking: Script::new(RANKING_LUA),
+                mark: Script::new(MARK_LUA),
+            }),
+        })
     }
 
     /// [`Self::open`] on a URL (see [`RedisConfig::from_url`]).
