@@ -4,18 +4,23 @@
 //! `postgres://root@127.0.0.1:5432/test`); a missing one fails the test, saying how to start it. Unique
 //! key prefix and schema per run, removed at the end.
 //!
-//! Two `rtb run`s of the same traffic are not byte-identical in three files even on the same backend (the
-//! tasks interleave differently): the ledger's order (and so each row's `balance_after`), the order of
-//! the stages in a dead letter (and the processing time a future timestamp's reason names), and the scores of rankings recomputed at different moments. Those three are
-//! compared on what is deterministic: the ledger as a set of entries whose `balance_after` follow each
-//! advertiser's history to its final balance, dead letters with their stages as a set, rankings as the
-//! placements and categories ranked (which campaigns a ranking holds depends on the spend at the moment of
-//! its last recompute: two embedded runs differ there too), each ranking checked for ranks 1..n of
-//! campaigns of its placement and category. Every other file must be byte-equal.
+//! Two `rtb run`s of the same traffic are not byte-identical in four files even on the same backend (the
+//! tasks and partitions interleave differently): the ledger's order (and so each row's `balance_after`),
+//! the order of the stages in a dead letter (and the processing time a future timestamp's reason names),
+//! which click crosses an alert threshold (the alert's spend and time), and the scores of rankings
+//! recomputed at different moments. Those are compared on what is deterministic: the ledger as a set of
+//! entries whose `balance_after` follow each advertiser's history to its final balance, dead letters with
+//! their stages as a set, alerts by campaign, day and level, rankings as the placements and categories
+//! ranked (which campaigns a ranking holds depends on the spend at the moment of its last recompute: two
+//! embedded runs differ there too), each ranking checked for ranks 1..n of campaigns of its placement and
+//! category. Every other file must be byte-equal.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
+
+#[path = "../../rtb-ops/tests/support/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,6 +122,10 @@ fn normalized(dir: &Path, file: &str) -> Vec<String> {
                 match file {
                     "ledger.jsonl" => drop(r.as_object_mut().unwrap().remove("balance_after")),
                     "rankings.jsonl" => r = serde_json::json!([r["placement"], r["category"]]),
+                    // Which click crosses a threshold depends on how the partitions interleave.
+                    "alerts.jsonl" => {
+                        r = serde_json::json!([r["campaign_id"], r["advertiser_id"], r["day"], r["level"], r["daily_budget"]])
+                    }
                     _ => {
                         if let Some(Value::Array(stages)) = r.get_mut("stages") {
                             stages.sort_by_key(|s| s.to_string());
@@ -169,7 +178,7 @@ fn compare_outputs(a: &Path, b: &Path, interrupted: bool, dir: &tempfile::TempDi
     assert!(files.len() >= 11, "{files:?}");
     let mut problems = Vec::new();
     for f in &files {
-        if ["ledger.jsonl", "dead_letters.jsonl", "rankings.jsonl"].contains(&f.as_str()) {
+        if ["ledger.jsonl", "dead_letters.jsonl", "rankings.jsonl", "alerts.jsonl"].contains(&f.as_str()) {
             if normalized(a, f) != normalized(b, f) {
                 problems.push(format!("{f} differs"));
             }
@@ -187,7 +196,11 @@ fn compare_outputs(a: &Path, b: &Path, interrupted: bool, dir: &tempfile::TempDi
             problems.push(format!("{f} differs byte for byte"));
         }
     }
-    assert!(problems.is_empty(), "{problems:?} (outputs in {})", dir.path().display());
+    if !problems.is_empty() {
+        let keep = std::env::temp_dir().join(format!("rtb-server-sinks-{}", std::process::id()));
+        let _ = std::process::Command::new("cp").arg("-r").arg(dir.path()).arg(&keep).status();
+        panic!("{problems:?} (outputs kept in {})", keep.display());
+    }
     check_rankings(a);
     check_rankings(b);
     // Money: the same ledger total, each side's ledger consistent with its balances.
@@ -290,6 +303,55 @@ fn redis_emptied_mid_stream_stops_the_run_and_the_restart_rebuilds_the_cache() {
     rtb(&run).unwrap_or_else(|e| panic!("{e}"));
     rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
     let sum = compare_outputs(Path::new(&eout), Path::new(&served_out), true, &dir);
+    let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
+    assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
+}
+
+/// Both servers unreachable for two seconds mid-stream (every connection cut, new ones refused — what a
+/// restart looks like to a client; here through proxies, the data stays): the stages pause on their sink
+/// calls with a warning, resume, and the run completes; its export equals the uninterrupted embedded run.
+#[test]
+fn servers_down_mid_stream_pause_the_run_which_resumes_and_loses_nothing() {
+    let servers = Servers::new();
+    let redis_proxy = proxy::Proxy::start(&proxy::host_port(&redis_url()));
+    let pg_proxy = proxy::Proxy::start(&proxy::host_port(&postgres_url()));
+    let (redis, postgres) = (proxy::via(&servers.redis, &redis_proxy.addr), proxy::via(&servers.postgres, &pg_proxy.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let out = dir.path().join("out").display().to_string();
+    let common = ["--events", "20000", "--seed", "7", "--scale", "1", "--quiet"];
+    let mut args = vec!["run", "--data-dir", data.as_str(), "--rate", "4000"];
+    args.extend(common);
+    args.extend(["--redis", redis.as_str(), "--postgres", postgres.as_str()]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rtb"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while servers.db.ledger().unwrap().len() < 20 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no ledger rows written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    redis_proxy.down();
+    pg_proxy.down();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    redis_proxy.up();
+    pg_proxy.up();
+    let run = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "the run resumes and completes: {err}");
+    assert!(err.contains("unreachable: pausing") && err.contains("reachable again: resuming"), "logged: {err}");
+    rtb(&["export", "--data-dir", data.as_str(), "--output", out.as_str(), "--redis", redis.as_str(), "--postgres", postgres.as_str()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (edata, eout) = (dir.path().join("embedded").display().to_string(), dir.path().join("embedded-out").display().to_string());
+    let mut run = vec!["run", "--data-dir", edata.as_str(), "--rate", "10000000"];
+    run.extend(common);
+    rtb(&run).unwrap_or_else(|e| panic!("{e}"));
+    rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
+    let sum = compare_outputs(Path::new(&eout), Path::new(&out), false, &dir);
     let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
     assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
 }
