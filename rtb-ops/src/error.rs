@@ -25,6 +25,15 @@ pub enum Error {
         /// The codec's message.
         reason: String,
     },
+    /// A cache server lost the data of this cache (restarted empty, keys deleted): nothing more is read
+    /// from or counted in it until it is rebuilt.
+    #[error("sink `{sink}` lost its data: {detail}")]
+    CacheLost {
+        /// Which sink.
+        sink: &'static str,
+        /// What was found, and what to do.
+        detail: String,
+    },
     /// An output event could not be encoded.
     #[error("cannot encode {what}: {reason}")]
     Encode {
@@ -64,6 +73,9 @@ impl From<Error> for rtb_stream::Error {
             }
             Error::SinkCorrupt { sink, key, reason } => {
                 rtb_stream::Error::Sink { sink: sink.to_string(), reason: format!("corrupt `{key}`: {reason}") }
+            }
+            Error::CacheLost { sink, detail } => {
+                rtb_stream::Error::Sink { sink: sink.to_string(), reason: format!("lost its data: {detail}") }
             }
             Error::Encode { what, reason } => {
                 rtb_stream::Error::Sink { sink: "output".to_string(), reason: format!("encode {what}: {reason}") }

@@ -1,5 +1,5 @@
 //! The CPC system's entries in an [`rtb_stream::registry::Registry`]: its four event schemas, its seven
-//! operator kinds (with their typed settings) and its embedded cache and database backends.
+//! operator kinds (with their typed settings) and its cache and database backends (embedded; Redis and PostgreSQL with the features `redis` and `postgres`).
 //!
 //! [`register`] adds them all; a topology file then names them (`kind = "ranking"`, `schema = "ad-events"`,
 //! `[[sink]] kind = "cache", backend = "embedded"`). Each kind's settings are written in the operator's
@@ -85,6 +85,11 @@ pub mod sink_kinds {
     /// The backend of both in this build (an [`EmbeddedStore`](crate::sink::EmbeddedStore) journal under the
     /// data directory).
     pub const EMBEDDED: &str = "embedded";
+    /// The Redis cache (feature `redis`): `url = "redis://host:6379[/db][?prefix=P&retry_for=60s]"`.
+    pub const REDIS: &str = "redis";
+    /// The PostgreSQL database (feature `postgres`):
+    /// `url = "postgres://user@host:5432/db[?schema=rtb&retry_for=60s]"`.
+    pub const POSTGRES: &str = "postgres";
 }
 
 /// SPEC §4: by default a late ad-event corrects its performance window for as long as the attribution
@@ -131,6 +136,10 @@ pub fn register_with(registry: &mut Registry, env: &CpcEnv) -> rtb_stream::Resul
     registry.register_kind(CompensationKind { wire })?;
     registry.register_sink_backend(EmbeddedCacheBackend)?;
     registry.register_sink_backend(EmbeddedDatabaseBackend)?;
+    #[cfg(feature = "redis")]
+    registry.register_sink_backend(RedisCacheBackend)?;
+    #[cfg(feature = "postgres")]
+    registry.register_sink_backend(PostgresDatabaseBackend)?;
     Ok(())
 }
 
@@ -441,6 +450,98 @@ impl SinkBackend for EmbeddedDatabaseBackend {
     }
     fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
         let db: Arc<dyn Database> = Arc::new(EmbeddedDatabase::open(o.dir())?);
+        Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::DATABASE.to_owned(), handle: Arc::new(DatabaseSink(db)) })
+    }
+}
+
+/// The checks of a server backend: a `url` (with only the settings `allowed` in its query), no `path`.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn server_check(o: &SinkOptions<'_>, backend: &str, allowed: &[&str]) -> Result<(), SettingsError> {
+    if o.path.is_some() {
+        return Err(SettingsError::field("path", format!("`path` does not apply to the {backend} backend (it takes a `url`)")));
+    }
+    let Some(url) = o.url else {
+        return Err(SettingsError::field("url", format!("the {backend} backend needs a `url`")));
+    };
+    crate::sink::retry::take_settings(url, allowed).map_err(|e| SettingsError::field("url", e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn server_url<'a>(o: &SinkOptions<'a>) -> rtb_stream::Result<&'a str> {
+    o.url.ok_or_else(|| rtb_stream::Error::Config(format!("sink `{}`: no `url`", o.name)))
+}
+
+/// The file in a data directory that keeps the epoch of the Redis cache sink `name` (see
+/// [`RedisCacheBackend`]).
+#[cfg(feature = "redis")]
+pub fn redis_epoch_file(data_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    data_dir.join(format!("{name}.redis-epoch"))
+}
+
+/// `kind = "cache", backend = "redis"`: a [`RedisCache`](crate::sink::RedisCache) on the server of `url`
+/// (query settings `prefix`, `retry_for`).
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy)]
+pub struct RedisCacheBackend;
+
+#[cfg(feature = "redis")]
+impl SinkBackend for RedisCacheBackend {
+    fn kind(&self) -> &str {
+        sink_kinds::CACHE
+    }
+    fn backend(&self) -> &str {
+        sink_kinds::REDIS
+    }
+    fn check(&self, options: &SinkOptions<'_>) -> Result<(), SettingsError> {
+        server_check(options, sink_kinds::REDIS, crate::sink::redis_cache::URL_SETTINGS)?;
+        crate::sink::RedisConfig::from_url(options.url.unwrap_or_default()).map_err(|e| SettingsError::field("url", e.to_string()))?;
+        Ok(())
+    }
+    /// Opens the cache and keeps its epoch in `DATA_DIR/{name}.redis-epoch`: a later open on the same data
+    /// directory must find the same epoch in Redis, or fails with [`crate::Error::CacheLost`] (the server
+    /// restarted empty since: its counters must not restart from zero; `rtb run` rebuilds such a cache
+    /// before it opens it, and removes the file).
+    fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
+        let file = redis_epoch_file(o.data_dir, o.name);
+        let io = |e: std::io::Error| rtb_stream::Error::Config(format!("{}: {e}", file.display()));
+        let mut cfg = crate::sink::RedisConfig::from_url(server_url(o)?)?;
+        cfg.expect_epoch = match std::fs::read_to_string(&file) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let first = cfg.expect_epoch.is_none();
+        let redis = crate::sink::RedisCache::open(cfg)?;
+        if first {
+            std::fs::write(&file, redis.epoch()).map_err(io)?;
+        }
+        let cache: Arc<dyn Cache> = Arc::new(redis);
+        Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::CACHE.to_owned(), handle: Arc::new(CacheSink(cache)) })
+    }
+}
+
+/// `kind = "database", backend = "postgres"`: a [`PostgresDatabase`](crate::sink::PostgresDatabase) on the
+/// server of `url` (query settings `schema`, `retry_for`), its migrations applied when opened.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresDatabaseBackend;
+
+#[cfg(feature = "postgres")]
+impl SinkBackend for PostgresDatabaseBackend {
+    fn kind(&self) -> &str {
+        sink_kinds::DATABASE
+    }
+    fn backend(&self) -> &str {
+        sink_kinds::POSTGRES
+    }
+    fn check(&self, options: &SinkOptions<'_>) -> Result<(), SettingsError> {
+        server_check(options, sink_kinds::POSTGRES, crate::sink::postgres_db::URL_SETTINGS)?;
+        crate::sink::PostgresConfig::from_url(options.url.unwrap_or_default()).map_err(|e| SettingsError::field("url", e.to_string()))?;
+        Ok(())
+    }
+    fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
+        let db: Arc<dyn Database> = Arc::new(crate::sink::PostgresDatabase::connect(server_url(o)?)?);
         Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::DATABASE.to_owned(), handle: Arc::new(DatabaseSink(db)) })
     }
 }
@@ -815,7 +916,8 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn registers_four_schemas_seven_kinds_two_backends() {
+    #[cfg(all(feature = "redis", feature = "postgres"))]
+    fn registers_four_schemas_seven_kinds_four_backends() {
         let r = cpc_registry().unwrap();
         assert_eq!(
             r.kind_names(),
@@ -823,8 +925,33 @@ mod tests {
         );
         assert_eq!(r.schema_names().len(), 4);
         assert!(!r.schema(schemas::COMPENSATION_EVENTS).unwrap().external());
-        assert_eq!(r.backend_names("cache"), ["embedded"]);
-        assert_eq!(r.backend_names("database"), ["embedded"]);
+        assert_eq!(r.backend_names("cache"), ["embedded", "redis"]);
+        assert_eq!(r.backend_names("database"), ["embedded", "postgres"]);
+    }
+
+    #[test]
+    #[cfg(all(feature = "redis", feature = "postgres"))]
+    fn server_backends_need_a_url_and_refuse_a_path() {
+        let r = cpc_registry().unwrap();
+        let dir = std::path::Path::new("data");
+        let o = |path: Option<&'static str>, url: Option<&'static str>| SinkOptions {
+            name: "s",
+            path: path.map(std::path::Path::new),
+            url,
+            data_dir: dir,
+        };
+        for (kind, backend, good) in
+            [("cache", "redis", "redis://127.0.0.1:6379/0?prefix=p:"), ("database", "postgres", "postgres://root@h/db?schema=rtb_x")]
+        {
+            let b = r.sink_backend(kind, backend).unwrap();
+            assert!(b.check(&o(None, Some(good))).is_ok(), "{backend}");
+            assert!(b.check(&o(None, None)).unwrap_err().to_string().contains("url"), "{backend}");
+            assert!(b.check(&o(Some("p"), Some(good))).unwrap_err().to_string().contains("path"), "{backend}");
+        }
+        let redis = r.sink_backend("cache", "redis").unwrap();
+        assert!(redis.check(&o(None, Some("redis://h?prefix=bad prefix"))).is_err());
+        let pg = r.sink_backend("database", "postgres").unwrap();
+        assert!(pg.check(&o(None, Some("postgres://h/db?schema=Bad"))).is_err());
     }
 
     #[test]

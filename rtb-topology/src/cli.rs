@@ -105,6 +105,14 @@ pub struct ExportArgs {
     /// Topology file (default: the built-in CPC topology).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
+    /// Redis server for the topology's cache sinks instead of the backend the file names
+    /// (`redis://host:6379[/db][?prefix=P&retry_for=60s]`).
+    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
+    pub redis: Option<String>,
+    /// PostgreSQL server for the topology's database sinks instead of the backend the file names
+    /// (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`); its migrations are applied at start.
+    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
+    pub postgres: Option<String>,
 }
 
 /// Arguments of `rtb describe`.
@@ -158,6 +166,14 @@ pub struct RunArgs {
     /// when the run continued an earlier one).
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
+    /// Redis server for the topology's cache sinks instead of the backend the file names
+    /// (`redis://host:6379[/db][?prefix=P&retry_for=60s]`).
+    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
+    pub redis: Option<String>,
+    /// PostgreSQL server for the topology's database sinks instead of the backend the file names
+    /// (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`); its migrations are applied at start.
+    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
+    pub postgres: Option<String>,
 }
 
 /// Arguments of `rtb replay`.
@@ -269,7 +285,8 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `rtb run`: the CPC system on the embedded default with the traffic simulator; prints the report.
 pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
-    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let mut plan = load_topology(args.topology.as_deref())?.plan()?;
+    servers(&args.redis, &args.postgres).apply(&mut plan)?;
     let opts = crate::app::run::RunOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| plan.runtime.data_dir.clone()),
         events: args.events,
@@ -313,6 +330,10 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
     })
 }
 
+fn servers(redis: &Option<String>, postgres: &Option<String>) -> crate::app::servers::ServerSinks {
+    crate::app::servers::ServerSinks { redis: redis.clone(), postgres: postgres.clone() }
+}
+
 /// `rtb replay`: batch replay of recorded traffic through the same operators.
 pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
     let plan = load_topology(args.topology.as_deref())?.plan()?;
@@ -344,7 +365,8 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `rtb export`: a stopped run's stores as JSON Lines.
 pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let mut plan = load_topology(args.topology.as_deref())?.plan()?;
+    servers(&args.redis, &args.postgres).apply(&mut plan)?;
     let s = crate::app::export::export(&plan, &args.data_dir, &args.output)?;
     writeln!(out, "exported {} ({} compensations) to {}", args.data_dir.display(), s.compensations, args.output.display())
         .map_err(Error::Output)

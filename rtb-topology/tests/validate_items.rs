@@ -167,39 +167,41 @@ fn duplicate_sink_names_it() {
 }
 
 #[test]
-fn redis_cache_is_not_available_in_this_build() {
+fn a_redis_cache_needs_a_url() {
     let text = cpc_with(
         "kind = \"cache\"\nbackend = \"embedded\"",
         "kind = \"cache\"\nbackend = \"redis\" # redis",
     );
     let err = invalid(&text);
-    assert!(
-        matches!(&err, Error::BackendUnavailable { sink, backend, .. } if sink == "cache" && &**backend == "redis"),
-        "{err:?}"
+    assert!(matches!(&err, Error::InvalidSink { sink, .. } if sink == "cache"), "{err:?}");
+    assert!(err.to_string().contains("needs a `url`"), "{err}");
+    assert!(err.is_invalid_topology());
+    let ok = cpc_with(
+        "kind = \"cache\"\nbackend = \"embedded\"",
+        "kind = \"cache\"\nbackend = \"redis\"\nurl = \"redis://cache:6379/0?prefix=prod:\"",
     );
-    check(
-        &err,
-        line_of(&text, "backend = \"redis\""),
-        &["`cache`", "`redis`", "not available for sink kind `cache` in this build", "[embedded]"],
-    );
+    Topology::from_toml_str(&ok).expect("a redis cache with a url is valid");
 }
 
 #[test]
-fn postgres_database_is_not_available_in_this_build() {
+fn a_postgres_database_takes_a_url_not_a_path() {
+    let ok = cpc_with(
+        "kind = \"database\"\nbackend = \"embedded\"",
+        "kind = \"database\"\nbackend = \"postgres\"\nurl = \"postgres://db/rtb?schema=rtb_prod\"",
+    );
+    Topology::from_toml_str(&ok).expect("a postgres database with a url is valid");
     let text = cpc_with(
         "kind = \"database\"\nbackend = \"embedded\"",
-        "kind = \"database\"\nbackend = \"postgres\"\nurl = \"postgres://db/rtb\"",
+        "kind = \"database\"\nbackend = \"postgres\"\nurl = \"postgres://db/rtb\"\npath = \"db\"",
     );
     let err = invalid(&text);
-    assert!(
-        matches!(&err, Error::BackendUnavailable { backend, .. } if &**backend == "postgres"),
-        "{err:?}"
+    check(&err, line_of(&text, "path = \"db\""), &["`database`", "`path` does not apply to the postgres backend"]);
+    let text = cpc_with(
+        "kind = \"database\"\nbackend = \"embedded\"",
+        "kind = \"database\"\nbackend = \"postgres\"\nurl = \"postgres://db/rtb?schema=Not-A-Schema\"",
     );
-    check(
-        &err,
-        line_of(&text, "backend = \"postgres\""),
-        &["`database`", "not available for sink kind `database` in this build"],
-    );
+    let err = invalid(&text);
+    check(&err, line_of(&text, "url = \"postgres://db/rtb?schema=Not-A-Schema\""), &["`database`", "PostgreSQL schema"]);
 }
 
 #[test]
@@ -218,7 +220,7 @@ fn redis_cannot_serve_a_database() {
     check(
         &err,
         line_of(&text, "backend = \"redis\""),
-        &["`database`", "`redis` is not available for sink kind `database`", "[embedded]"],
+        &["`database`", "`redis` is not available for sink kind `database`", "[embedded, postgres]"],
     );
 }
 

@@ -9,8 +9,10 @@
 //! totals move by the difference to the previous value), spend and ledger changes carry idempotency keys,
 //! conversions are unique per order, alerts unique per key. The traits name no backend type, so Redis and
 //! PostgreSQL implementations fit them unchanged. Implementations here: [`EmbeddedCache`] and
-//! [`EmbeddedDatabase`] (tables in an [`EmbeddedStore`]: in memory, journaled to disk, transactional) and [`MemoryCache`] / [`MemoryDatabase`] (tests,
-//! batch replays). [`conformance`] holds the behaviour every implementation must show.
+//! [`EmbeddedDatabase`] (tables in an [`EmbeddedStore`]: in memory, journaled to disk, transactional),
+//! `RedisCache` and `PostgresDatabase` (features `redis` and `postgres`, on by default: servers, every call
+//! under a bounded retry loop, see `retry`) and [`MemoryCache`] / [`MemoryDatabase`] (tests, batch
+//! replays). [`conformance`] holds the behaviour every implementation must show.
 //!
 //! Idempotency keys are kept for a [`KeyRetention`] (default 7 d input retention + 24 h correction
 //! horizon) of event time and then pruned by the sink's own maintenance in `sync`; derived keys live in
@@ -21,12 +23,24 @@ mod embedded_cache;
 mod embedded_db;
 mod keys;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres_db;
+#[cfg(feature = "redis")]
+pub mod redis_cache;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub mod retry;
 mod store;
 mod types;
 
 pub use embedded_cache::EmbeddedCache;
 pub use embedded_db::EmbeddedDatabase;
 pub use memory::{MemoryCache, MemoryDatabase};
+#[cfg(feature = "postgres")]
+pub use postgres_db::{PostgresConfig, PostgresDatabase};
+#[cfg(feature = "redis")]
+pub use redis_cache::{RedisCache, RedisConfig};
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use retry::RetryPolicy;
 pub use store::EmbeddedStore;
 pub use types::*;
 

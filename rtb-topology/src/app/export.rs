@@ -81,8 +81,11 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
 }
 
 fn letter(rec: &rtb_stream::log::LogRecord) -> Result<DeadLetter> {
-    serde_json::from_slice::<DeadLetter>(&rec.payload)
-        .map_err(|e| Error::Run(format!("{}: not a dead letter or late record: {e}", rec.coord())))
+    let mut l = serde_json::from_slice::<DeadLetter>(&rec.payload)
+        .map_err(|e| Error::Run(format!("{}: not a dead letter or late record: {e}", rec.coord())))?;
+    // A stage re-run to rebuild a Redis cache wrote under its generation's group: the same stage.
+    l.stage = super::servers::stage_of_group(&l.stage).to_owned();
+    Ok(l)
 }
 
 /// Calls `f` on every record of `topic`, partition by partition, without holding them all. A topic the log

@@ -123,6 +123,10 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     let stores = stores::stores(plan, &opts.data_dir);
     stores::verify(&opts.data_dir, &stores)?;
     stores::unseal(&opts.data_dir)?;
+    // A Redis cache that lost its data is rebuilt by re-processing (new groups for the stages writing it).
+    let mut plan = plan.clone();
+    super::servers::prepare_caches(&mut plan, &opts.data_dir)?;
+    let plan = &plan;
     // Everything is opened and closed inside: the stores must be closed before they are sealed.
     let outcome = run_open(plan, opts, &ident, &stop, started)?;
     stores::seal(&opts.data_dir, &stores)?;
