@@ -8,5 +8,6 @@ pub mod lock;
 pub mod pricing;
 pub mod produce;
 pub mod run;
+pub mod runlog;
 pub mod stores;
 pub mod wiring;
