@@ -120,6 +120,7 @@ fn reads_seek_backwards_and_forwards_and_peek_without_losing_records() {
             r.wait(0, from, Duration::from_millis(100));
         }
     };
+    // 250 lies inside the one batch of 300 records: Tansu serves nothing from there, the reader steps back.
     let a = read_at(&mut r, 250, 10);
     assert_eq!(a.first().map(|r| r.offset), Some(250));
     let peek = read_at(&mut r, 251, 1);

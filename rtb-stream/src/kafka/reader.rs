@@ -38,6 +38,11 @@ pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("allow.auto.create.topics", "false"),
 ];
 
+/// See [`KafkaReader::step_back`].
+const STEP_BACK_AFTER: Duration = Duration::from_millis(150);
+const FIRST_STEP: u64 = 64;
+const MAX_STEP: u64 = 1 << 16;
+
 /// Records served by one `read` beyond those buffered, pumping the consumer without waiting.
 const PUMP_LIMIT: usize = 4_096;
 
@@ -58,6 +63,14 @@ struct Input {
     /// The fetcher reported the end of the partition at `delivered` and nothing came since.
     at_eof: bool,
     buffer: VecDeque<LogRecord>,
+    /// Where the partition is assigned (at or before `lo`: see [`KafkaReader::step_back`]).
+    assigned_at: u64,
+    /// When it was assigned there.
+    assigned_since: Instant,
+    /// How far the next step back goes.
+    step: u64,
+    /// Whether anything (a record, the end) arrived since the last assign.
+    heard: bool,
 }
 
 /// See the module docs.
@@ -96,6 +109,10 @@ impl KafkaReader {
                 delivered: 0,
                 at_eof: false,
                 buffer: VecDeque::new(),
+                assigned_at: 0,
+                assigned_since: Instant::now(),
+                step: FIRST_STEP,
+                heard: false,
             });
         }
         Ok(Self { cfg: cfg.clone(), partition, inputs, probes })
@@ -103,6 +120,18 @@ impl KafkaReader {
 
     /// Assigns input `i` at `from`, dropping what was buffered.
     fn seek(&mut self, i: usize, from: u64) -> Result<()> {
+        self.assign(i, from)?;
+        let input = &mut self.inputs[i];
+        input.lo = from;
+        input.delivered = from;
+        input.at_eof = false;
+        input.buffer.clear();
+        input.step = FIRST_STEP;
+        Ok(())
+    }
+
+    /// Assigns input `i`'s partition at offset `from` (what is delivered and buffered is unchanged).
+    fn assign(&mut self, i: usize, from: u64) -> Result<()> {
         let partition = self.partition;
         let input = &mut self.inputs[i];
         let p = kafka_partition(&input.name, partition)?;
@@ -112,11 +141,33 @@ impl KafkaReader {
             .map_err(|e| consume_err(&input.name, partition, from, e.to_string()))?;
         input.consumer.assign(&tpl).map_err(|e| consume_err(&input.name, partition, from, format!("assign: {e}")))?;
         input.assigned = true;
-        input.lo = from;
-        input.delivered = from;
-        input.at_eof = false;
-        input.buffer.clear();
+        input.assigned_at = from;
+        input.assigned_since = Instant::now();
+        input.heard = false;
         Ok(())
+    }
+
+    /// Tansu serves no records for a fetch that starts inside a record batch (Apache Kafka returns the
+    /// batch, and the client skips the records before the offset): when nothing at all arrived for a while
+    /// after assigning at an offset that is not the end, assign further back (by 64, 256, 1 024, …
+    /// records, then 0) — the records before the offset asked for are dropped as they arrive.
+    fn step_back(&mut self, i: usize) -> Result<()> {
+        let input = &self.inputs[i];
+        let stuck = input.assigned
+            && !input.heard
+            && input.buffer.is_empty()
+            && !input.at_eof
+            && input.delivered == input.lo
+            && input.assigned_at > 0
+            && input.assigned_since.elapsed() >= STEP_BACK_AFTER;
+        if !stuck {
+            return Ok(());
+        }
+        let to = if input.step > MAX_STEP { 0 } else { input.assigned_at.saturating_sub(input.step) };
+        tracing::debug!(topic = %input.name, partition = self.partition, offset = input.lo, from = to,
+            "kafka: nothing fetched from inside a batch; assigning further back");
+        self.inputs[i].step = self.inputs[i].step.saturating_mul(4);
+        self.assign(i, to)
     }
 
     /// Makes input `i` serve from `from`: keeps the buffer if it covers `from`, else seeks.
@@ -144,13 +195,14 @@ impl KafkaReader {
             wait = Duration::ZERO;
             match event {
                 Ok(m) => {
-                    taken += 1;
+                    input.heard = true;
                     let offset = u64::try_from(m.offset()).unwrap_or(0);
                     if offset < input.delivered {
-                        // Already delivered before a seek (librdkafka discards outdated fetches; this guards
-                        // against a stray one).
+                        // Before the offset asked for (assigned further back, see `step_back`), or already
+                        // delivered before a seek.
                         continue;
                     }
+                    taken += 1;
                     input.delivered = offset + 1;
                     input.at_eof = false;
                     let origin = m.headers().and_then(|h| {
@@ -166,7 +218,10 @@ impl KafkaReader {
                         origin,
                     });
                 }
-                Err(KafkaError::PartitionEOF(_)) => input.at_eof = true,
+                Err(KafkaError::PartitionEOF(_)) => {
+                    input.heard = true;
+                    input.at_eof = true;
+                }
                 Err(e) => {
                     // A consumer error (broker down, partition moved): librdkafka keeps retrying the fetch by
                     // itself; say so and go on polling, the records come when the broker is back.
@@ -178,7 +233,7 @@ impl KafkaReader {
                 }
             }
         }
-        Ok(())
+        self.step_back(i)
     }
 }
 
