@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
+
+use super::reader::BaseConsumer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{retry, KafkaConfig};

@@ -32,12 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::reader::CONSUMER_DEFAULTS;
+use super::reader::{BaseConsumer, Quiet, CONSUMER_DEFAULTS};
 use super::{KafkaLog, TopicSpec};
 use crate::error::{Error, Result};
 use crate::io::{LogIo, ProduceRecord};
@@ -146,61 +146,40 @@ impl ChangelogBackend {
         format!("{group}{}", self.options.suffix)
     }
 
+    /// Reads every changelog to its end, one thread per group (their keys are disjoint).
     fn restore(&mut self) -> Result<()> {
         let started = Instant::now();
         let cfg = self.log.config().clone();
+        let timeout = self.options.restore_timeout;
+        let results: Vec<Result<(BTreeMap<Vec<u8>, Vec<u8>>, RestoreStats)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .groups
+                .iter()
+                .map(|(group, partitions)| {
+                    let name = cfg.topic(&self.topic(group));
+                    let cfg = &cfg;
+                    let partitions = *partitions;
+                    scope.spawn(move || restore_topic(cfg, &name, partitions, started, timeout))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("changelog restore thread panicked".into()))))
+                .collect()
+        });
         let mut map = BTreeMap::new();
         let mut stats = RestoreStats::default();
-        for (group, partitions) in &self.groups {
-            let name = cfg.topic(&self.topic(group));
-            let consumer: BaseConsumer = cfg
-                .client(CONSUMER_DEFAULTS)
-                .set("group.id", format!("{}rtb-restore", cfg.topic_prefix))
-                .set("queued.max.messages.kbytes", "65536")
-                .create()
-                .map_err(|e| restore_err(&name, 0, format!("consumer: {e}")))?;
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..*partitions {
-                let kp = super::kafka_partition(&name, p)?;
-                tpl.add_partition_offset(&name, kp, Offset::Beginning).map_err(|e| restore_err(&name, p, e.to_string()))?;
-            }
-            consumer.assign(&tpl).map_err(|e| restore_err(&name, 0, format!("assign: {e}")))?;
-            let mut pending: Vec<Option<Assembly>> = (0..*partitions).map(|_| None).collect();
-            let mut ended = vec![false; *partitions as usize];
-            let mut last_progress = Instant::now();
-            while ended.iter().any(|e| !e) {
-                match consumer.poll(Duration::from_millis(100)) {
-                    None => {}
-                    Some(Ok(m)) => {
-                        last_progress = Instant::now();
-                        let p = usize::try_from(m.partition()).unwrap_or(0);
-                        stats.first_record.get_or_insert_with(|| started.elapsed());
-                        stats.records += 1;
-                        let value = m.payload().unwrap_or_default();
-                        stats.bytes += value.len() as u64;
-                        if let Some(slot) = pending.get_mut(p) {
-                            let applied = accept(slot, value, &mut map, &mut stats)
-                                .map_err(|reason| restore_err(&name, p as u32, format!("offset {}: {reason}", m.offset())))?;
-                            stats.batches += u64::from(applied);
-                        }
-                        if let Some(e) = ended.get_mut(p) {
-                            *e = false;
-                        }
-                    }
-                    Some(Err(KafkaError::PartitionEOF(p))) => {
-                        last_progress = Instant::now();
-                        if let Some(e) = usize::try_from(p).ok().and_then(|p| ended.get_mut(p)) {
-                            *e = true;
-                        }
-                    }
-                    Some(Err(e)) => tracing::warn!(topic = %name, error = %e, "kafka: changelog restore: consumer error; retrying"),
-                }
-                if last_progress.elapsed() > self.options.restore_timeout {
-                    let p = ended.iter().position(|e| !e).unwrap_or(0);
-                    return Err(restore_err(&name, p as u32, format!("no progress for {:?}", self.options.restore_timeout)));
-                }
-            }
-            stats.incomplete += pending.iter().filter(|a| a.is_some()).count() as u64;
+        for r in results {
+            let (m, st) = r?;
+            map.extend(m);
+            stats.records += st.records;
+            stats.batches += st.batches;
+            stats.bytes += st.bytes;
+            stats.incomplete += st.incomplete;
+            stats.first_record = match (stats.first_record, st.first_record) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         stats.elapsed = started.elapsed();
         stats.keys = map.len();
@@ -219,6 +198,69 @@ impl ChangelogBackend {
         self.stats = stats;
         Ok(())
     }
+}
+
+/// Reads the `partitions` partitions of changelog `name` (the cluster's name) from their start to their
+/// end, applying every complete batch in order.
+fn restore_topic(
+    cfg: &super::KafkaConfig,
+    name: &str,
+    partitions: u32,
+    started: Instant,
+    timeout: Duration,
+) -> Result<(BTreeMap<Vec<u8>, Vec<u8>>, RestoreStats)> {
+    let mut map = BTreeMap::new();
+    let mut stats = RestoreStats::default();
+    let consumer: BaseConsumer = cfg
+        .client(CONSUMER_DEFAULTS)
+        .set("group.id", format!("{}rtb-restore", cfg.topic_prefix))
+        .set("queued.max.messages.kbytes", "65536")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(Quiet)
+        .map_err(|e| restore_err(name, 0, format!("consumer: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let kp = super::kafka_partition(name, p)?;
+        tpl.add_partition_offset(name, kp, Offset::Beginning).map_err(|e| restore_err(name, p, e.to_string()))?;
+    }
+    consumer.assign(&tpl).map_err(|e| restore_err(name, 0, format!("assign: {e}")))?;
+    let mut pending: Vec<Option<Assembly>> = (0..partitions).map(|_| None).collect();
+    let mut ended = vec![false; partitions as usize];
+    let mut last_progress = Instant::now();
+    while ended.iter().any(|e| !e) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let p = usize::try_from(m.partition()).unwrap_or(0);
+                stats.first_record.get_or_insert_with(|| started.elapsed());
+                stats.records += 1;
+                let value = m.payload().unwrap_or_default();
+                stats.bytes += value.len() as u64;
+                if let Some(slot) = pending.get_mut(p) {
+                    let applied = accept(slot, value, &mut map, &mut stats)
+                        .map_err(|reason| restore_err(name, p as u32, format!("offset {}: {reason}", m.offset())))?;
+                    stats.batches += u64::from(applied);
+                }
+                if let Some(e) = ended.get_mut(p) {
+                    *e = false;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                last_progress = Instant::now();
+                if let Some(e) = usize::try_from(p).ok().and_then(|p| ended.get_mut(p)) {
+                    *e = true;
+                }
+            }
+            Some(Err(e)) => tracing::warn!(topic = %name, error = %e, "kafka: changelog restore: consumer error; retrying"),
+        }
+        if last_progress.elapsed() > timeout {
+            let p = ended.iter().position(|e| !e).unwrap_or(0);
+            return Err(restore_err(name, p as u32, format!("no progress for {timeout:?}")));
+        }
+    }
+    stats.incomplete += pending.iter().filter(|a| a.is_some()).count() as u64;
+    Ok((map, stats))
 }
 
 impl StoreBackend for ChangelogBackend {

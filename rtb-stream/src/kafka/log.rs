@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use rdkafka::consumer::BaseConsumer;
 use rustc_hash::FxHashMap;
 
 use super::admin::{ensure_topics, partitions_of, TopicSpec};
 use super::producer::KafkaProducer;
-use super::reader::{probe_end, KafkaReader, CONSUMER_DEFAULTS};
+use super::reader::{probe_end, BaseConsumer, KafkaReader, Quiet, CONSUMER_DEFAULTS};
 use super::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::io::{LogIo, PartitionReader, Producer};
@@ -64,6 +63,12 @@ impl std::fmt::Debug for KafkaLog {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        super::close_in_parallel(std::mem::take(&mut *self.probes.lock()));
+    }
+}
+
 impl KafkaLog {
     /// Connects to the cluster of `cfg`: fails with [`Error::KafkaAdmin`] naming the brokers when no
     /// broker answers a metadata request (after the retries of [`KafkaConfig::attempts`]).
@@ -71,7 +76,7 @@ impl KafkaLog {
         let meta: BaseConsumer = cfg
             .client(CONSUMER_DEFAULTS)
             .set("group.id", format!("{}rtb-metadata", cfg.topic_prefix))
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| Error::KafkaAdmin { topic: String::new(), reason: format!("client for {}: {e}", cfg.brokers) })?;
         use rdkafka::consumer::Consumer;
         super::retry(&cfg, &|| format!("metadata from {}", cfg.brokers), || meta.fetch_metadata(None, cfg.request_timeout))
@@ -105,6 +110,25 @@ impl KafkaLog {
     /// module docs of the reader for how it stays right on Tansu).
     pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         probe_end(&self.inner.cfg, &self.inner.probes, &self.inner.cfg.topic(topic), partition)
+    }
+
+    /// [`KafkaLog::end_offset`] of each `(topic, partition)`, asked in parallel (up to 16 at a time).
+    pub fn end_offsets(&self, partitions: &[(&str, u32)]) -> Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for chunk in partitions.chunks(16) {
+            let ends: Vec<Result<u64>> = std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    chunk.iter().map(|(t, p)| scope.spawn(move || self.end_offset(t, *p))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("end-offset probe panicked".into()))))
+                    .collect()
+            });
+            for e in ends {
+                out.push(e?);
+            }
+        }
+        Ok(out)
     }
 }
 

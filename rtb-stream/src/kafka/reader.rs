@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer as RdBaseConsumer, Consumer, ConsumerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -37,6 +39,24 @@ pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "4096"),
     ("allow.auto.create.topics", "false"),
 ];
+
+/// The context of every consumer here: the end of a partition is an event the readers handle, not an
+/// error to log; other client errors are logged as warnings (librdkafka retries them by itself).
+pub(crate) struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::warn!(%error, reason, "kafka: client error; librdkafka retries");
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+/// The consumers of this module.
+pub(crate) type BaseConsumer = RdBaseConsumer<Quiet>;
 
 /// See [`KafkaReader::step_back`].
 const STEP_BACK_AFTER: Duration = Duration::from_millis(150);
@@ -98,7 +118,7 @@ impl KafkaReader {
                 // live in the task's state) and nothing subscribes, so no group is ever joined.
                 .set("group.id", format!("{}{group}", cfg.topic_prefix))
                 .set("client.id", format!("rtb-{group}-{partition}"))
-                .create()
+                .create_with_context(Quiet)
                 .map_err(|e| consume_err(&name, partition, 0, format!("consumer: {e}")))?;
             inputs.push(Input {
                 topic: Arc::clone(topic),
@@ -237,6 +257,12 @@ impl KafkaReader {
     }
 }
 
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        super::close_in_parallel(std::mem::take(&mut self.inputs));
+    }
+}
+
 impl PartitionReader for KafkaReader {
     fn start_offset(&mut self, input: usize) -> Result<u64> {
         let (name, partition) = (self.inputs[input].name.clone(), self.partition);
@@ -297,7 +323,7 @@ pub(crate) fn probe_end(cfg: &KafkaConfig, probes: &Mutex<Vec<BaseConsumer>>, na
             .client(CONSUMER_DEFAULTS)
             .set("group.id", format!("{}rtb-end-probe", cfg.topic_prefix))
             .set("fetch.wait.max.ms", "5")
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| consume_err(name, partition, 0, format!("consumer: {e}")))?,
     };
     let result = retry(cfg, &|| format!("end offset of {name}[{partition}]"), || probe_once(cfg, &probe, name, p));

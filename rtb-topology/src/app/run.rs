@@ -444,6 +444,7 @@ fn drain(
             return Ok(None);
         }
         let lag = total_lag(plan, log, state)?;
+        tracing::debug!(lag, "drain: records not yet committed");
         if lag > 0 {
             last_progress = None;
             letters.update(log)?;
@@ -451,6 +452,7 @@ fn drain(
         } else {
             committed_all.get_or_insert_with(Instant::now);
             let behind = ends.behind(plan, log, state)?;
+            tracing::debug!(behind = behind.len(), "drain: tasks whose watermark is short of the end of the data");
             if behind.is_empty() {
                 return Ok(None);
             }
@@ -537,13 +539,23 @@ impl EndOfData {
                 }
             }
         }
+        let mut wanted: Vec<(&str, u32)> = plan
+            .stages
+            .iter()
+            .flat_map(|s| s.inputs.iter().flat_map(move |t| (0..s.partitions).map(move |p| (t.as_str(), p))))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let ends: HashMap<(String, u32), u64> =
+            wanted.iter().map(|(t, p)| (t.to_string(), *p)).zip(log.end_offsets(&wanted)?).collect();
         let mut behind = Vec::new();
         for stage in &plan.stages {
             let ooo = stage.settings.max_out_of_orderness.as_ms();
             for p in 0..stage.partitions {
                 let mut max: Option<(Timestamp, u64, &str)> = None;
                 for topic in &stage.inputs {
-                    if let Some((ts, offset)) = self.max_ts(log, topic, p)? {
+                    let end = ends.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                    if let Some((ts, offset)) = self.max_ts(log, topic, p, end)? {
                         if max.is_none_or(|m| ts > m.0) {
                             max = Some((ts, offset, topic));
                         }
@@ -567,9 +579,8 @@ impl EndOfData {
         Ok(behind)
     }
 
-    /// The latest event time in one input partition, and the offset of the record carrying it.
-    fn max_ts(&mut self, log: &dyn RunLog, topic: &str, p: u32) -> Result<Option<(Timestamp, u64)>> {
-        let end = log.end_offset(topic, p)?;
+    /// The latest event time in one input partition up to `end`, and the offset of the record carrying it.
+    fn max_ts(&mut self, log: &dyn RunLog, topic: &str, p: u32, end: u64) -> Result<Option<(Timestamp, u64)>> {
         let slot = match self.scanned.get_mut(&(topic.to_string(), p)) {
             Some(s) => s,
             None => {
@@ -665,17 +676,19 @@ fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
 
 /// Records not yet committed by the stages, summed over every input partition.
 pub fn total_lag(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBackend>) -> Result<u64> {
+    // One end offset per partition, asked all at once (several stages read the same topic; on Kafka each is
+    // a round trip).
+    let mut wanted: Vec<(&str, u32)> =
+        plan.stages.iter().flat_map(|s| s.inputs.iter().flat_map(move |t| (0..s.partitions).map(move |p| (t.as_str(), p)))).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let ends: HashMap<(&str, u32), u64> = wanted.iter().copied().zip(log.end_offsets(&wanted)?).collect();
     let mut lag = 0u64;
-    // One end offset per partition (several stages read the same topic; on Kafka each is a round trip).
-    let mut ends: HashMap<(&str, u32), u64> = HashMap::new();
     for stage in &plan.stages {
         for p in 0..stage.partitions {
             let committed = task_scope(state, stage.runtime_group(), p).read_offsets()?;
             for topic in &stage.inputs {
-                let end = match ends.get(&(topic.as_str(), p)) {
-                    Some(e) => *e,
-                    None => *ends.entry((topic.as_str(), p)).or_insert(log.end_offset(topic, p)?),
-                };
+                let end = ends.get(&(topic.as_str(), p)).copied().unwrap_or(0);
                 let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);
                 lag += end.saturating_sub(done);
             }

@@ -22,6 +22,10 @@ pub trait RunLog: Send + Sync {
     fn start_offset(&self, topic: &str, partition: u32) -> Result<u64>;
     /// The end offset now.
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+    /// The end offset of each `(topic, partition)` now.
+    fn end_offsets(&self, partitions: &[(&str, u32)]) -> Result<Vec<u64>> {
+        partitions.iter().map(|(t, p)| self.end_offset(t, *p)).collect()
+    }
     /// The records from `from` on, up to `max`: all of them up to the end (fewer than `max` only at the
     /// end).
     fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>>;
@@ -85,6 +89,13 @@ impl KafkaRunLog {
     }
 }
 
+impl Drop for KafkaRunLog {
+    fn drop(&mut self) {
+        let readers: Vec<_> = self.readers.lock().drain().map(|(_, r)| r).collect();
+        rtb_stream::kafka::close_in_parallel(readers);
+    }
+}
+
 impl RunLog for KafkaRunLog {
     fn io(&self) -> Arc<dyn LogIo> {
         Arc::new(self.log.clone())
@@ -98,6 +109,9 @@ impl RunLog for KafkaRunLog {
     }
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         self.log.end_offset(topic, partition)
+    }
+    fn end_offsets(&self, partitions: &[(&str, u32)]) -> Result<Vec<u64>> {
+        self.log.end_offsets(partitions)
     }
     fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>> {
         let mut readers = self.readers.lock();
