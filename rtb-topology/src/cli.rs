@@ -105,6 +105,10 @@ pub struct ExportArgs {
     /// Topology file (default: the built-in CPC topology).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
+    /// The Kafka cluster's address now, when it moved since `rtb run --kafka` (default: the one the run
+    /// recorded in the data directory; its topic prefix is always the recorded one).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
 }
 
 /// Arguments of `rtb describe`.
@@ -387,7 +391,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
 /// `rtb export`: a stopped run's stores as JSON Lines.
 pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
     let plan = load_topology(args.topology.as_deref())?.plan()?;
-    let s = crate::app::export::export(&plan, &args.data_dir, &args.output)?;
+    let s = crate::app::export::export(&plan, &args.data_dir, &args.output, args.kafka.as_deref())?;
     writeln!(out, "exported {} ({} compensations) to {}", args.data_dir.display(), s.compensations, args.output.display())
         .map_err(Error::Output)
 }

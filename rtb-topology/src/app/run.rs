@@ -622,6 +622,17 @@ fn io(path: &Path, e: std::io::Error) -> Error {
     Error::Run(format!("{}: {e}", path.display()))
 }
 
+/// The Kafka cluster and topic prefix a data directory's run used (`None`: the embedded log).
+pub(crate) fn kafka_of(dir: &Path) -> Result<Option<KafkaConfig>> {
+    let path = dir.join("run.json");
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let id: RunIdentity = serde_json::from_slice(&bytes).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
+    Ok(id.kafka.map(|k| {
+        let (brokers, prefix) = k.split_once(' ').unwrap_or((k.as_str(), ""));
+        KafkaConfig::new(brokers).with_prefix(prefix)
+    }))
+}
+
 fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
     let path = dir.join("run.json");
     let kafka = opts.kafka.as_ref().map(|k| format!("{} {}", k.brokers, k.topic_prefix));
