@@ -181,3 +181,15 @@ fn unknown_topics_and_partitions_are_errors() {
     kafka.ensure_topics(&[TopicSpec::new("t", TopicConfig { partitions: 2, retention: None })]).expect("same");
     assert!(kafka.ensure_topics(&[TopicSpec::new("t", TopicConfig { partitions: 3, retention: None })]).is_err());
 }
+
+#[test]
+fn a_broker_that_does_not_answer_is_an_error_naming_it() {
+    // Port 1 on loopback: nothing listens there.
+    let mut cfg = rtb_stream::kafka::KafkaConfig::new("127.0.0.1:1");
+    cfg.attempts = 2;
+    cfg.request_timeout = Duration::from_secs(1);
+    let t = Instant::now();
+    let err = rtb_stream::kafka::KafkaLog::connect(cfg).expect_err("nothing answers on port 1").to_string();
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(30), "retried a bounded number of times");
+}

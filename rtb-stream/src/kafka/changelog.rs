@@ -45,6 +45,11 @@ use crate::log::TopicConfig;
 use crate::state::{MemoryBackend, StoreBackend, WriteBatch};
 
 const MAGIC: &[u8; 6] = b"rtbcl1";
+
+/// The restored map.
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+/// One operation of a batch.
+type Op = (Vec<u8>, Option<Vec<u8>>);
 const HEADER: usize = 6 + 8 + 8 + 4 + 4;
 
 /// Tuning of a [`ChangelogBackend`].
@@ -151,7 +156,7 @@ impl ChangelogBackend {
         let started = Instant::now();
         let cfg = self.log.config().clone();
         let timeout = self.options.restore_timeout;
-        let results: Vec<Result<(BTreeMap<Vec<u8>, Vec<u8>>, RestoreStats)>> = std::thread::scope(|scope| {
+        let results: Vec<Result<(Map, RestoreStats)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .groups
                 .iter()
@@ -208,7 +213,7 @@ fn restore_topic(
     partitions: u32,
     started: Instant,
     timeout: Duration,
-) -> Result<(BTreeMap<Vec<u8>, Vec<u8>>, RestoreStats)> {
+) -> Result<(Map, RestoreStats)> {
     let mut map = BTreeMap::new();
     let mut stats = RestoreStats::default();
     let consumer: BaseConsumer = cfg
@@ -278,7 +283,8 @@ impl StoreBackend for ChangelogBackend {
         }
         let _serial = self.apply_lock.lock();
         // Split by task scope, keeping each task's operations in order.
-        let mut parts: BTreeMap<(String, u32), (String, Vec<&(Vec<u8>, Option<Vec<u8>>)>)> = BTreeMap::new();
+        // (group, partition) → (scope, its operations in order).
+        let mut parts: BTreeMap<(String, u32), (String, Vec<&Op>)> = BTreeMap::new();
         for op in batch.ops() {
             let scope = scope_of(&op.0).ok_or_else(|| {
                 Error::StateCommit("changelog backend: a key outside any task scope (`group/partition`)".into())
@@ -378,7 +384,7 @@ fn accept(
     Ok(true)
 }
 
-fn encode_ops(ops: &[&(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
+fn encode_ops(ops: &[&Op]) -> Vec<u8> {
     let size: usize = ops.iter().map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len)).sum();
     let mut out = Vec::with_capacity(4 + size);
     out.extend_from_slice(&(ops.len() as u32).to_be_bytes());
@@ -519,7 +525,7 @@ mod tests {
         assert!(!accept(&mut slot, &record(2, 0, 0, 2, x), &mut map, &mut stats).expect("ok"));
         assert_eq!(stats.incomplete, 1);
         assert!(!accept(&mut slot, &record(1, 0, 1, 2, y), &mut map, &mut stats).expect("ok"), "foreign chunk");
-        assert_eq!(map.get(&b"j".to_vec()).map(Vec::as_slice), Some(&b"old"[..]), "nothing applied yet");
+        assert_eq!(map.get(&b"j"[..]).map(Vec::as_slice), Some(&b"old"[..]), "nothing applied yet");
         assert!(accept(&mut slot, &record(2, 0, 1, 2, y), &mut map, &mut stats).expect("ok"));
         assert_eq!(map, BTreeMap::from([(b"k".to_vec(), b"1".to_vec())]));
     }

@@ -70,17 +70,20 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Partition count of a plan topic.
+pub(crate) type PartitionCount = Arc<dyn Fn(&str) -> Result<u32> + Send + Sync>;
+
 /// The producer every task of a [`super::KafkaLog`] appends with.
 pub(crate) struct KafkaProducer {
     cfg: KafkaConfig,
     producer: ThreadedProducer<DeliveryContext>,
     /// Partition counts by plan topic (learnt from the metadata once).
-    partitions: Arc<dyn Fn(&str) -> Result<u32> + Send + Sync>,
+    partitions: PartitionCount,
     round_robin: Mutex<FxHashMap<String, Arc<AtomicU32>>>,
 }
 
 impl KafkaProducer {
-    pub(crate) fn new(cfg: &KafkaConfig, partitions: Arc<dyn Fn(&str) -> Result<u32> + Send + Sync>) -> Result<Self> {
+    pub(crate) fn new(cfg: &KafkaConfig, partitions: PartitionCount) -> Result<Self> {
         let producer = cfg
             .client(PRODUCER_DEFAULTS)
             .create_with_context(DeliveryContext)

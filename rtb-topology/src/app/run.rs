@@ -494,6 +494,10 @@ fn drain(
     }
 }
 
+/// How far one input partition was scanned: the next offset to scan, and the latest event time so far with
+/// the offset of its record.
+type Scanned = (u64, Option<(Timestamp, u64)>);
+
 /// A task whose committed watermark has not reached the end of its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Behind {
@@ -512,7 +516,7 @@ struct Behind {
 #[derive(Default)]
 struct EndOfData {
     /// (topic, partition) → (next offset to scan, max event time so far and its record's offset).
-    scanned: HashMap<(String, u32), (u64, Option<(Timestamp, u64)>)>,
+    scanned: HashMap<(String, u32), Scanned>,
     rejected: HashSet<(String, u32, u64)>,
     dead_scanned: u64,
 }
@@ -593,10 +597,8 @@ impl EndOfData {
             let Some(last) = recs.last() else { break };
             slot.0 = last.offset + 1;
             for r in &recs {
-                if !self.rejected.contains(&(topic.to_string(), p, r.offset)) {
-                    if slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
-                        slot.1 = Some((r.timestamp, r.offset));
-                    }
+                if !self.rejected.contains(&(topic.to_string(), p, r.offset)) && slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
+                    slot.1 = Some((r.timestamp, r.offset));
                 }
             }
         }
