@@ -115,7 +115,11 @@ fn offsets_and_state_of_a_task_restore_together() {
     scope.write_meta("watermark", &Some(1_000_i64), &mut batch).expect("meta");
     state.apply(batch).expect("apply");
     drop(state);
-    let state: Arc<dyn StoreBackend> = Arc::new(open(&log, 512 << 10));
+    let reopened = open(&log, 512 << 10);
+    let stats = reopened.restore_stats().clone();
+    assert_eq!((stats.records, stats.batches, stats.incomplete, stats.keys), (1, 1, 0, 3), "one record per task commit");
+    assert!(stats.first_record.is_some_and(|t| t <= stats.elapsed) && stats.records_per_s() > 0.0);
+    let state: Arc<dyn StoreBackend> = Arc::new(reopened);
     let scope = task_scope(&state, "beta", 2);
     assert_eq!(scope.read_offsets().expect("offsets"), offsets);
     assert_eq!(scope.read_value::<u64>("count").expect("count"), Some(41));
