@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== services (Kafka, Redis, PostgreSQL)"
+./scripts/services.sh
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked
 

@@ -156,6 +156,36 @@ pub enum Error {
         /// The partition's end offset.
         end: u64,
     },
+    /// Reading from a Kafka partition failed (after the retries of transient errors).
+    #[error("kafka consume from {topic}[{partition}] at offset {offset}: {reason}")]
+    KafkaConsume {
+        /// The topic (as named on the cluster, prefix included).
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset being read (or probed).
+        offset: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Producing to Kafka failed (after librdkafka's own retries, or ours for a full queue).
+    #[error("kafka produce to {topic}{}: {reason}", partition.map(|p| format!("[{p}]")).unwrap_or_default())]
+    KafkaProduce {
+        /// The topic (as named on the cluster, prefix included).
+        topic: String,
+        /// The partition, when one was chosen.
+        partition: Option<u32>,
+        /// What failed.
+        reason: String,
+    },
+    /// A Kafka admin or metadata request failed (topic creation, metadata, watermarks).
+    #[error("kafka admin on topic `{topic}`: {reason}")]
+    KafkaAdmin {
+        /// The topic (as named on the cluster, prefix included).
+        topic: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Shorthand for results in this crate.

@@ -13,7 +13,7 @@
 //! A consumer group's committed offsets are **not** kept by the log: the runtime commits them inside the
 //! task's state, atomically with the operator state they reflect (see the module docs of `runtime`).
 //!
-//! [`EmbeddedLog`] implements all three.
+//! [`EmbeddedLog`] implements all three; so does `KafkaLog` (feature `kafka`, module `crate::kafka`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,14 @@ pub trait PartitionReader: Send {
     /// retention are skipped; nothing at or past the end).
     fn read(&mut self, input: usize, from: u64, max: usize) -> Result<Vec<LogRecord>>;
 
+    /// Whether input `input` holds nothing at or after `next` as far as this reader knows now, without a
+    /// round trip to the log (used to call a partition idle; [`PartitionReader::end_offset`] is the exact
+    /// answer for where a batch ends). The embedded log knows its end exactly; a Kafka reader answers from
+    /// its fetches (caught up once the fetcher reported the partition's end at `next`).
+    fn caught_up(&mut self, input: usize, next: u64) -> Result<bool> {
+        Ok(next >= self.end_offset(input)?)
+    }
+
     /// Blocks until a record at `offset` of input `input` exists or `timeout` passes; returns whether it
     /// exists.
     fn wait(&mut self, input: usize, offset: u64, timeout: Duration) -> bool;
@@ -59,8 +67,32 @@ pub trait Producer: Send + Sync {
     /// process (not necessarily of the machine: see [`Producer::flush`]).
     fn send(&self, topic: &str, records: Vec<ProduceRecord>) -> Result<()>;
 
+    /// Appends each `(topic, records)` of `batches`, in order (records bound for one partition keep the
+    /// order given), and returns once all are appended as [`Producer::send`] would. A Kafka producer sends
+    /// them all before waiting for the acknowledgements. Default: one `send` per batch.
+    fn send_all(&self, batches: Vec<(String, Vec<ProduceRecord>)>) -> Result<()> {
+        for (topic, records) in batches {
+            self.send(&topic, records)?;
+        }
+        Ok(())
+    }
+
     /// Makes every record sent so far durable.
     fn flush(&self) -> Result<()>;
+}
+
+impl LogIo for Arc<dyn LogIo> {
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        (**self).partitions(topic)
+    }
+
+    fn reader(&self, group: &str, topics: &[Arc<str>], partition: u32) -> Result<Box<dyn PartitionReader>> {
+        (**self).reader(group, topics, partition)
+    }
+
+    fn producer(&self) -> Arc<dyn Producer> {
+        (**self).producer()
+    }
 }
 
 impl LogIo for EmbeddedLog {

@@ -15,6 +15,8 @@
 //! - [`log`] — an embedded partitioned log (in-memory or on disk) with Kafka's key partitioner.
 //! - [`io`] — the traits the runtime reads and appends through (`LogIo`, `PartitionReader`, `Producer`);
 //!   the embedded log implements them, a Kafka client can too.
+//! - `kafka` (feature `kafka`, on by default) — the same traits over a Kafka cluster (rdkafka), and a
+//!   state backend kept in changelog topics.
 //! - [`span`] — spans of time are `Duration`s at the API; the conversions to event-time milliseconds.
 //! - [`runtime`] — runs operators over partitions, feeds watermarks, commits, shuts down cleanly.
 //! - [`registry`] — operator kinds, event schemas and sink backends registered by name, for declarative
@@ -44,6 +46,8 @@ pub mod codec;
 pub mod error;
 pub mod io;
 pub mod join;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod operator;
 pub mod record;

@@ -113,6 +113,10 @@ pub struct ExportArgs {
     /// (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`); its migrations are applied at start.
     #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
     pub postgres: Option<String>,
+    /// The Kafka cluster's address now, when it moved since `rtb run --kafka` (default: the one the run
+    /// recorded in the data directory; its topic prefix is always the recorded one).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
 }
 
 /// Arguments of `rtb describe`.
@@ -174,6 +178,33 @@ pub struct RunArgs {
     /// (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`); its migrations are applied at start.
     #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
     pub postgres: Option<String>,
+    /// Run on the Kafka cluster at HOST:PORT: topics (created when missing) and the operators' state
+    /// (changelog topics) are on the cluster, the sinks under --data-dir (default: the topology's
+    /// `runtime.kafka`; none: the embedded log).
+    #[arg(long, value_name = "HOST:PORT", env = "RTB_KAFKA")]
+    pub kafka: Option<String>,
+    /// Prefix of every topic on the Kafka cluster (one namespace per deployment or test run; default: the
+    /// topology's `runtime.topic_prefix`).
+    #[arg(long, value_name = "PREFIX", env = "RTB_TOPIC_PREFIX", requires = "kafka")]
+    pub topic_prefix: Option<String>,
+    /// A librdkafka property given to every Kafka client (repeatable), e.g. `linger.ms=5`.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Run only the topology, not the traffic generator (another `rtb run --generator-only` produces):
+    /// drains once the log holds every event of the run. Needs --kafka.
+    #[arg(long, conflicts_with = "generator_only")]
+    pub no_generator: bool,
+    /// Run only the traffic generator (no operators, no sinks). Needs --kafka.
+    #[arg(long)]
+    pub generator_only: bool,
+}
+
+/// Parses `KEY=VALUE`.
+fn key_value(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 /// Arguments of `rtb replay`.
@@ -283,6 +314,15 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
     .map_err(Error::Output)
 }
 
+/// The Kafka cluster of `rtb run`: `--kafka` (or `RTB_KAFKA`), else the topology's `runtime.kafka`.
+fn kafka_config(args: &RunArgs, plan: &crate::plan::ExecutionPlan) -> Option<rtb_stream::kafka::KafkaConfig> {
+    let brokers = args.kafka.clone().or_else(|| plan.runtime.kafka.clone())?;
+    let prefix = args.topic_prefix.clone().unwrap_or_else(|| plan.runtime.topic_prefix.clone());
+    let mut cfg = rtb_stream::kafka::KafkaConfig::new(brokers).with_prefix(prefix);
+    cfg.properties.extend(args.kafka_properties.iter().cloned());
+    Some(cfg)
+}
+
 /// `rtb run`: the CPC system on the embedded default with the traffic simulator; prints the report.
 pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
     let mut plan = load_topology(args.topology.as_deref())?.plan()?;
@@ -295,6 +335,12 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
         seed: args.seed,
         scale: args.scale,
         progress: !args.quiet,
+        kafka: kafka_config(args, &plan),
+        mode: match (args.no_generator, args.generator_only) {
+            (true, _) => crate::app::run::RunMode::TopologyOnly,
+            (_, true) => crate::app::run::RunMode::GeneratorOnly,
+            _ => crate::app::run::RunMode::Both,
+        },
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = std::sync::Arc::clone(&stop);
@@ -367,7 +413,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
 pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
     let mut plan = load_topology(args.topology.as_deref())?.plan()?;
     servers(&args.redis, &args.postgres).apply(&mut plan)?;
-    let s = crate::app::export::export(&plan, &args.data_dir, &args.output)?;
+    let s = crate::app::export::export(&plan, &args.data_dir, &args.output, args.kafka.as_deref())?;
     writeln!(out, "exported {} ({} compensations) to {}", args.data_dir.display(), s.compensations, args.output.display())
         .map_err(Error::Output)
 }

@@ -351,6 +351,11 @@ pub struct RuntimeSettings {
     /// operator and goes to the late output (default 24 h, SPEC §4). An operator's own `max_lateness`
     /// cannot reach further back than this.
     pub max_behind: Millis,
+    /// `rtb run` on a Kafka cluster at this `HOST:PORT` (topics and operators' state there, sinks under
+    /// `data_dir`) instead of the embedded log; `--kafka` / `RTB_KAFKA` override it (default: none).
+    pub kafka: Option<String>,
+    /// Prefix of every topic on the Kafka cluster; `--topic-prefix` overrides it (default: none).
+    pub topic_prefix: String,
 }
 
 impl Default for RuntimeSettings {
@@ -361,6 +366,8 @@ impl Default for RuntimeSettings {
             max_poll_records: 1024,
             max_ahead: Millis::hours(1),
             max_behind: Millis::hours(24),
+            kafka: None,
+            topic_prefix: String::new(),
         }
     }
 }

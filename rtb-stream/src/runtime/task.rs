@@ -364,7 +364,7 @@ where
                 return Ok(None);
             }
         }
-        self.caught_up[input] = self.next[input] >= limit.min(self.s.reader.end_offset(input)?);
+        self.caught_up[input] = self.next[input] >= limit || self.s.reader.caught_up(input, self.next[input])?;
         Ok(Some(handled))
     }
 

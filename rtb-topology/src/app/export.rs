@@ -9,6 +9,8 @@ use rtb_ops::schema::{CompensationEvent, ValidationConfig, Validator};
 use rtb_stream::log::EmbeddedLog;
 use rtb_stream::DeadLetter;
 
+use super::runlog::{KafkaRunLog, RunLog};
+
 use super::lock::DataDirLock;
 use super::stores;
 use super::wiring::{Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
@@ -17,19 +19,36 @@ use crate::plan::ExecutionPlan;
 use crate::replay::outputs::Writer;
 use crate::replay::ReplaySummary;
 
-/// Exports `data_dir` (a stopped run's) to `output`.
+/// Exports `data_dir` (a stopped run's) to `output`. The log is the one the run used: the embedded log
+/// of the directory, or the Kafka cluster and topic prefix recorded in it by `rtb run --kafka`
+/// (`kafka_brokers` overrides the address).
 ///
 /// Locks the data directory first (a running `rtb run` holds it), verifies the stores' seal (a corrupt
 /// store fails the export, naming it), and writes every file under a temporary name, renamed into place
 /// only when all are complete: a failed export leaves no partial or empty file behind.
-pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<ReplaySummary> {
+pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path, kafka_brokers: Option<&str>) -> Result<ReplaySummary> {
     if !data_dir.join("run.json").exists() {
         return Err(Error::Run(format!("{} is not a data directory of `rtb run`", data_dir.display())));
     }
     let _lock = DataDirLock::acquire(data_dir)?;
-    stores::verify(data_dir, &stores::stores(plan, data_dir))?;
+    let kafka = super::run::kafka_of(data_dir)?.map(|mut k| {
+        if let Some(b) = kafka_brokers {
+            k.brokers = b.to_string();
+        }
+        k
+    });
+    let mut sealed = stores::stores(plan, data_dir);
+    if kafka.is_some() {
+        // The operators' state is on the cluster.
+        sealed.retain(|s| s.name != stores::STATE_DIR);
+    }
+    stores::verify(data_dir, &sealed)?;
     std::fs::create_dir_all(output).map_err(|e| Error::Run(format!("{}: {e}", output.display())))?;
-    let log = EmbeddedLog::open(data_dir.join("log"))?;
+    let log: Box<dyn RunLog> = match kafka {
+        None => Box::new(EmbeddedLog::open(data_dir.join("log"))?),
+        Some(cfg) => Box::new(KafkaRunLog::new(rtb_stream::kafka::KafkaLog::connect(cfg)?)),
+    };
+    let log = log.as_ref();
     let sinks = Sinks::open(plan, data_dir)?;
     // The plan's names: a topology file may rename the topics.
     let topics = super::run::ops_config(plan)?.topics;
@@ -41,7 +60,7 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
     let mut seen = BTreeSet::new();
     // A run killed before it created the topics has none (`read_all` reads nothing): nothing was published,
     // an empty file is true.
-    for rec in read_all(&log, &topics.compensation_events)? {
+    for rec in read_all(log, &topics.compensation_events)? {
         let ev: CompensationEvent = validator
             .compensation_event(&rec.payload, &rec.coord(), None)
             .map_err(|e| Error::Run(format!("{}: {e}", rec.coord())))?;
@@ -51,23 +70,23 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path) -> Result<Re
         }
     }
     // Dead letters once per source record (with every stage that rejected it); late records apart.
-    for rec in read_all(&log, LATE_TOPIC)? {
+    for rec in read_all(log, LATE_TOPIC)? {
         w.late(&letter(&rec)?);
     }
-    for rec in read_all(&log, DEAD_LETTER_TOPIC)? {
+    for rec in read_all(log, DEAD_LETTER_TOPIC)? {
         w.dead_letter(&letter(&rec)?);
     }
     summary.dead_letters = w.dead_per_topic();
     summary.late = w.late_per_stage();
     let mut end: Option<i64> = None;
-    for t in plan.topics.iter().filter(|t| log.topic_config(&t.name).is_ok()) {
+    for t in plan.topics.iter().filter(|t| log.partitions(&t.name).is_ok()) {
         let mut n = 0u64;
         for p in 0..t.partitions {
             n += log.end_offset(&t.name, p)?.saturating_sub(log.start_offset(&t.name, p)?);
         }
         summary.events.insert(t.name.clone(), n);
         if t.name == topics.campaign_events || t.name == topics.ad_events || t.name == topics.conversion_events {
-            for_each_record(&log, &t.name, |r| end = end.max(Some(r.timestamp)))?;
+            for_each_record(log, &t.name, |r| end = end.max(Some(r.timestamp)))?;
         }
     }
     summary.end_of_input = end;
@@ -90,9 +109,9 @@ fn letter(rec: &rtb_stream::log::LogRecord) -> Result<DeadLetter> {
 
 /// Calls `f` on every record of `topic`, partition by partition, without holding them all. A topic the log
 /// does not have (a run killed before it created every topic) has no records.
-fn for_each_record(log: &EmbeddedLog, topic: &str, mut f: impl FnMut(&rtb_stream::log::LogRecord)) -> Result<()> {
-    let partitions = match log.topic_config(topic) {
-        Ok(c) => c.partitions,
+fn for_each_record(log: &dyn RunLog, topic: &str, mut f: impl FnMut(&rtb_stream::log::LogRecord)) -> Result<()> {
+    let partitions = match log.partitions(topic) {
+        Ok(n) => n,
         Err(rtb_stream::Error::UnknownTopic(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
@@ -110,9 +129,8 @@ fn for_each_record(log: &EmbeddedLog, topic: &str, mut f: impl FnMut(&rtb_stream
 }
 
 /// Every record of `topic`, partition by partition (none for a topic the log does not have).
-pub(crate) fn read_all(log: &EmbeddedLog, topic: &str) -> Result<Vec<rtb_stream::log::LogRecord>> {
-    match log.read_topic(topic) {
-        Err(rtb_stream::Error::UnknownTopic(_)) => Ok(Vec::new()),
-        r => Ok(r?),
-    }
+pub(crate) fn read_all(log: &dyn RunLog, topic: &str) -> Result<Vec<rtb_stream::log::LogRecord>> {
+    let mut all = Vec::new();
+    for_each_record(log, topic, |r| all.push(r.clone()))?;
+    Ok(all)
 }

@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use rtb_stream::log::EmbeddedLog;
 use rtb_stream::{DeadLetter, SourceCoord};
 
+use super::runlog::RunLog;
 use super::wiring::{DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::Result;
 use crate::replay::outputs::is_late_reason;
@@ -41,9 +41,9 @@ impl LetterTally {
     }
 
     /// Reads the letters appended since the last call.
-    pub fn update(&mut self, log: &EmbeddedLog) -> Result<()> {
+    pub fn update(&mut self, log: &dyn RunLog) -> Result<()> {
         for topic in [LATE_TOPIC, DEAD_LETTER_TOPIC] {
-            for p in 0..log.topic_config(topic)?.partitions {
+            for p in 0..log.partitions(topic)? {
                 let end = log.end_offset(topic, p)?;
                 let start = log.start_offset(topic, p)?;
                 let mut from = *self.next.entry((topic, p)).or_insert(start);
@@ -105,7 +105,7 @@ impl LetterTally {
 
 #[cfg(test)]
 mod tests {
-    use rtb_stream::log::{ProduceRecord, TopicConfig};
+    use rtb_stream::log::{EmbeddedLog, ProduceRecord, TopicConfig};
 
     use super::*;
 

@@ -9,5 +9,6 @@ pub mod pricing;
 pub mod produce;
 pub mod run;
 pub mod servers;
+pub mod runlog;
 pub mod stores;
 pub mod wiring;

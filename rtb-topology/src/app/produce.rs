@@ -7,9 +7,10 @@
 //! missing.
 
 use rtb_ops::config::TopicNames;
-use rtb_stream::log::{EmbeddedLog, ProduceRecord};
+use rtb_stream::log::ProduceRecord;
 use rtb_stream::SourceCoord;
 
+use super::runlog::RunLog;
 use crate::sim::{SimEvent, SimTopic};
 
 /// Origin topic name that marks records written by the simulator.
@@ -31,7 +32,7 @@ pub fn topic_name(topics: &TopicNames, topic: SimTopic) -> &str {
 /// run of events bound for the same topic, so that a consumer wakes once per batch, not once per event.
 /// Events are appended in sequence order; what a crash leaves is found again by [`Resume`].
 pub struct Batcher<'a> {
-    log: &'a EmbeddedLog,
+    log: &'a dyn RunLog,
     topics: &'a TopicNames,
     pending: Vec<SimEvent>,
     capacity: usize,
@@ -39,7 +40,7 @@ pub struct Batcher<'a> {
 
 impl<'a> Batcher<'a> {
     /// A batcher that appends once `capacity` events are pending (or on [`Batcher::flush`]).
-    pub fn new(log: &'a EmbeddedLog, topics: &'a TopicNames, capacity: usize) -> Self {
+    pub fn new(log: &'a dyn RunLog, topics: &'a TopicNames, capacity: usize) -> Self {
         Self { log, topics, pending: Vec::with_capacity(capacity), capacity: capacity.max(1) }
     }
 
@@ -55,15 +56,17 @@ impl<'a> Batcher<'a> {
     /// Appends every pending event (each partitioned by key, as Kafka's default partitioner would).
     pub fn flush(&mut self) -> rtb_stream::Result<()> {
         let mut events = std::mem::take(&mut self.pending).into_iter().peekable();
+        let mut runs = Vec::new();
         while let Some(first) = events.next() {
             let topic = first.topic;
             let mut run = vec![record(first)];
             while let Some(ev) = events.next_if(|e| e.topic == topic) {
                 run.push(record(ev));
             }
-            self.log.append_batch(topic_name(self.topics, topic), run)?;
+            runs.push((topic_name(self.topics, topic).to_string(), run));
         }
-        Ok(())
+        // In order: each partition receives its events in sequence order (what `Resume` relies on).
+        self.log.append(runs)
     }
 }
 
@@ -89,11 +92,11 @@ pub struct Resume {
 
 impl Resume {
     /// Reads the highest simulator sequence number of every partition of the simulator's topics.
-    pub fn scan(log: &EmbeddedLog, topics: &TopicNames) -> rtb_stream::Result<Self> {
+    pub fn scan(log: &dyn RunLog, topics: &TopicNames) -> rtb_stream::Result<Self> {
         let mut last = std::collections::HashMap::new();
         for topic in SIM_TOPICS {
             let name = topic_name(topics, topic);
-            let partitions = log.topic_config(name)?.partitions;
+            let partitions = log.partitions(name)?;
             let seqs = (0..partitions).map(|p| last_sim_seq(log, name, p)).collect::<rtb_stream::Result<Vec<_>>>()?;
             last.insert(name.to_string(), (partitions, seqs));
         }
@@ -115,7 +118,7 @@ impl Resume {
 
 /// The highest simulator sequence number in one partition, scanning back from the end in chunks (other
 /// producers, such as the budget monitor, may have appended after the simulator's last record).
-fn last_sim_seq(log: &EmbeddedLog, topic: &str, partition: u32) -> rtb_stream::Result<Option<u64>> {
+fn last_sim_seq(log: &dyn RunLog, topic: &str, partition: u32) -> rtb_stream::Result<Option<u64>> {
     const CHUNK: u64 = 4_096;
     let start = log.start_offset(topic, partition)?;
     let mut end = log.end_offset(topic, partition)?;
@@ -140,7 +143,7 @@ fn last_sim_seq(log: &EmbeddedLog, topic: &str, partition: u32) -> rtb_stream::R
 mod tests {
     use std::collections::BTreeMap;
 
-    use rtb_stream::log::TopicConfig;
+    use rtb_stream::log::{EmbeddedLog, TopicConfig};
 
     use super::*;
     use crate::app::pricing::GspPricer;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rtb_ops::config::OpsConfig;
 use rtb_ops::sink::Advertiser as AdvertiserSpec;
+use rtb_stream::kafka::{ChangelogBackend, ChangelogOptions, KafkaConfig, KafkaLog, TopicSpec};
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
 use rtb_stream::runtime::{committed_watermark, task_scope, Runtime};
 use rtb_stream::state::{JournalBackend, StoreBackend};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::letters::LetterTally;
 use super::lock::DataDirLock;
 use super::produce;
+use super::runlog::{KafkaRunLog, RunLog};
 use super::stores;
 use super::pricing::GspPricer;
 use super::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
@@ -50,6 +52,24 @@ pub struct RunOptions {
     pub scale: u32,
     /// Show a progress bar (stderr).
     pub progress: bool,
+    /// The log and the operators' state on a Kafka cluster (`--kafka`) instead of under `data_dir`; the
+    /// sinks stay under `data_dir`.
+    pub kafka: Option<KafkaConfig>,
+    /// What this process runs: the topology and the generator, or one of them (only with `kafka`).
+    pub mode: RunMode,
+}
+
+/// What one `rtb run` process runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunMode {
+    /// The topology and the traffic generator.
+    #[default]
+    Both,
+    /// Only the topology (`--no-generator`): the traffic comes from another process; the run drains once
+    /// the log holds every event of the run (or at the end of `--duration`).
+    TopologyOnly,
+    /// Only the traffic generator (`--generator-only`): no sinks, no state.
+    GeneratorOnly,
 }
 
 /// What a data directory was created with; a restart must use the same simulator.
@@ -63,6 +83,10 @@ struct RunIdentity {
     /// independent of the total: those were paced by `30 h / events` and cannot change their total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pace_ms: Option<f64>,
+    /// `brokers topic-prefix` of the Kafka cluster holding the log and the state (`None`: the embedded log
+    /// under the directory): the sinks of the directory belong to that log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kafka: Option<String>,
 }
 
 impl RunIdentity {
@@ -120,17 +144,64 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| io(&opts.data_dir, e))?;
     let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let ident = check_identity(&opts.data_dir, opts)?;
-    let stores = stores::stores(plan, &opts.data_dir);
-    stores::verify(&opts.data_dir, &stores)?;
-    stores::unseal(&opts.data_dir)?;
     // A Redis cache that lost its data is rebuilt by re-processing (new groups for the stages writing it).
     let mut plan = plan.clone();
     super::servers::prepare_caches(&mut plan, &opts.data_dir)?;
     let plan = &plan;
-    // Everything is opened and closed inside: the stores must be closed before they are sealed.
-    let outcome = run_open(plan, opts, &ident, &stop, started)?;
-    stores::seal(&opts.data_dir, &stores)?;
+    let Some(kafka) = &opts.kafka else {
+        if opts.mode != RunMode::Both {
+            return Err(Error::Run(
+                "--no-generator and --generator-only need --kafka: the embedded log belongs to one process".into(),
+            ));
+        }
+        let stores = stores::stores(plan, &opts.data_dir);
+        stores::verify(&opts.data_dir, &stores)?;
+        stores::unseal(&opts.data_dir)?;
+        // Everything is opened and closed inside: the stores must be closed before they are sealed.
+        let outcome = run_open_embedded(plan, opts, &ident, &stop, started)?;
+        stores::seal(&opts.data_dir, &stores)?;
+        return Ok(outcome);
+    };
+    // On Kafka the operators' state is in changelog topics: only the sinks are stores of the directory.
+    let stores: Vec<stores::Store> =
+        stores::stores(plan, &opts.data_dir).into_iter().filter(|s| s.name != stores::STATE_DIR).collect();
+    let sinks = if opts.mode == RunMode::GeneratorOnly {
+        None
+    } else {
+        stores::verify(&opts.data_dir, &stores)?;
+        stores::unseal(&opts.data_dir)?;
+        Some(Sinks::open(plan, &opts.data_dir)?)
+    };
+    let (log, state) = open_kafka(plan, kafka.clone(), sinks.is_some())?;
+    let outcome = run_open(plan, opts, &ident, &stop, started, &log, state, sinks)?;
+    if opts.mode != RunMode::GeneratorOnly {
+        stores::seal(&opts.data_dir, &stores)?;
+    }
     Ok(outcome)
+}
+
+/// Connects to the Kafka cluster of `cfg`, creates the plan's topics (and the dead-letter and late topics)
+/// when missing, and (`with_state`) opens the operators' state on changelog topics, one per consumer group
+/// with a partition per task, restoring it.
+pub fn open_kafka(plan: &ExecutionPlan, cfg: KafkaConfig, with_state: bool) -> Result<(KafkaRunLog, Arc<dyn StoreBackend>)> {
+    let log = KafkaLog::connect(cfg)?;
+    let mut specs: Vec<TopicSpec> = plan.topics.iter().map(|t| TopicSpec::new(t.name.clone(), t.topic_config())).collect();
+    for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
+        specs.push(TopicSpec::new(t, TopicConfig { partitions: 1, retention: None }));
+    }
+    log.ensure_topics(&specs)?;
+    let state: Arc<dyn StoreBackend> = if with_state {
+        let groups: Vec<(String, u32)> =
+            plan.stages.iter().map(|s| (s.runtime_group().to_string(), s.partitions)).collect();
+        let backend = ChangelogBackend::open(&log, &groups, ChangelogOptions::default())?;
+        let r = backend.restore_stats();
+        tracing::info!(records = r.records, keys = r.keys, elapsed_ms = r.elapsed.as_millis() as u64,
+            "operators' state restored from the changelogs");
+        Arc::new(backend)
+    } else {
+        Arc::new(rtb_stream::state::MemoryBackend::new())
+    };
+    Ok((KafkaRunLog::new(log), state))
 }
 
 /// Opens what a data directory holds for `plan` (the caller holds its lock and verified its seal): the log
@@ -147,7 +218,7 @@ pub(crate) fn open_data_dir(plan: &ExecutionPlan, data_dir: &Path) -> Result<(Em
     Ok((log, state, sinks))
 }
 
-fn run_open(
+fn run_open_embedded(
     plan: &ExecutionPlan,
     opts: &RunOptions,
     ident: &RunIdentity,
@@ -155,7 +226,20 @@ fn run_open(
     started: Instant,
 ) -> Result<RunOutcome> {
     let (log, state, sinks) = open_data_dir(plan, &opts.data_dir)?;
+    run_open(plan, opts, ident, stop, started, &log, state, Some(sinks))
+}
 
+#[allow(clippy::too_many_arguments)]
+fn run_open(
+    plan: &ExecutionPlan,
+    opts: &RunOptions,
+    ident: &RunIdentity,
+    stop: &AtomicBool,
+    started: Instant,
+    log: &dyn RunLog,
+    state: Arc<dyn StoreBackend>,
+    sinks: Option<Sinks>,
+) -> Result<RunOutcome> {
     let sim_cfg = SimConfig {
         seed: ident.seed,
         scale: ident.scale,
@@ -164,21 +248,27 @@ fn run_open(
         ..SimConfig::default()
     };
     let mut sim = Simulator::new(sim_cfg, GspPricer::default());
-    for a in sim.advertisers() {
-        sinks
-            .db
-            .upsert_advertiser(&AdvertiserSpec {
-                advertiser_id: a.advertiser_id.clone(),
-                opening_balance: a.balance,
-                time_zone: a.time_zone.clone(),
-            })
-            .map_err(|e| Error::Run(format!("database: {e}")))?;
-    }
-
-    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
-    wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
-    let token = rt.shutdown_token();
-    let metrics = rt.metrics();
+    let generate = opts.mode != RunMode::TopologyOnly;
+    let mut rt = match &sinks {
+        Some(sinks) => {
+            for a in sim.advertisers() {
+                sinks
+                    .db
+                    .upsert_advertiser(&AdvertiserSpec {
+                        advertiser_id: a.advertiser_id.clone(),
+                        opening_balance: a.balance,
+                        time_zone: a.time_zone.clone(),
+                    })
+                    .map_err(|e| Error::Run(format!("database: {e}")))?;
+            }
+            let mut rt = Runtime::new(log.io(), Arc::clone(&state));
+            wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
+            Some(rt)
+        }
+        None => None,
+    };
+    let token = rt.as_ref().map_or_else(rtb_stream::runtime::ShutdownToken::new, Runtime::shutdown_token);
+    let metrics = rt.as_ref().map_or_else(|| Arc::new(rtb_stream::runtime::RuntimeMetrics::default()), Runtime::metrics);
 
     // Produce.
     let topics = ops_config(plan)?.topics;
@@ -187,33 +277,37 @@ fn run_open(
     let mut letters = LetterTally::new(
         plan.topics.iter().filter(|t| Some(&t.schema) == conversion_schema.as_ref()).map(|t| t.name.clone()),
     );
-    let present = produce::Resume::scan(&log, &topics)?;
+    let present = produce::Resume::scan(log, &topics)?;
     let resume = present.point();
     // At an unlimited rate, batches of 1 024 events; at a set rate, what is due before the next pause.
-    let mut batch = produce::Batcher::new(&log, &topics, 1_024);
+    let mut batch = produce::Batcher::new(log, &topics, 1_024);
     let bar = progress_bar(opts, ident.events);
     let mut produced_ad = 0u64;
     let mut produced = BTreeMap::<String, u64>::new();
     let prod_start = Instant::now();
     let mut sent_this_run = 0u64;
     let mut incomplete = None;
-    if resume > 0 {
-        bar.println(format!("resuming after {resume} events already in {}", opts.data_dir.display()));
+    if resume > 0 && generate {
+        bar.println(format!("resuming after {resume} events already in the log"));
     }
+    let mut total_events = 0u64;
     for ev in sim.by_ref() {
+        total_events += 1;
         if ev.topic == SimTopic::Ad {
             produced_ad += 1;
         }
         *produced.entry(produce::topic_name(&topics, ev.topic).to_string()).or_default() += 1;
-        if present.contains(&topics, &ev) {
+        if !generate || present.contains(&topics, &ev) {
             continue;
         }
         batch.push(ev)?;
         sent_this_run += 1;
         if sent_this_run.is_multiple_of(1_024) {
             bar.set_position(produced_ad);
-            letters.update(&log)?;
-            bar.set_message(pipeline_message(&metrics, &letters));
+            if rt.is_some() {
+                letters.update(log)?;
+                bar.set_message(pipeline_message(&metrics, &letters));
+            }
             if stop.load(Ordering::Relaxed) {
                 incomplete = Some(Incomplete::Interrupted);
                 break;
@@ -240,57 +334,96 @@ fn run_open(
     batch.flush()?;
     bar.set_position(produced_ad);
     log.flush()?;
+    if !generate {
+        // Another process generates: wait until the log holds every event of this run (or the duration is
+        // over, or Ctrl-C), then drain.
+        incomplete = wait_for_generator(log, &topics, total_events, opts, stop, &token, &bar)?;
+    }
 
     // Drain: until every stage has committed every input record AND its committed watermark has reached the
     // end of the data it read (so every window, join and dedup window that the data closes has fired).
     let mut committed_all: Option<Instant> = None;
-    if incomplete != Some(Incomplete::Interrupted) {
-        // The generator has finished: no need to wait for the idle timeout to call the inputs quiet. Each
-        // task reads to the end, counts its partitions idle (closing every window the data closes), commits
-        // and stops; a later `rtb run` on this data directory goes on from there.
-        tracing::info!(
-            events = sent_this_run,
-            "traffic generator finished; draining: every stage reads to the end of its inputs, closes what the data \
-             closes, commits and stops"
-        );
-        rt.drain_token().trigger();
-        if let Some(why) = drain(plan, &log, &state, &metrics, &mut letters, &token, stop, &bar, &mut committed_all)? {
-            incomplete.get_or_insert(why);
+    let mut counters = RunCounters::default();
+    if let Some(rt) = rt.take() {
+        if incomplete != Some(Incomplete::Interrupted) {
+            // The generator has finished: no need to wait for the idle timeout to call the inputs quiet. Each
+            // task reads to the end, counts its partitions idle (closing every window the data closes),
+            // commits and stops; a later `rtb run` on this data directory goes on from there.
+            tracing::info!(
+                events = sent_this_run,
+                "traffic generator finished; draining: every stage reads to the end of its inputs, closes what the \
+                 data closes, commits and stops"
+            );
+            rt.drain_token().trigger();
+            if let Some(why) = drain(plan, log, &state, &metrics, &mut letters, &token, stop, &bar, &mut committed_all)? {
+                incomplete.get_or_insert(why);
+            }
+        }
+        token.trigger();
+        let rt_report = rt.join()?;
+        for (group, c) in &rt_report.groups {
+            if c.duplicates_skipped > 0 {
+                counters.duplicates_skipped.insert(group.clone(), c.duplicates_skipped);
+            }
         }
     }
-    token.trigger();
-    let rt_report = rt.join()?;
     log.flush()?;
     state.flush()?;
     bar.finish_and_clear();
 
-    let mut counters = RunCounters {
-        events: produced,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        committed_s: committed_all.map(|t| t.duration_since(started).as_secs_f64()),
-        ..RunCounters::default()
-    };
-    letters.update(&log)?;
-    letters.fill(&mut counters);
-    counters.conversion_inputs.events = counters.events.get(&topics.conversion_events).copied().unwrap_or(0);
-    for (group, c) in &rt_report.groups {
-        if c.duplicates_skipped > 0 {
-            counters.duplicates_skipped.insert(group.clone(), c.duplicates_skipped);
+    counters.events = produced;
+    counters.elapsed_s = started.elapsed().as_secs_f64();
+    counters.committed_s = committed_all.map(|t| t.duration_since(started).as_secs_f64());
+    let mut report = match &sinks {
+        Some(sinks) => {
+            letters.update(log)?;
+            letters.fill(&mut counters);
+            counters.conversion_inputs.events = counters.events.get(&topics.conversion_events).copied().unwrap_or(0);
+            Report::collect(sinks.cache.as_ref(), sinks.db.as_ref(), counters)
+                .map_err(|e| Error::Run(format!("report: {e}")))?
         }
-    }
-    let mut report = Report::collect(sinks.cache.as_ref(), sinks.db.as_ref(), counters)
-        .map_err(|e| Error::Run(format!("report: {e}")))?;
+        // Only the generator ran: the report holds what it produced.
+        None => Report { run: counters, ..Report::default() },
+    };
     report.complete = incomplete.is_none();
-    report.resumed_after = (resume > 0).then_some(resume);
+    report.resumed_after = (resume > 0 && generate).then_some(resume);
     report.incomplete = incomplete.as_ref().map(ToString::to_string);
     Ok(RunOutcome { report, incomplete })
+}
+
+/// `--no-generator`: waits until the log holds all `total` events of the run (written by another process),
+/// or the duration is over, or Ctrl-C. Returns why the run is incomplete, if it is.
+fn wait_for_generator(
+    log: &dyn RunLog,
+    topics: &rtb_ops::config::TopicNames,
+    total: u64,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    token: &rtb_stream::runtime::ShutdownToken,
+    bar: &ProgressBar,
+) -> Result<Option<Incomplete>> {
+    let since = Instant::now();
+    loop {
+        let point = produce::Resume::scan(log, topics)?.point();
+        bar.set_message(format!("waiting for the generator: {point} of {total} events in the log"));
+        if point >= total || token.is_triggered() {
+            return Ok(None);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Some(Incomplete::Interrupted));
+        }
+        if opts.duration.is_some_and(|d| since.elapsed() >= d) {
+            return Ok(Some(Incomplete::DurationOver));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Waits until the pipeline has processed everything to the end; `Some(why)` when it stopped short.
 #[allow(clippy::too_many_arguments)]
 fn drain(
     plan: &ExecutionPlan,
-    log: &EmbeddedLog,
+    log: &dyn RunLog,
     state: &Arc<dyn StoreBackend>,
     metrics: &rtb_stream::runtime::RuntimeMetrics,
     letters: &mut LetterTally,
@@ -315,6 +448,7 @@ fn drain(
             return Ok(None);
         }
         let lag = total_lag(plan, log, state)?;
+        tracing::debug!(lag, "drain: records not yet committed");
         if lag > 0 {
             last_progress = None;
             letters.update(log)?;
@@ -322,6 +456,7 @@ fn drain(
         } else {
             committed_all.get_or_insert_with(Instant::now);
             let behind = ends.behind(plan, log, state)?;
+            tracing::debug!(behind = behind.len(), "drain: tasks whose watermark is short of the end of the data");
             if behind.is_empty() {
                 return Ok(None);
             }
@@ -363,6 +498,10 @@ fn drain(
     }
 }
 
+/// How far one input partition was scanned: the next offset to scan, and the latest event time so far with
+/// the offset of its record.
+type Scanned = (u64, Option<(Timestamp, u64)>);
+
 /// A task whose committed watermark has not reached the end of its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Behind {
@@ -381,7 +520,7 @@ struct Behind {
 #[derive(Default)]
 struct EndOfData {
     /// (topic, partition) → (next offset to scan, max event time so far and its record's offset).
-    scanned: HashMap<(String, u32), (u64, Option<(Timestamp, u64)>)>,
+    scanned: HashMap<(String, u32), Scanned>,
     rejected: HashSet<(String, u32, u64)>,
     dead_scanned: u64,
 }
@@ -392,7 +531,7 @@ impl EndOfData {
     fn behind(
         &mut self,
         plan: &ExecutionPlan,
-        log: &EmbeddedLog,
+        log: &dyn RunLog,
         state: &Arc<dyn StoreBackend>,
     ) -> Result<Vec<Behind>> {
         let end = log.end_offset(DEAD_LETTER_TOPIC, 0)?;
@@ -408,13 +547,23 @@ impl EndOfData {
                 }
             }
         }
+        let mut wanted: Vec<(&str, u32)> = plan
+            .stages
+            .iter()
+            .flat_map(|s| s.inputs.iter().flat_map(move |t| (0..s.partitions).map(move |p| (t.as_str(), p))))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let ends: HashMap<(String, u32), u64> =
+            wanted.iter().map(|(t, p)| (t.to_string(), *p)).zip(log.end_offsets(&wanted)?).collect();
         let mut behind = Vec::new();
         for stage in &plan.stages {
             let ooo = stage.settings.max_out_of_orderness.as_ms();
             for p in 0..stage.partitions {
                 let mut max: Option<(Timestamp, u64, &str)> = None;
                 for topic in &stage.inputs {
-                    if let Some((ts, offset)) = self.max_ts(log, topic, p)? {
+                    let end = ends.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                    if let Some((ts, offset)) = self.max_ts(log, topic, p, end)? {
                         if max.is_none_or(|m| ts > m.0) {
                             max = Some((ts, offset, topic));
                         }
@@ -438,9 +587,8 @@ impl EndOfData {
         Ok(behind)
     }
 
-    /// The latest event time in one input partition, and the offset of the record carrying it.
-    fn max_ts(&mut self, log: &EmbeddedLog, topic: &str, p: u32) -> Result<Option<(Timestamp, u64)>> {
-        let end = log.end_offset(topic, p)?;
+    /// The latest event time in one input partition up to `end`, and the offset of the record carrying it.
+    fn max_ts(&mut self, log: &dyn RunLog, topic: &str, p: u32, end: u64) -> Result<Option<(Timestamp, u64)>> {
         let slot = match self.scanned.get_mut(&(topic.to_string(), p)) {
             Some(s) => s,
             None => {
@@ -453,10 +601,8 @@ impl EndOfData {
             let Some(last) = recs.last() else { break };
             slot.0 = last.offset + 1;
             for r in &recs {
-                if !self.rejected.contains(&(topic.to_string(), p, r.offset)) {
-                    if slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
-                        slot.1 = Some((r.timestamp, r.offset));
-                    }
+                if !self.rejected.contains(&(topic.to_string(), p, r.offset)) && slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
+                    slot.1 = Some((r.timestamp, r.offset));
                 }
             }
         }
@@ -482,9 +628,22 @@ fn io(path: &Path, e: std::io::Error) -> Error {
     Error::Run(format!("{}: {e}", path.display()))
 }
 
+/// The Kafka cluster and topic prefix a data directory's run used (`None`: the embedded log).
+pub(crate) fn kafka_of(dir: &Path) -> Result<Option<KafkaConfig>> {
+    let path = dir.join("run.json");
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let id: RunIdentity = serde_json::from_slice(&bytes).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
+    Ok(id.kafka.map(|k| {
+        let (brokers, prefix) = k.split_once(' ').unwrap_or((k.as_str(), ""));
+        KafkaConfig::new(brokers).with_prefix(prefix)
+    }))
+}
+
 fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
     let path = dir.join("run.json");
-    let want = RunIdentity { seed: opts.seed, scale: opts.scale, events: opts.events, pace_ms: Some(DEFAULT_PACE_MS) };
+    let kafka = opts.kafka.as_ref().map(|k| format!("{} {}", k.brokers, k.topic_prefix));
+    let want =
+        RunIdentity { seed: opts.seed, scale: opts.scale, events: opts.events, pace_ms: Some(DEFAULT_PACE_MS), kafka };
     let write = |id: &RunIdentity| -> Result<()> {
         let json = serde_json::to_vec_pretty(id).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
         std::fs::write(&path, json).map_err(|e| io(&path, e))
@@ -499,6 +658,15 @@ fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
     };
     let have: RunIdentity =
         serde_json::from_slice(&bytes).map_err(|e| Error::Run(format!("{}: {e}", path.display())))?;
+    if have.kafka != want.kafka {
+        let name = |k: &Option<String>| k.as_ref().map_or_else(|| "the embedded log".to_string(), |k| format!("Kafka `{k}`"));
+        return Err(Error::Run(format!(
+            "{} holds the sinks of a run on {}; this run is on {}: use another --data-dir",
+            dir.display(),
+            name(&have.kafka),
+            name(&want.kafka)
+        )));
+    }
     if (have.seed, have.scale) != (want.seed, want.scale) {
         return Err(Error::Run(format!(
             "{} was created with --seed {} --scale {}; restart with the same values or use another --data-dir",
@@ -516,7 +684,7 @@ fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
         )));
     }
     // A restart may raise the event count to continue producing: the timeline does not depend on it.
-    let merged = RunIdentity { events: have.events.max(want.events), ..have };
+    let merged = RunIdentity { events: have.events.max(want.events), ..have.clone() };
     if merged != have {
         write(&merged)?;
     }
@@ -524,13 +692,20 @@ fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
 }
 
 /// Records not yet committed by the stages, summed over every input partition.
-pub fn total_lag(plan: &ExecutionPlan, log: &EmbeddedLog, state: &Arc<dyn StoreBackend>) -> Result<u64> {
+pub fn total_lag(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBackend>) -> Result<u64> {
+    // One end offset per partition, asked all at once (several stages read the same topic; on Kafka each is
+    // a round trip).
+    let mut wanted: Vec<(&str, u32)> =
+        plan.stages.iter().flat_map(|s| s.inputs.iter().flat_map(move |t| (0..s.partitions).map(move |p| (t.as_str(), p)))).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let ends: HashMap<(&str, u32), u64> = wanted.iter().copied().zip(log.end_offsets(&wanted)?).collect();
     let mut lag = 0u64;
     for stage in &plan.stages {
         for p in 0..stage.partitions {
             let committed = task_scope(state, stage.runtime_group(), p).read_offsets()?;
             for topic in &stage.inputs {
-                let end = log.end_offset(topic, p)?;
+                let end = ends.get(&(topic.as_str(), p)).copied().unwrap_or(0);
                 let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);
                 lag += end.saturating_sub(done);
             }
