@@ -70,23 +70,23 @@ fn events(n: usize, clicks_only: bool) -> Vec<AdEvent> {
         .collect()
 }
 
-fn records(evs: &[AdEvent]) -> Vec<Record<String, AdEvent>> {
+fn records(evs: &[AdEvent]) -> Vec<Record<String, Arc<AdEvent>>> {
     evs.iter()
         .enumerate()
-        .map(|(i, e)| Record::new(e.device_id.clone(), e.clone(), e.timestamp, SourceCoord::new("ad-events", 0, i as u64)))
+        .map(|(i, e)| Record::new(e.device_id.clone(), Arc::new(e.clone()), e.timestamp, SourceCoord::new("ad-events", 0, i as u64)))
         .collect()
 }
 
 /// Builds an operator with `make`, then times feeding it (owned copies of) `recs`, advancing the
 /// watermark every 1 000 records and committing (`flush_state`) at the end. Cloning the input and building
 /// the operator are not timed.
-fn timed<O, M>(make: &M, recs: &[Record<String, AdEvent>]) -> Duration
+fn timed<O, M>(make: &M, recs: &[Record<String, Arc<AdEvent>>]) -> Duration
 where
-    O: Operator<Key = String, In = AdEvent, Out = Output>,
+    O: Operator<Key = String, In = Arc<AdEvent>, Out = Output>,
     M: Fn() -> O,
 {
     let mut op = make();
-    let input: Vec<Record<String, AdEvent>> = recs.to_vec();
+    let input: Vec<Record<String, Arc<AdEvent>>> = recs.to_vec();
     let mut out = Vec::new();
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut wm = None;
@@ -107,9 +107,9 @@ where
     elapsed
 }
 
-fn bench_op<O, M>(c: &mut Criterion, name: &str, recs: &[Record<String, AdEvent>], make: M)
+fn bench_op<O, M>(c: &mut Criterion, name: &str, recs: &[Record<String, Arc<AdEvent>>], make: M)
 where
-    O: Operator<Key = String, In = AdEvent, Out = Output>,
+    O: Operator<Key = String, In = Arc<AdEvent>, Out = Output>,
     M: Fn() -> O,
 {
     let mut g = c.benchmark_group("ops");

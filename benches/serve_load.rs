@@ -1,12 +1,15 @@
 //! Load on `rtb serve` (embedded default, durable log, the whole topology running): the server runs in this
-//! process (`rtb_topology::serve::serve`, the code the binary runs) on a free loopback port, and a Rust
-//! client (reqwest on tokio, `RTB_SERVE_CLIENTS` concurrent connections, default 64) sends closed-loop
-//! requests for `RTB_SERVE_SECS` seconds (default 10) per scenario:
+//! process (`rtb_topology::serve::serve`, the code the binary runs) on a free loopback port, and a client
+//! sends closed-loop requests for `RTB_SERVE_SECS` seconds (default 10) per scenario:
 //!
-//! - `single_ingest` — `POST /v1/events/ad` with one impression (202 once fsynced in the log);
-//! - `batch_ingest` — `POST /v1/events/ad` with 1 000 impressions (8 clients);
-//! - `rankings` — `GET /v1/rankings/HOME/laptops`.
+//! - `single_ingest` — `POST /v1/events/ad` with one impression (202 once fsynced in the log), with 64 and
+//!   with 256 concurrent connections (shoppers' apps each posting their own events);
+//! - `batch_ingest` — `POST /v1/events/ad` with 1 000 impressions (8 connections);
+//! - `rankings` — `GET /v1/rankings/HOME/laptops` (64 connections).
 //!
+//! The client is `wrk` (Debian's package: `apt-get install wrk`) when it is on the PATH — a C load generator
+//! that leaves the server most of the 2 cores — else a Rust client (reqwest on tokio, in this process);
+//! `RTB_SERVE_CLIENT=wrk|reqwest` chooses. Any answer other than the expected status fails the bench.
 //! Prints requests/s (events/s for batches) with p50 and p99 latency. `cargo bench --bench serve_load`
 
 use std::io::Write;
@@ -87,6 +90,50 @@ async fn load(
     (all.len() as u64, all, elapsed)
 }
 
+/// Runs `wrk` for `secs` with `conns` connections against `url` (`script` sets method, headers and body);
+/// returns (requests/s, p50 ms, p99 ms). Panics on a non-2xx answer or a socket error.
+fn wrk(url: &str, script: &std::path::Path, conns: u64, secs: u64) -> (f64, f64, f64) {
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("running wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("Non-2xx"), "the server answered errors under load:\n{text}");
+    assert!(!text.contains("Socket errors"), "socket errors under load:\n{text}");
+    let ms = |v: &str| -> f64 {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let x: f64 = num.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => x / 1000.0,
+            "ms" => x,
+            "s" => x * 1000.0,
+            _ => f64::NAN,
+        }
+    };
+    let field = |prefix: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
+            .unwrap_or_else(|| panic!("no `{prefix}` in wrk's output:\n{text}"))
+    };
+    let rps: f64 = field("Requests/sec:").parse().expect("requests/s");
+    (rps, ms(&field("50%")), ms(&field("99%")))
+}
+
+/// A wrk script sending `method` with the bearer `token` and `body` (JSON), written under `dir`.
+fn wrk_script(dir: &std::path::Path, name: &str, method: &str, token: &str, body: Option<&Value>) -> std::path::PathBuf {
+    let mut lua = format!("wrk.method = \"{method}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
+    if let Some(b) = body {
+        // A Lua long string holds the JSON as it is.
+        lua.push_str(&format!("wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{b}]==]\n"));
+    }
+    let path = dir.join(format!("{name}.lua"));
+    std::fs::write(&path, lua).expect("wrk script");
+    path
+}
+
 fn pct(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -97,7 +144,12 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let secs = env("RTB_SERVE_SECS", 10);
-    let clients = env("RTB_SERVE_CLIENTS", 64);
+    let client_kind = match std::env::var("RTB_SERVE_CLIENT") {
+        Ok(k) if k == "wrk" || k == "reqwest" => k,
+        Ok(k) => panic!("RTB_SERVE_CLIENT={k}: use wrk or reqwest"),
+        Err(_) if std::process::Command::new("wrk").arg("--version").output().is_ok() => "wrk".to_string(),
+        Err(_) => "reqwest".to_string(),
+    };
     let dir = tempfile::tempdir().expect("tmp");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{ADMIN} admin\n{INGEST} ingest\n")).expect("tokens");
@@ -132,30 +184,37 @@ fn main() {
         post(ADMIN, "/v1/campaigns/c1/approve", json!({})).await.expect("approve");
 
         let url = format!("{base}/v1/events/ad");
-        let u = url.clone();
-        let (n, lat, s) = load(&client, clients, secs, move |c, i| c.post(&u).bearer_auth(INGEST).json(&impression(i)), 202).await;
-        println!(
-            "serve single_ingest: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({clients} clients, {n} requests in {s:.1} s)",
-            n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99)
-        );
-        println!("EVENTS_PER_SEC name=serve_single_ingest value={:.0}", n as f64 / s);
-
+        let rank_url = format!("{base}/v1/rankings/HOME/laptops");
         let batch: Value = Value::Array((0..1_000).map(impression).collect());
-        let u = url.clone();
-        let (n, lat, s) = load(&client, 8, secs, move |c, _| c.post(&u).bearer_auth(INGEST).json(&batch), 202).await;
-        println!(
-            "serve batch_ingest: {:.0} events/s ({:.0} batches of 1000/s), p50 {:.2} ms, p99 {:.2} ms (8 clients)",
-            n as f64 * 1000.0 / s, n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99)
-        );
-        println!("EVENTS_PER_SEC name=serve_batch_ingest value={:.0}", n as f64 * 1000.0 / s);
-
-        let u = format!("{base}/v1/rankings/HOME/laptops");
-        let (n, lat, s) = load(&client, clients, secs, move |c, _| c.get(&u).bearer_auth(INGEST), 200).await;
-        println!(
-            "serve rankings: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({clients} clients)",
-            n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99)
-        );
-        println!("EVENTS_PER_SEC name=serve_rankings value={:.0}", n as f64 / s);
+        let report = |name: &str, what: &str, per_req: f64, rps: f64, p50: f64, p99: f64, conns: u64| {
+            println!("serve {name}: {:.0} {what}/s, p50 {p50:.2} ms, p99 {p99:.2} ms ({conns} connections, {client_kind})", rps * per_req);
+            println!("EVENTS_PER_SEC name=serve_{name} value={:.0}", rps * per_req);
+        };
+        if client_kind == "wrk" {
+            let single = wrk_script(dir.path(), "single", "POST", INGEST, Some(&impression(1)));
+            for conns in [64, 256] {
+                let (rps, p50, p99) = wrk(&url, &single, conns, secs);
+                report(&format!("single_ingest_c{conns}"), "requests", 1.0, rps, p50, p99, conns);
+            }
+            let batched = wrk_script(dir.path(), "batch", "POST", INGEST, Some(&batch));
+            let (rps, p50, p99) = wrk(&url, &batched, 8, secs);
+            report("batch_ingest", "events", 1000.0, rps, p50, p99, 8);
+            let rank = wrk_script(dir.path(), "rank", "GET", INGEST, None);
+            let (rps, p50, p99) = wrk(&rank_url, &rank, 64, secs);
+            report("rankings", "requests", 1.0, rps, p50, p99, 64);
+        } else {
+            for conns in [64, 256] {
+                let u = url.clone();
+                let (n, lat, s) = load(&client, conns, secs, move |c, i| c.post(&u).bearer_auth(INGEST).json(&impression(i)), 202).await;
+                report(&format!("single_ingest_c{conns}"), "requests", 1.0, n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99), conns);
+            }
+            let u = url.clone();
+            let (n, lat, s) = load(&client, 8, secs, move |c, _| c.post(&u).bearer_auth(INGEST).json(&batch), 202).await;
+            report("batch_ingest", "events", 1000.0, n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99), 8);
+            let u = rank_url.clone();
+            let (n, lat, s) = load(&client, 64, secs, move |c, _| c.get(&u).bearer_auth(INGEST), 200).await;
+            report("rankings", "requests", 1.0, n as f64 / s, pct(&lat, 0.5), pct(&lat, 0.99), 64);
+        }
     });
     let _ = stop_tx.send(());
     server.join().expect("server thread").expect("rtb serve");

@@ -36,7 +36,7 @@
 //!     let source = SourceCoord::new("ad-events", 0, offset as u64);
 //!     let now = rfc3339::parse("2024-01-15T10:31:00Z")?;
 //!     let click = decode_ad_event(json.as_bytes(), &source, now)?;
-//!     h.process(Record::new(click.device_id.clone(), click.clone(), click.timestamp, source))?;
+//!     h.process(Record::new(click.device_id.clone(), click.clone().into(), click.timestamp, source))?;
 //! }
 //! h.advance_watermark(rfc3339::parse("2024-01-15T10:35:15Z")? - 1)?; // t0 + 5 min − 1
 //! let out = h.drain();

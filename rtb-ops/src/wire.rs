@@ -58,7 +58,7 @@ pub struct WireDecoder {
 }
 
 /// A decoded `ad-events` record, or why it is invalid.
-type Verdict = Arc<Result<AdEvent, String>>;
+type Verdict = Arc<Result<Arc<AdEvent>, String>>;
 
 /// Shards of [`AdCache`]: partition `p` uses shard `p % SHARDS` (alone, up to this many partitions).
 const SHARDS: usize = 64;
@@ -93,7 +93,7 @@ impl AdCache {
         partition: u32,
         offset: u64,
         payload: &Arc<[u8]>,
-        decode: impl FnOnce() -> Result<AdEvent, String>,
+        decode: impl FnOnce() -> Result<Arc<AdEvent>, String>,
     ) -> Verdict {
         let shard = &self.shards[partition as usize % SHARDS];
         {
@@ -149,8 +149,8 @@ impl WireDecoder {
 
     /// Decodes an `ad-events` record (or a copy of one, by origin, in a repartition topic): once for all
     /// the decoders cloned from this one, see [`AdCache`].
-    pub fn ad(&self, rec: &LogRecord) -> Result<Record<String, AdEvent>, String> {
-        let decode = || self.validator.ad_event(&rec.payload, &rec.coord(), self.clock.now()).map_err(|e| e.to_string());
+    pub fn ad(&self, rec: &LogRecord) -> Result<Record<String, Arc<AdEvent>>, String> {
+        let decode = || self.validator.ad_event(&rec.payload, &rec.coord(), self.clock.now()).map(Arc::new).map_err(|e| e.to_string());
         let slot = if *rec.topic == *self.topics.ad_events {
             Some((rec.partition, rec.offset))
         } else {
@@ -161,7 +161,7 @@ impl WireDecoder {
             None => Arc::new(decode()),
         };
         match &*verdict {
-            Ok(ev) => Ok(Record::new(key_of(rec), ev.clone(), ev.timestamp, rec.coord())),
+            Ok(ev) => Ok(Record::new(key_of(rec), Arc::clone(ev), ev.timestamp, rec.coord())),
             Err(reason) => Err(reason.clone()),
         }
     }
@@ -193,7 +193,7 @@ impl WireDecoder {
     }
 
     /// [`Self::ad`] as a runtime decoder.
-    pub fn ad_decoder(&self) -> impl Fn(&LogRecord) -> Result<Record<String, AdEvent>, String> + Send + Sync + 'static {
+    pub fn ad_decoder(&self) -> impl Fn(&LogRecord) -> Result<Record<String, Arc<AdEvent>>, String> + Send + Sync + 'static {
         let d = self.clone();
         move |r| d.ad(r)
     }

@@ -55,7 +55,7 @@ pub struct BalanceWorker {
     db: Arc<dyn Database>,
     billing: Billing,
     batch_size: usize,
-    pending: Vec<(LedgerEntry, SourceCoord, AdEvent)>,
+    pending: Vec<(LedgerEntry, SourceCoord, Arc<AdEvent>)>,
     unreported: Vec<DeadLetter>,
     stats: BalanceStats,
 }
@@ -141,7 +141,7 @@ impl BalanceWorker {
 
     /// Charges one click (what `process` does after the [`Billing`] check): gathered, and applied once
     /// the batch is full.
-    pub fn charge(&mut self, ev: AdEvent, source: SourceCoord) -> Result<()> {
+    pub fn charge(&mut self, ev: Arc<AdEvent>, source: SourceCoord) -> Result<()> {
         self.pending.push((charge_entry(&ev, &source), source, ev));
         if self.pending.len() >= self.batch_size {
             self.flush()?;
@@ -152,10 +152,10 @@ impl BalanceWorker {
 
 impl Operator for BalanceWorker {
     type Key = String;
-    type In = AdEvent;
+    type In = Arc<AdEvent>;
     type Out = Output;
 
-    fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+    fn process(&mut self, record: Record<String, Arc<AdEvent>>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         let Record { value, source, .. } = record;
         if value.is_click() {
             match self.billing.check(&*self.db, &value.advertiser_id, &value.campaign_id)? {
@@ -196,8 +196,8 @@ mod tests {
     use crate::sink::{Advertiser, EmbeddedDatabase, MemoryDatabase};
     use rtb_stream::Harness;
 
-    fn ev(id: Option<&str>, t: AdEventType, price: i64) -> AdEvent {
-        AdEvent {
+    fn ev(id: Option<&str>, t: AdEventType, price: i64) -> Arc<AdEvent> {
+        Arc::new(AdEvent {
             event_id: id.map(str::to_string),
             event_type: t,
             timestamp: 1_000,
@@ -214,10 +214,10 @@ mod tests {
             search_term: None,
             revenue_amount: None,
             order_id: None,
-        }
+        })
     }
 
-    fn records() -> Vec<Record<String, AdEvent>> {
+    fn records() -> Vec<Record<String, Arc<AdEvent>>> {
         let src = |o| SourceCoord::new("ad-events", 2, o);
         vec![
             Record::new("d".into(), ev(Some("e1"), AdEventType::Click, 1200), 1_000, src(0)),
@@ -275,7 +275,7 @@ mod tests {
         db
     }
 
-    fn rec(ev: AdEvent, offset: u64) -> Record<String, AdEvent> {
+    fn rec(ev: Arc<AdEvent>, offset: u64) -> Record<String, Arc<AdEvent>> {
         Record::new("d".into(), ev, 1_000, SourceCoord::new("ad-events", 2, offset))
     }
 
@@ -308,10 +308,10 @@ mod tests {
         h.process(rec(first.clone(), 1)).unwrap(); // the producer retried: same content, another offset
         assert_eq!(h.operator.stats().duplicates, 1);
         assert!(h.dead_letters.is_empty());
-        let mut other = first.clone();
+        let mut other = Arc::unwrap_or_clone(first.clone());
         other.device_id = "another-device".into();
         other.actual_price = Some(700);
-        h.process(rec(other, 2)).unwrap();
+        h.process(rec(Arc::new(other), 2)).unwrap();
         assert_eq!(db.balance("adv").unwrap(), Some(-1200), "charged once, the other click not at all");
         assert_eq!(h.operator.stats().reused_ids, 1);
         assert_eq!(h.dead_letters.len(), 1);

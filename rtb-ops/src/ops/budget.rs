@@ -259,10 +259,10 @@ impl BudgetMonitor {
 
 impl Operator for BudgetMonitor {
     type Key = String;
-    type In = AdEvent;
+    type In = Arc<AdEvent>;
     type Out = Output;
 
-    fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+    fn process(&mut self, record: Record<String, Arc<AdEvent>>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         if record.value.is_click() {
             if self.billing.check(&*self.db, &record.value.advertiser_id, &record.value.campaign_id)?.is_err() {
                 self.stats.refused += 1;

@@ -43,7 +43,7 @@ fn fixture(cfg: BudgetConfig) -> F {
     F { cache, db, h: Harness::new(op) }
 }
 
-fn click(t: i64, price: i64, offset: u64) -> Record<String, AdEvent> {
+fn click(t: i64, price: i64, offset: u64) -> Record<String, Arc<AdEvent>> {
     let ev = AdEvent {
         event_id: None,
         event_type: AdEventType::Click,
@@ -62,7 +62,7 @@ fn click(t: i64, price: i64, offset: u64) -> Record<String, AdEvent> {
         revenue_amount: None,
         order_id: None,
     };
-    Record::new("d".into(), ev, t, SourceCoord::new("ad-events", 1, offset))
+    Record::new("d".into(), Arc::new(ev), t, SourceCoord::new("ad-events", 1, offset))
 }
 
 impl F {
@@ -194,7 +194,7 @@ fn unknown_campaigns_and_other_time_zones() {
     assert_eq!(f.cache.spend("c1", jan(15)).unwrap(), 10_000);
     assert_eq!(f.paused_day(), Some(jan(15)));
     let mut other = click(ts("2024-01-15T14:00:00Z"), 100, 2);
-    other.value.campaign_id = "ghost".into();
+    Arc::make_mut(&mut other.value).campaign_id = "ghost".into();
     f.h.process(other).unwrap();
     assert_eq!(f.h.operator.stats().unknown_campaigns, 1);
 }

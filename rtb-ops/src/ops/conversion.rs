@@ -210,6 +210,7 @@ impl Operator for ConversionMatcher {
                 self.join.process_left((c.device_id, c.product_id), c.timestamp, side, &mut self.events);
             }
             MatchInput::Ad(a) if a.is_click() => {
+                let a = std::sync::Arc::unwrap_or_clone(a); // clicks only: a few per cent of the records
                 let Some(product_id) = a.product_id else {
                     self.stats.clicks_without_product += 1;
                     return Ok(());

@@ -9,7 +9,7 @@ use rtb_stream::Harness;
 const T: i64 = 1_705_329_000_000; // 2024-01-15T14:30:00Z
 
 fn click(device: &str, product: Option<&str>, campaign: &str, at: i64) -> MatchInput {
-    MatchInput::Ad(AdEvent {
+    MatchInput::Ad(std::sync::Arc::new(AdEvent {
         event_id: None,
         event_type: AdEventType::Click,
         timestamp: at,
@@ -26,7 +26,7 @@ fn click(device: &str, product: Option<&str>, campaign: &str, at: i64) -> MatchI
         search_term: None,
         revenue_amount: None,
         order_id: None,
-    })
+    }))
 }
 
 fn conversion(device: &str, product: &str, order: &str, at: i64) -> MatchInput {

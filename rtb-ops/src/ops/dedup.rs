@@ -24,6 +24,7 @@
 //! forgotten) `retention` after its last window closed with nothing buffered.
 
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rtb_stream::runtime::Output;
@@ -173,10 +174,10 @@ impl DuplicateClickDetector {
 
 impl Operator for DuplicateClickDetector {
     type Key = String;
-    type In = AdEvent;
+    type In = Arc<AdEvent>;
     type Out = Output;
 
-    fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+    fn process(&mut self, record: Record<String, Arc<AdEvent>>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         let ev = &record.value;
         if !ev.is_click() {
             return Ok(());

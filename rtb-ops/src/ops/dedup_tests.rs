@@ -46,7 +46,7 @@ impl F {
         self.offset += 1;
         let t = ev.timestamp;
         let key = ev.device_id.clone();
-        self.h.process(Record::new(key, ev, t, SourceCoord::new("ad-events", 0, self.offset))).unwrap();
+        self.h.process(Record::new(key, std::sync::Arc::new(ev), t, SourceCoord::new("ad-events", 0, self.offset))).unwrap();
     }
     fn comps(&mut self) -> Vec<CompensationEvent> {
         self.h
@@ -213,14 +213,14 @@ fn state_survives_a_restart_from_committed_stores() {
     let scope = StateScope::in_memory();
     let mut h = Harness::new(DuplicateClickDetector::new(&scope, DedupConfig::default()).unwrap());
     for (i, t) in [0, 5 * SEC].into_iter().enumerate() {
-        h.process(Record::new("d".into(), click("d", "a", t, 700), t, SourceCoord::new("ad-events", 0, i as u64))).unwrap();
+        h.process(Record::new("d".into(), std::sync::Arc::new(click("d", "a", t, 700)), t, SourceCoord::new("ad-events", 0, i as u64))).unwrap();
     }
     let mut batch = WriteBatch::new();
     h.operator.flush_state(&mut batch).unwrap();
     scope.backend().apply(batch).unwrap();
     drop(h);
     let mut h = Harness::new(DuplicateClickDetector::new(&scope, DedupConfig::default()).unwrap());
-    h.process(Record::new("d".into(), click("d", "a", 9 * SEC, 800), 9 * SEC, SourceCoord::new("ad-events", 0, 2))).unwrap();
+    h.process(Record::new("d".into(), std::sync::Arc::new(click("d", "a", 9 * SEC, 800)), 9 * SEC, SourceCoord::new("ad-events", 0, 2))).unwrap();
     h.advance_watermark(300 * SEC).unwrap();
     let out = h.drain();
     assert_eq!(out.len(), 1);

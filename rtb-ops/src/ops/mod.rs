@@ -15,6 +15,8 @@ pub mod dedup;
 pub mod performance;
 pub mod ranking;
 
+use std::sync::Arc;
+
 use chrono_tz::Tz;
 use rtb_stream::log::ProduceRecord;
 use rtb_stream::runtime::Output;
@@ -33,7 +35,7 @@ pub enum MatchInput {
     /// A `conversion-events` record.
     Conversion(ConversionEvent),
     /// An `ad-events` record (only clicks are used).
-    Ad(AdEvent),
+    Ad(Arc<AdEvent>),
 }
 
 /// The idempotency key of a click's charge (the spec's rule: its `event_id`, else its source

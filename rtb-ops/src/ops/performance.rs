@@ -245,10 +245,10 @@ impl PerformanceStatement {
 
 impl Operator for PerformanceStatement {
     type Key = String;
-    type In = AdEvent;
+    type In = Arc<AdEvent>;
     type Out = Output;
 
-    fn process(&mut self, record: Record<String, AdEvent>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
+    fn process(&mut self, record: Record<String, Arc<AdEvent>>, ctx: &mut Context<'_, Output>) -> rtb_stream::Result<()> {
         let Record { value, source, .. } = record;
         let ts = value.timestamp;
         if let Some(id) = &value.event_id {
@@ -263,7 +263,7 @@ impl Operator for PerformanceStatement {
             }
         }
         self.stats.events += 1;
-        let ev = Arc::new(value);
+        let ev = value;
         let campaign = (MetricsScope::Campaign, ev.campaign_id.clone());
         let ad = (MetricsScope::Ad, ev.ad_id.clone());
         self.windows.process(campaign, ts, &ev, &mut self.events);

@@ -53,7 +53,7 @@ impl F {
     fn send(&mut self, e: AdEvent) {
         self.offset += 1;
         let t = e.timestamp;
-        self.h.process(Record::new("d".into(), e, t, SourceCoord::new("ad-events", 0, self.offset))).unwrap();
+        self.h.process(Record::new("d".into(), Arc::new(e), t, SourceCoord::new("ad-events", 0, self.offset))).unwrap();
     }
     fn many(&mut self, t: AdEventType, campaign: &str, ad: &str, at: i64, n: usize) {
         for _ in 0..n {
@@ -166,7 +166,7 @@ fn remembered_ids_survive_a_restart() {
     let ranker = || Ranker::new(Arc::new(cache.clone()), Arc::new(db.clone()), RankingConfig::default(), 100, "Asia/Seoul").unwrap();
     let mut click = ev(AdEventType::Click, "c1", "a1", T0 + 1);
     click.event_id = Some("clk-1".into());
-    let rec = |o| Record::new("d".to_string(), click.clone(), click.timestamp, SourceCoord::new("ad-events", 0, o));
+    let rec = |o| Record::new("d".to_string(), Arc::new(click.clone()), click.timestamp, SourceCoord::new("ad-events", 0, o));
     {
         let op = PerformanceStatement::new(&scope, 0, Arc::new(cache.clone()), PerformanceConfig::default(), ranker()).unwrap();
         let mut h = Harness::new(op);

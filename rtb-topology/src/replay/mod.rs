@@ -139,9 +139,10 @@ impl Driver {
     }
 
     fn ad(&mut self, rec: Record<String, AdEvent>) -> Result<()> {
+        let rec = rec.map(Arc::new);
         let (out, dead, wm) = (&mut self.out, &mut self.dead, self.watermark);
         if rec.value.event_type == AdEventType::Click {
-            let click = |r: &Record<String, AdEvent>| r.clone();
+            let click = |r: &Record<String, Arc<AdEvent>>| r.clone();
             run_op(&mut self.ops.dedup, click(&rec), out, dead, wm)?;
             run_op(&mut self.ops.balance, click(&rec), out, dead, wm)?;
             run_op(&mut self.ops.budget, click(&rec), out, dead, wm)?;

@@ -249,6 +249,9 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         return ApiError::unavailable("the topology has stopped (a stage failed, or the server is shutting down)")
             .into_response();
     }
+    if let Some(e) = app.flush.failed() {
+        return ApiError::unavailable(format!("log: appending or flushing failed: {e}")).into_response();
+    }
     let topic = &app.topics().campaign_events;
     if let Err(e) = app.log.end_offset(topic, 0) {
         return ApiError::unavailable(format!("log: {e}")).into_response();

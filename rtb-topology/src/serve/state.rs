@@ -129,31 +129,43 @@ pub fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Run(format!("{what}: {e}"))
 }
 
-/// Group commit of the API's appends: each request appends its records at once, then waits until a
-/// flush (fsync) that began after its append has finished. One flusher thread runs those flushes back to
-/// back, so concurrent requests share one fsync instead of queueing one each.
+/// Group commit of the API's publishes: a request queues its records and waits; one flusher thread takes
+/// everything queued, appends it with **one** append per topic (records of a topic in queue order), then
+/// makes it durable with one flush (fsync), and releases every request of that group. Concurrent requests
+/// share one write and one fsync, and no request blocks a thread of the async runtime.
+///
+/// A failed append or flush fails the requests of its group and every later one (the log's state after a
+/// failed fsync is unknown; the server stops being ready — see `/readyz`): a request is answered 202 only
+/// if its group, and every group before it, was appended and flushed.
 pub struct GroupFlush {
     producer: Arc<dyn Producer>,
-    /// Appends finished so far (a request's number is taken after its append returned).
-    appended: AtomicU64,
-    /// The highest append number a request waits for, and whether to stop.
-    wanted: parking_lot::Mutex<(u64, bool)>,
+    queue: parking_lot::Mutex<Queue>,
     wake: parking_lot::Condvar,
-    /// (every append up to this number is durable, the error of the flush that said so, if it failed).
-    durable: tokio::sync::watch::Sender<(u64, Option<String>)>,
+    /// Every request up to this number is durable; `failed`: the first request number of the first
+    /// group that failed, with the error.
+    durable: tokio::sync::watch::Sender<Durable>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Queued records, in request order.
+    items: Vec<(String, Vec<ProduceRecord>)>,
+    /// The number of the last request queued (requests are numbered from 1).
+    last: u64,
+    stop: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    through: u64,
+    failed: Option<(u64, String)>,
 }
 
 impl GroupFlush {
     /// A group flush over `producer`, with its flusher thread (stopped by [`GroupFlush::stop`]).
     pub fn start(producer: Arc<dyn Producer>) -> Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
-        let (durable, _) = tokio::sync::watch::channel((0, None));
-        let me = Arc::new(Self {
-            producer,
-            appended: AtomicU64::new(0),
-            wanted: parking_lot::Mutex::new((0, false)),
-            wake: parking_lot::Condvar::new(),
-            durable,
-        });
+        let (durable, _) = tokio::sync::watch::channel(Durable::default());
+        let me = Arc::new(Self { producer, queue: parking_lot::Mutex::new(Queue::default()), wake: parking_lot::Condvar::new(), durable });
         let flusher = Arc::clone(&me);
         let handle = std::thread::Builder::new()
             .name("rtb-serve-flush".into())
@@ -164,51 +176,75 @@ impl GroupFlush {
 
     fn run(&self) {
         let mut done = 0u64;
+        let mut failed: Option<(u64, String)> = None;
         loop {
-            let target = {
-                let mut w = self.wanted.lock();
-                while w.0 <= done && !w.1 {
-                    self.wake.wait(&mut w);
+            let (items, through) = {
+                let mut q = self.queue.lock();
+                while q.items.is_empty() && !q.stop {
+                    self.wake.wait(&mut q);
                 }
-                if w.0 <= done {
+                if q.items.is_empty() {
                     return; // stopping, and nothing is waiting
                 }
-                w.0
+                (std::mem::take(&mut q.items), q.last)
             };
-            let err = self.producer.flush().err().map(|e| e.to_string());
-            done = target;
-            self.durable.send_replace((target, err));
+            if failed.is_none() {
+                if let Err(e) = self.append_and_flush(items) {
+                    tracing::error!(error = %e, "rtb serve: appending or flushing the log failed; every request from now on fails");
+                    failed = Some((done + 1, e.to_string()));
+                }
+            }
+            done = through;
+            self.durable.send_replace(Durable { through, failed: failed.clone() });
         }
     }
 
-    /// Appends `records` to `topic` and returns once they are durable.
-    pub async fn publish(self: &Arc<Self>, topic: String, records: Vec<ProduceRecord>) -> std::result::Result<(), ApiError> {
-        let me = Arc::clone(self);
-        let mut durable = self.durable.subscribe();
-        let seq = tokio::task::spawn_blocking(move || -> rtb_stream::Result<u64> {
-            me.producer.send(&topic, records)?;
-            Ok(me.appended.fetch_add(1, Ordering::SeqCst) + 1)
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("publishing: {e}")))??;
-        {
-            let mut w = self.wanted.lock();
-            w.0 = w.0.max(seq);
+    /// One append per topic (in the order the topics were first queued), then one flush.
+    fn append_and_flush(&self, items: Vec<(String, Vec<ProduceRecord>)>) -> rtb_stream::Result<()> {
+        let mut by_topic: Vec<(String, Vec<ProduceRecord>)> = Vec::new();
+        for (topic, records) in items {
+            match by_topic.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, all)) => all.extend(records),
+                None => by_topic.push((topic, records)),
+            }
         }
+        for (topic, records) in by_topic {
+            self.producer.send(&topic, records)?;
+        }
+        self.producer.flush()
+    }
+
+    /// Queues `records` for `topic` and returns once they are appended and durable.
+    pub async fn publish(self: &Arc<Self>, topic: String, records: Vec<ProduceRecord>) -> std::result::Result<(), ApiError> {
+        let mut durable = self.durable.subscribe();
+        let seq = {
+            let mut q = self.queue.lock();
+            if q.stop {
+                return Err(ApiError::unavailable("the server is shutting down"));
+            }
+            q.items.push((topic, records));
+            q.last += 1;
+            q.last
+        };
         self.wake.notify_one();
         let state = durable
-            .wait_for(|(d, _)| *d >= seq)
+            .wait_for(|d| d.through >= seq)
             .await
             .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
-        match &state.1 {
-            None => Ok(()),
-            Some(e) => Err(ApiError::internal(format!("log flush: {e}"))),
+        match &state.failed {
+            Some((first, e)) if *first <= seq => Err(ApiError::internal(format!("log append/flush: {e}"))),
+            _ => Ok(()),
         }
     }
 
-    /// Stops the flusher once every waiting request's flush is done.
+    /// Whether an append or flush has failed (the server is then not ready).
+    pub fn failed(&self) -> Option<String> {
+        self.durable.borrow().failed.as_ref().map(|(_, e)| e.clone())
+    }
+
+    /// Stops the flusher once every queued request's group is done; later publishes are refused.
     pub fn stop(&self) {
-        self.wanted.lock().1 = true;
+        self.queue.lock().stop = true;
         self.wake.notify_one();
     }
 }
@@ -218,29 +254,32 @@ mod tests {
     use super::*;
     use rtb_stream::log::TopicConfig;
 
-    /// The embedded log in memory, counting flushes and the appends each flush started after.
+    /// The embedded log in memory, counting flushes and remembering which records were appended before a
+    /// flush began; its flushes fail from the `fail_from`-th on (counted from 0).
     struct Counting {
         log: EmbeddedLog,
-        sent: AtomicU64,
+        appended: parking_lot::Mutex<Vec<Vec<u8>>>,
+        /// Keys of the records appended before some flush began.
+        flushed: parking_lot::Mutex<std::collections::HashSet<Vec<u8>>>,
+        sends: AtomicU64,
         flushes: AtomicU64,
-        /// The largest number of appends done when a flush began.
-        covered: AtomicU64,
-        fail: bool,
+        fail_from: u64,
     }
 
     impl Producer for Counting {
         fn send(&self, topic: &str, records: Vec<ProduceRecord>) -> rtb_stream::Result<()> {
+            self.appended.lock().extend(records.iter().filter_map(|r| r.key.clone()));
             self.log.append_batch(topic, records)?;
-            self.sent.fetch_add(1, Ordering::SeqCst);
+            self.sends.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
         fn flush(&self) -> rtb_stream::Result<()> {
-            self.covered.fetch_max(self.sent.load(Ordering::SeqCst), Ordering::SeqCst);
-            self.flushes.fetch_add(1, Ordering::SeqCst);
+            let n = self.flushes.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(5)); // an fsync takes a while
-            if self.fail {
+            if n >= self.fail_from {
                 return Err(rtb_stream::Error::Config("disk on fire".into()));
             }
+            self.flushed.lock().extend(self.appended.lock().iter().cloned());
             Ok(())
         }
     }
@@ -249,15 +288,24 @@ mod tests {
         ProduceRecord { key: Some(i.to_be_bytes().to_vec()), payload: b"{}".to_vec(), timestamp: 0, partition: None, origin: None }
     }
 
-    fn producer(fail: bool) -> Arc<Counting> {
+    fn producer(fail_from: u64) -> Arc<Counting> {
         let log = EmbeddedLog::in_memory();
-        log.create_topic("t", TopicConfig { partitions: 2, retention: None }).expect("topic");
-        Arc::new(Counting { log, sent: AtomicU64::new(0), flushes: AtomicU64::new(0), covered: AtomicU64::new(0), fail })
+        for t in ["t", "u"] {
+            log.create_topic(t, TopicConfig { partitions: 2, retention: None }).expect("topic");
+        }
+        Arc::new(Counting {
+            log,
+            appended: Default::default(),
+            flushed: Default::default(),
+            sends: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            fail_from,
+        })
     }
 
     #[test]
-    fn concurrent_publishes_share_flushes_and_each_returns_after_a_flush_that_covers_it() {
-        let p = producer(false);
+    fn concurrent_publishes_share_appends_and_flushes_and_each_returns_once_durable() {
+        let p = producer(u64::MAX);
         let (flush, thread) = GroupFlush::start(Arc::clone(&p) as Arc<dyn Producer>).expect("start");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("rt");
         rt.block_on(async {
@@ -266,9 +314,11 @@ mod tests {
                 let flush = Arc::clone(&flush);
                 let p = Arc::clone(&p);
                 tasks.push(tokio::spawn(async move {
-                    flush.publish("t".into(), vec![rec(i), rec(i + 1_000)]).await.expect("publish");
-                    // This publish's append is among those done before the flush that released it began.
-                    assert!(p.covered.load(Ordering::SeqCst) >= 1);
+                    let topic = if i % 2 == 0 { "t" } else { "u" };
+                    flush.publish(topic.into(), vec![rec(i), rec(i + 1_000)]).await.expect("publish");
+                    // Both records were appended before a flush that finished before this returned.
+                    let flushed = p.flushed.lock();
+                    assert!(flushed.contains(&i.to_be_bytes().to_vec()) && flushed.contains(&(i + 1_000).to_be_bytes().to_vec()));
                 }));
             }
             for t in tasks {
@@ -277,22 +327,29 @@ mod tests {
         });
         flush.stop();
         thread.join().expect("flusher");
-        let stored: u64 = (0..2).map(|part| p.log.end_offset("t", part).expect("end")).sum();
-        assert_eq!(stored, 128);
-        assert_eq!(p.covered.load(Ordering::SeqCst), 64, "the last flush covers every append");
-        let flushes = p.flushes.load(Ordering::SeqCst);
+        let stored: u64 = ["t", "u"].iter().flat_map(|t| (0..2).map(|part| p.log.end_offset(t, part).expect("end"))).sum();
+        assert_eq!(stored, 128, "every record appended once");
+        let (flushes, sends) = (p.flushes.load(Ordering::SeqCst), p.sends.load(Ordering::SeqCst));
         assert!((1..64).contains(&flushes), "{flushes} flushes for 64 concurrent publishes");
+        assert!(sends <= 2 * flushes, "one append per topic per group: {sends} appends, {flushes} flushes");
+        assert!(flush.failed().is_none());
     }
 
     #[test]
-    fn a_failed_flush_fails_the_requests_it_was_for() {
-        let p = producer(true);
+    fn a_failed_flush_fails_its_requests_and_every_later_one_and_earlier_ones_stay_accepted() {
+        let p = producer(1);
         let (flush, thread) = GroupFlush::start(Arc::clone(&p) as Arc<dyn Producer>).expect("start");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        let err = rt.block_on(flush.publish("t".into(), vec![rec(1)])).expect_err("flush failed");
+        rt.block_on(flush.publish("t".into(), vec![rec(1)])).expect("the first flush succeeds");
+        let err = rt.block_on(flush.publish("t".into(), vec![rec(2)])).expect_err("flush failed");
         assert_eq!(err.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         assert!(err.message.contains("disk on fire"), "{}", err.message);
+        let err = rt.block_on(flush.publish("u".into(), vec![rec(3)])).expect_err("later requests fail too");
+        assert!(err.message.contains("disk on fire"), "{}", err.message);
+        assert_eq!(p.flushes.load(Ordering::SeqCst), 2, "nothing is flushed after a failure");
+        assert!(flush.failed().is_some_and(|e| e.contains("disk on fire")));
         flush.stop();
         thread.join().expect("flusher");
+        assert!(rt.block_on(flush.publish("t".into(), vec![rec(4)])).is_err(), "refused after stop");
     }
 }
