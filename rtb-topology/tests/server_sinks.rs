@@ -130,12 +130,24 @@ fn normalized(dir: &Path, file: &str) -> Vec<String> {
                         if let Some(Value::Array(stages)) = r.get_mut("stages") {
                             stages.sort_by_key(|s| s.to_string());
                         }
-                        // A future timestamp's reason names the processing time it was checked at.
+                        // A future timestamp's reason names the processing time it was checked at (and a
+                        // record rejected again after a restart gets `reasons`, one per check).
+                        let timeless = |reason: &str| match reason.find(" is ") {
+                            Some(i) if reason.starts_with("FUTURE_TIMESTAMP") => reason[..i].to_owned(),
+                            _ => reason.to_owned(),
+                        };
                         if let Some(Value::String(reason)) = r.get_mut("reason") {
-                            if reason.starts_with("FUTURE_TIMESTAMP") {
-                                if let Some(i) = reason.find(" is ") {
-                                    reason.truncate(i);
-                                }
+                            *reason = timeless(reason);
+                        }
+                        let reason = r["reason"].clone();
+                        if let Some(Value::Array(reasons)) = r.get("reasons") {
+                            let mut all: Vec<Value> = reasons.iter().map(|x| Value::String(timeless(x.as_str().unwrap_or_default()))).collect();
+                            all.sort_by_key(|v| v.to_string());
+                            all.dedup();
+                            if all == [reason] {
+                                r.as_object_mut().unwrap().remove("reasons");
+                            } else {
+                                r["reasons"] = Value::Array(all);
                             }
                         }
                     }
