@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// Most events in one batch request (more: 413).
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch: u64,
+    /// Redis server for the topology's cache sinks (rankings, metrics, spend counters) instead of the
+    /// backend the file names (`redis://host:6379[/db][?prefix=P&retry_for=60s]`); the API reads the same.
+    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
+    pub redis: Option<String>,
+    /// PostgreSQL server for the topology's database sinks (advertisers, ledger, campaigns, conversions,
+    /// alerts) instead of the backend the file names (`postgres://user@host:5432/db[?schema=S]`).
+    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
+    pub postgres: Option<String>,
 }
 
 /// Arguments of `rtb export`.
@@ -421,7 +429,8 @@ pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
 /// `rtb serve`: the API server and the topology on the embedded default, until Ctrl-C or SIGTERM.
 #[cfg(feature = "serve")]
 pub fn serve(args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let mut plan = load_topology(args.topology.as_deref())?.plan()?;
+    servers(&args.redis, &args.postgres).apply(&mut plan)?;
     let opts = crate::serve::ServeOptions {
         listen: args.listen,
         tokens: args.tokens.clone(),

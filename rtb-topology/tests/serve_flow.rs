@@ -1,10 +1,14 @@
 //! The whole loop through `rtb serve` on the embedded default, over real HTTP: advertisers and campaigns
 //! created and approved, the ranking, impressions and clicks (duplicates among them) priced by GSP, the
 //! charge and the refund in the ledger, performance windows, an attributed conversion, and the budget
-//! pause — each seen through the API.
+//! pause — each seen through the API. Then the same loop with the sinks on Redis and PostgreSQL
+//! (`rtb serve --redis URL --postgres URL`), checked in the servers too.
 
 mod serve_support;
+mod servers_support;
 
+use rtb_ops::schema::Placement;
+use rtb_ops::sink::{Cache, Database, LedgerKind};
 use serde_json::{json, Value};
 use serve_support::*;
 
@@ -19,9 +23,36 @@ fn ranking(s: &Server, category: &str) -> Vec<(String, i64)> {
 
 #[test]
 fn campaigns_traffic_charges_refunds_metrics_conversions_and_budget_pause() {
+    whole_loop(&[]);
+}
+
+#[test]
+fn the_same_loop_on_redis_and_postgres_writes_the_servers() {
+    let servers = servers_support::Servers::new();
+    whole_loop(&["--redis", &servers.redis, "--postgres", &servers.postgres]);
+    // What the API answered came from the servers: the ledger is in PostgreSQL, the ranking in Redis.
+    let ledger = servers.db.ledger().expect("ledger in PostgreSQL");
+    let acme: Vec<(LedgerKind, i64)> =
+        ledger.iter().filter(|r| r.entry.advertiser_id == "acme").map(|r| (r.entry.kind, r.entry.amount)).collect();
+    assert_eq!(acme.iter().filter(|(k, _)| *k == LedgerKind::Charge).count(), 3, "{acme:?}");
+    assert!(acme.contains(&(LedgerKind::Refund, 1_620)), "{acme:?}");
+    assert_eq!(
+        servers.db.balance("acme").expect("balance"),
+        Some(1_000_000 + acme.iter().map(|(_, a)| a).sum::<i64>()),
+        "balance = opening + the ledger"
+    );
+    let ranked = servers.cache.ranking(Placement::Home, "laptops").expect("ranking in Redis");
+    assert!(ranked.iter().any(|e| e.campaign_id == "other-o"), "{ranked:?}");
+    assert!(!ranked.iter().any(|e| e.campaign_id == "acme-b"), "paused then deleted: {ranked:?}");
+}
+
+/// The loop through a fresh `rtb serve` started with `extra` arguments.
+fn whole_loop(extra: &[&str]) {
     let dir = tempfile::tempdir().expect("tmp");
     let tokens = token_file(dir.path());
-    let s = Server::start(&dir.path().join("data"), &["--tokens", tokens.to_str().expect("utf8")]);
+    let mut args = vec!["--tokens", tokens.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    let s = Server::start(&dir.path().join("data"), &args);
 
     s.post_expect(ADMIN, "/v1/advertisers", &json!({"advertiser_id": "acme", "opening_balance": 1_000_000, "time_zone": "UTC"}), 201);
     s.post_expect(ADMIN, "/v1/advertisers", &json!({"advertiser_id": "other", "opening_balance": 500_000, "time_zone": "UTC"}), 201);

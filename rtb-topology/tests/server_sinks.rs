@@ -17,6 +17,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod servers_support;
 mod support;
 
 #[path = "../../rtb-ops/tests/support/proxy.rs"]
@@ -25,55 +26,10 @@ mod proxy;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rtb_ops::sink::{Cache, Database, PostgresDatabase, RedisCache};
+use rtb_ops::sink::{Cache, Database};
 use serde_json::Value;
+use servers_support::{postgres_url, redis_url, Servers};
 use support::run::rtb;
-
-fn redis_url() -> String {
-    std::env::var("RTB_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-fn postgres_url() -> String {
-    std::env::var("RTB_TEST_POSTGRES").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
-}
-
-fn with_setting(url: &str, setting: &str) -> String {
-    format!("{url}{}{setting}", if url.contains('?') { '&' } else { '?' })
-}
-
-/// The test's key prefix and schema, emptied and dropped when it ends.
-struct Servers {
-    cache: RedisCache,
-    db: PostgresDatabase,
-    redis: String,
-    postgres: String,
-}
-
-impl Servers {
-    fn new() -> Self {
-        let tag = format!(
-            "e2e_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000
-        );
-        let redis = with_setting(&redis_url(), &format!("prefix={tag}:&retry_for=5s"));
-        let postgres = with_setting(&postgres_url(), &format!("schema={tag}&retry_for=5s"));
-        let cache = RedisCache::connect(&redis).unwrap_or_else(|e| {
-            panic!("Redis is not reachable ({e}); start it (`redis-server --daemonize yes`) or set RTB_TEST_REDIS")
-        });
-        let db = PostgresDatabase::connect(&postgres).unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable ({e}); start it (`service postgresql start`) or set RTB_TEST_POSTGRES")
-        });
-        Self { cache, db, redis, postgres }
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let _ = self.cache.delete_all();
-        let _ = self.db.drop_schema();
-    }
-}
 
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

@@ -93,7 +93,10 @@ pub fn serve(
     let stores = stores::stores(plan, &opts.data_dir);
     stores::verify(&opts.data_dir, &stores)?;
     stores::unseal(&opts.data_dir)?;
-    serve_open(plan, opts, tokens, out, shutdown)?;
+    // A Redis cache that lost its data is rebuilt by re-processing, as `rtb run` does.
+    let mut plan = plan.clone();
+    crate::app::servers::prepare_caches(&mut plan, &opts.data_dir)?;
+    serve_open(&plan, opts, tokens, out, shutdown)?;
     stores::seal(&opts.data_dir, &stores)
 }
 
