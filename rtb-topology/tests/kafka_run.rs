@@ -167,6 +167,15 @@ fn a_run_on_kafka_exports_what_the_same_run_on_the_embedded_log_exports() {
     export(&kafka, &eb);
     same_exports(&ea, &eb);
     assert!(!kafka.join("log").exists() && !kafka.join("state").exists(), "log and state are on the cluster");
+    // The sinks of a directory belong to the log its run used: switching logs is refused.
+    let o = rtb()
+        .args(["run", "--data-dir"])
+        .arg(&embedded)
+        .args(["--events", EVENTS, "--seed", SEED, "--quiet", "--kafka", &brokers(), "--topic-prefix", "other-"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("holds the sinks of a run on the embedded log"), "{err}");
 }
 
 #[test]
