@@ -552,6 +552,7 @@ impl EndOfData {
         wanted.dedup();
         let ends: HashMap<(String, u32), u64> =
             wanted.iter().map(|(t, p)| (t.to_string(), *p)).zip(log.end_offsets(&wanted)?).collect();
+        self.scan_new_records(log, &wanted, &ends)?;
         let mut behind = Vec::new();
         for stage in &plan.stages {
             let ooo = stage.settings.max_out_of_orderness.as_ms();
@@ -581,6 +582,62 @@ impl EndOfData {
             }
         }
         Ok(behind)
+    }
+
+    /// Scans what each input partition of `wanted` holds below its end and was not scanned yet, the
+    /// partitions in parallel (on Kafka each is a reader and a fetch of its own).
+    fn scan_new_records(
+        &mut self,
+        log: &dyn RunLog,
+        wanted: &[(&str, u32)],
+        ends: &HashMap<(String, u32), u64>,
+    ) -> Result<()> {
+        let mut todo = Vec::new();
+        for (t, p) in wanted {
+            let key = (t.to_string(), *p);
+            let end = ends.get(&key).copied().unwrap_or(0);
+            let slot = match self.scanned.get(&key) {
+                Some(s) => *s,
+                None => (log.start_offset(t, *p)?, None),
+            };
+            if slot.0 < end {
+                todo.push((key, end, slot));
+            } else {
+                self.scanned.entry(key).or_insert(slot);
+            }
+        }
+        let rejected = &self.rejected;
+        let results: Vec<Result<((String, u32), Scanned)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .into_iter()
+                .map(|(key, end, mut slot)| {
+                    scope.spawn(move || -> Result<((String, u32), Scanned)> {
+                        while slot.0 < end {
+                            let recs = log.read(&key.0, key.1, slot.0, 4_096)?;
+                            let Some(last) = recs.last() else { break };
+                            slot.0 = last.offset + 1;
+                            for r in recs.iter().filter(|r| r.offset < end) {
+                                if !rejected.contains(&(key.0.clone(), key.1, r.offset))
+                                    && slot.1.is_none_or(|(ts, _)| r.timestamp > ts)
+                                {
+                                    slot.1 = Some((r.timestamp, r.offset));
+                                }
+                            }
+                        }
+                        Ok((key, slot))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Run("the end-of-data scan panicked".into()))))
+                .collect()
+        });
+        for r in results {
+            let (key, slot) = r?;
+            self.scanned.insert(key, slot);
+        }
+        Ok(())
     }
 
     /// The latest event time in one input partition up to `end`, and the offset of the record carrying it.
