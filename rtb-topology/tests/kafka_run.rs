@@ -258,9 +258,23 @@ fn generator_only_and_topology_only_processes_together_make_the_same_run() {
 }
 
 #[test]
-fn no_generator_without_kafka_is_refused() {
+fn kafka_settings_without_a_cluster_are_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let o = rtb().args(["run", "--data-dir"]).arg(tmp.path()).args(["--no-generator", "--quiet"]).output().expect("run");
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("need --kafka"), "{}", String::from_utf8_lossy(&o.stderr));
+    for (args, says) in [
+        (&["--no-generator"][..], "need --kafka"),
+        (&["--generator-only"][..], "need --kafka"),
+        (&["--topic-prefix", "p-"][..], "need a Kafka cluster"),
+        (&["--kafka-property", "linger.ms=5"][..], "need a Kafka cluster"),
+    ] {
+        let o = rtb()
+            .args(["run", "--data-dir"])
+            .arg(tmp.path().join(args[0].trim_start_matches('-')))
+            .args(["--quiet"])
+            .args(args)
+            .env_remove("RTB_KAFKA")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
 }

@@ -141,15 +141,15 @@ impl RunOutcome {
 /// [`super::stores`]): a corrupt store fails the run, naming it, before anything is written.
 pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOutcome> {
     let started = Instant::now();
+    if opts.kafka.is_none() && opts.mode != RunMode::Both {
+        return Err(Error::Run(
+            "--no-generator and --generator-only need --kafka: the embedded log belongs to one process".into(),
+        ));
+    }
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| io(&opts.data_dir, e))?;
     let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let ident = check_identity(&opts.data_dir, opts)?;
     let Some(kafka) = &opts.kafka else {
-        if opts.mode != RunMode::Both {
-            return Err(Error::Run(
-                "--no-generator and --generator-only need --kafka: the embedded log belongs to one process".into(),
-            ));
-        }
         let stores = stores::stores(plan, &opts.data_dir);
         stores::verify(&opts.data_dir, &stores)?;
         stores::unseal(&opts.data_dir)?;
