@@ -278,3 +278,19 @@ fn kafka_settings_without_a_cluster_are_refused() {
         assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn kafka_properties_reach_the_clients() {
+    require_broker();
+    let tmp = tempfile::tempdir().expect("tmp");
+    // librdkafka refuses a property it does not know: the flag reaches the clients it creates.
+    let o = rtb()
+        .args(["run", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--events", "10", "--quiet", "--kafka", &brokers(), "--topic-prefix", &unique_prefix("props")])
+        .args(["--kafka-property", "no.such.property=1"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no.such.property"), "{err}");
+}
