@@ -51,7 +51,8 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Check a topology file and exit 0 (valid) or 2 (invalid, with the reason and line).
     Validate(ValidateArgs),
-    /// Run the whole system on the embedded log, state and sinks, with the built-in traffic generator.
+    /// Run the whole system on the embedded log, state and sinks (or on Kafka: --kafka), with the built-in
+    /// traffic generator.
     ///
     /// Exits 130 when interrupted by Ctrl-C before it was complete, 1 on a failure, 0 otherwise: complete,
     /// or ended short for another reason it names (--duration over; a watermark that cannot reach the end of
@@ -193,7 +194,7 @@ pub struct RunArgs {
     pub kafka: Option<String>,
     /// Prefix of every topic on the Kafka cluster (one namespace per deployment or test run; default: the
     /// topology's `runtime.topic_prefix`).
-    #[arg(long, value_name = "PREFIX", env = "RTB_TOPIC_PREFIX", requires = "kafka")]
+    #[arg(long, value_name = "PREFIX", env = "RTB_TOPIC_PREFIX")]
     pub topic_prefix: Option<String>,
     /// A librdkafka property given to every Kafka client (repeatable), e.g. `linger.ms=5`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -322,13 +323,22 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
     .map_err(Error::Output)
 }
 
-/// The Kafka cluster of `rtb run`: `--kafka` (or `RTB_KAFKA`), else the topology's `runtime.kafka`.
-fn kafka_config(args: &RunArgs, plan: &crate::plan::ExecutionPlan) -> Option<rtb_stream::kafka::KafkaConfig> {
-    let brokers = args.kafka.clone().or_else(|| plan.runtime.kafka.clone())?;
+/// The Kafka cluster of `rtb run`: `--kafka` (or `RTB_KAFKA`), else the topology's `runtime.kafka`. A topic
+/// prefix or a Kafka property without a cluster is refused (it would have no effect).
+fn kafka_config(args: &RunArgs, plan: &crate::plan::ExecutionPlan) -> Result<Option<rtb_stream::kafka::KafkaConfig>> {
+    let Some(brokers) = args.kafka.clone().or_else(|| plan.runtime.kafka.clone()) else {
+        if args.topic_prefix.is_some() || !args.kafka_properties.is_empty() {
+            return Err(Error::Run(
+                "--topic-prefix and --kafka-property need a Kafka cluster (--kafka, RTB_KAFKA or `runtime.kafka`)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
     let prefix = args.topic_prefix.clone().unwrap_or_else(|| plan.runtime.topic_prefix.clone());
     let mut cfg = rtb_stream::kafka::KafkaConfig::new(brokers).with_prefix(prefix);
     cfg.properties.extend(args.kafka_properties.iter().cloned());
-    Some(cfg)
+    Ok(Some(cfg))
 }
 
 /// `rtb run`: the CPC system on the embedded default with the traffic simulator; prints the report.
@@ -343,7 +353,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
         seed: args.seed,
         scale: args.scale,
         progress: !args.quiet,
-        kafka: kafka_config(args, &plan),
+        kafka: kafka_config(args, &plan)?,
         mode: match (args.no_generator, args.generator_only) {
             (true, _) => crate::app::run::RunMode::TopologyOnly,
             (_, true) => crate::app::run::RunMode::GeneratorOnly,

@@ -167,6 +167,15 @@ fn a_run_on_kafka_exports_what_the_same_run_on_the_embedded_log_exports() {
     export(&kafka, &eb);
     same_exports(&ea, &eb);
     assert!(!kafka.join("log").exists() && !kafka.join("state").exists(), "log and state are on the cluster");
+    // The sinks of a directory belong to the log its run used: switching logs is refused.
+    let o = rtb()
+        .args(["run", "--data-dir"])
+        .arg(&embedded)
+        .args(["--events", EVENTS, "--seed", SEED, "--quiet", "--kafka", &brokers(), "--topic-prefix", "other-"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("holds the sinks of a run on the embedded log"), "{err}");
 }
 
 #[test]
@@ -249,9 +258,39 @@ fn generator_only_and_topology_only_processes_together_make_the_same_run() {
 }
 
 #[test]
-fn no_generator_without_kafka_is_refused() {
+fn kafka_settings_without_a_cluster_are_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let o = rtb().args(["run", "--data-dir"]).arg(tmp.path()).args(["--no-generator", "--quiet"]).output().expect("run");
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("need --kafka"), "{}", String::from_utf8_lossy(&o.stderr));
+    for (args, says) in [
+        (&["--no-generator"][..], "need --kafka"),
+        (&["--generator-only"][..], "need --kafka"),
+        (&["--topic-prefix", "p-"][..], "need a Kafka cluster"),
+        (&["--kafka-property", "linger.ms=5"][..], "need a Kafka cluster"),
+    ] {
+        let o = rtb()
+            .args(["run", "--data-dir"])
+            .arg(tmp.path().join(args[0].trim_start_matches('-')))
+            .args(["--quiet"])
+            .args(args)
+            .env_remove("RTB_KAFKA")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn kafka_properties_reach_the_clients() {
+    require_broker();
+    let tmp = tempfile::tempdir().expect("tmp");
+    // librdkafka refuses a property it does not know: the flag reaches the clients it creates.
+    let o = rtb()
+        .args(["run", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--events", "10", "--quiet", "--kafka", &brokers(), "--topic-prefix", &unique_prefix("props")])
+        .args(["--kafka-property", "no.such.property=1"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no.such.property"), "{err}");
 }

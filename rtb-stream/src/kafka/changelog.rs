@@ -23,7 +23,8 @@
 //! At open, every partition of every changelog is read from its start to its end (the end the fetcher
 //! reports, `enable.partition.eof`), applying complete batches in offset order: a later batch overrides an
 //! earlier one key by key, so restore is right whether or not the broker compacted (Tansu does not).
-//! Progress (records, bytes, records/s, time to the first record) is logged and kept in
+//! Progress (records, bytes, records/s, time to the first record) is logged (every 5 s while it lasts, and
+//! at the end) and kept in
 //! [`ChangelogBackend::restore_stats`]. Restore time grows with the changelog: nothing writes snapshots
 //! yet.
 
@@ -51,6 +52,8 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 /// One operation of a batch.
 type Op = (Vec<u8>, Option<Vec<u8>>);
 const HEADER: usize = 6 + 8 + 8 + 4 + 4;
+/// How often a long restore logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Tuning of a [`ChangelogBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +235,15 @@ fn restore_topic(
     let mut pending: Vec<Option<Assembly>> = (0..partitions).map(|_| None).collect();
     let mut ended = vec![false; partitions as usize];
     let mut last_progress = Instant::now();
+    let mut last_report = Instant::now();
     while ended.iter().any(|e| !e) {
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            tracing::info!(topic = %name, records = stats.records, bytes = stats.bytes,
+                partitions_done = ended.iter().filter(|e| **e).count(), partitions,
+                records_per_s = (stats.records as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64,
+                "kafka: restoring state from the changelog");
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {

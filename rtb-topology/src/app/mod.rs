@@ -1,6 +1,7 @@
 //! Running the CPC topology on the embedded default: wiring plan stages to operators, the simulated API
 //! server, and `rtb run` itself.
 
+pub mod drain;
 pub mod export;
 pub mod generate;
 pub mod letters;

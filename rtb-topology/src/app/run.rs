@@ -1,12 +1,14 @@
 //! `rtb run`: the CPC system on the embedded default — the embedded durable log, the state journal and the embedded
-//! sinks under one data directory — fed by the traffic simulator, with a progress bar and a final report.
+//! sinks under one data directory — fed by the traffic simulator, with a progress bar and a final report. With
+//! `--kafka` the log and the operators' state (changelog topics) are on a Kafka cluster and the sinks stay in
+//! the directory (see [`open_kafka`]); the drain is in [`super::drain`].
 //!
 //! Restart-safety: the log, the operators' state (committed atomically with offsets) and the sinks all live
 //! in the data directory; the simulator resumes after the last event found in the log (see
 //! [`super::produce`]), and every effect on money is idempotent. A run killed at any moment and restarted
 //! ends with the ledger of an uninterrupted run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,13 +19,14 @@ use rtb_ops::config::OpsConfig;
 use rtb_ops::sink::Advertiser as AdvertiserSpec;
 use rtb_stream::kafka::{ChangelogBackend, ChangelogOptions, KafkaConfig, KafkaLog, TopicSpec};
 use rtb_stream::log::{EmbeddedLog, TopicConfig};
-use rtb_stream::runtime::{committed_watermark, task_scope, Runtime};
+use rtb_stream::runtime::Runtime;
 use rtb_stream::state::{JournalBackend, StoreBackend};
-use rtb_stream::{DeadLetter, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::letters::LetterTally;
 use super::lock::DataDirLock;
+use super::drain::drain;
+pub use super::drain::total_lag;
 use super::produce;
 use super::runlog::{KafkaRunLog, RunLog};
 use super::stores;
@@ -32,7 +35,6 @@ use super::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use crate::report::{Report, RunCounters};
-use crate::replay::outputs::is_late_reason;
 use crate::sim::{SimConfig, SimTopic, Simulator, DEFAULT_PACE_MS};
 
 /// What `rtb run` does.
@@ -141,6 +143,11 @@ impl RunOutcome {
 /// [`super::stores`]): a corrupt store fails the run, naming it, before anything is written.
 pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOutcome> {
     let started = Instant::now();
+    if opts.kafka.is_none() && opts.mode != RunMode::Both {
+        return Err(Error::Run(
+            "--no-generator and --generator-only need --kafka: the embedded log belongs to one process".into(),
+        ));
+    }
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| io(&opts.data_dir, e))?;
     let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let ident = check_identity(&opts.data_dir, opts)?;
@@ -149,11 +156,6 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     super::servers::prepare_caches(&mut plan, &opts.data_dir)?;
     let plan = &plan;
     let Some(kafka) = &opts.kafka else {
-        if opts.mode != RunMode::Both {
-            return Err(Error::Run(
-                "--no-generator and --generator-only need --kafka: the embedded log belongs to one process".into(),
-            ));
-        }
         let stores = stores::stores(plan, &opts.data_dir);
         stores::verify(&opts.data_dir, &stores)?;
         stores::unseal(&opts.data_dir)?;
@@ -419,197 +421,6 @@ fn wait_for_generator(
     }
 }
 
-/// Waits until the pipeline has processed everything to the end; `Some(why)` when it stopped short.
-#[allow(clippy::too_many_arguments)]
-fn drain(
-    plan: &ExecutionPlan,
-    log: &dyn RunLog,
-    state: &Arc<dyn StoreBackend>,
-    metrics: &rtb_stream::runtime::RuntimeMetrics,
-    letters: &mut LetterTally,
-    token: &rtb_stream::runtime::ShutdownToken,
-    stop: &AtomicBool,
-    bar: &ProgressBar,
-    committed_all: &mut Option<Instant>,
-) -> Result<Option<Incomplete>> {
-    let idle = plan.stages.iter().map(|s| s.settings.idle_timeout.as_ms()).max().unwrap_or(0).max(0) as u64;
-    let commit = plan.runtime.commit_interval.as_ms().max(0) as u64;
-    // Once every record is committed, a watermark that has not moved for this long will not move any more:
-    // the idle timeout has released every partition and several commits have passed.
-    let stall = Duration::from_millis(idle + 4 * commit + 3_000);
-    let mut ends = EndOfData::default();
-    let mut last_progress: Option<(Vec<Behind>, Instant)> = None;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(Some(Incomplete::Interrupted));
-        }
-        if token.is_triggered() {
-            // A task failed: `Runtime::join` reports it.
-            return Ok(None);
-        }
-        let lag = total_lag(plan, log, state)?;
-        tracing::debug!(lag, "drain: records not yet committed");
-        if lag > 0 {
-            last_progress = None;
-            letters.update(log)?;
-            bar.set_message(format!("draining: {lag} records not yet committed; {}", pipeline_message(metrics, letters)));
-        } else {
-            committed_all.get_or_insert_with(Instant::now);
-            let behind = ends.behind(plan, log, state)?;
-            tracing::debug!(behind = behind.len(), "drain: tasks whose watermark is short of the end of the data");
-            if behind.is_empty() {
-                return Ok(None);
-            }
-            let first = &behind[0];
-            bar.set_message(format!(
-                "draining: every record committed; waiting for the watermark of {} task(s) (e.g. {} partition {}) \
-                 to reach the end of the data",
-                behind.len(),
-                first.stage,
-                first.partition,
-            ));
-            match &last_progress {
-                Some((prev, since)) if *prev == behind => {
-                    if since.elapsed() >= stall {
-                        let list: Vec<String> = behind
-                            .iter()
-                            .take(5)
-                            .map(|b| {
-                                format!(
-                                    "{} partition {} at {} (end {})",
-                                    b.stage,
-                                    b.partition,
-                                    b.watermark.map_or_else(|| "none".to_string(), crate::sim::fmt_ts),
-                                    crate::sim::fmt_ts(b.target)
-                                )
-                            })
-                            .collect();
-                        return Ok(Some(Incomplete::WatermarkStalled(format!(
-                            "{} task(s) stopped short of the end of the data: {}",
-                            behind.len(),
-                            list.join(", ")
-                        ))));
-                    }
-                }
-                _ => last_progress = Some((behind, Instant::now())),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// How far one input partition was scanned: the next offset to scan, and the latest event time so far with
-/// the offset of its record.
-type Scanned = (u64, Option<(Timestamp, u64)>);
-
-/// A task whose committed watermark has not reached the end of its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Behind {
-    stage: String,
-    partition: u32,
-    /// The input partition and offset of the record that sets the end of the data.
-    end_topic: String,
-    end_offset: u64,
-    watermark: Option<Timestamp>,
-    target: Timestamp,
-}
-
-/// The end of the data of every task, maintained incrementally: for each input partition, the latest
-/// event time among its records that no stage rejected as invalid (a rejected record is never observed
-/// by the watermark).
-#[derive(Default)]
-struct EndOfData {
-    /// (topic, partition) → (next offset to scan, max event time so far and its record's offset).
-    scanned: HashMap<(String, u32), Scanned>,
-    rejected: HashSet<(String, u32, u64)>,
-    dead_scanned: u64,
-}
-
-
-impl EndOfData {
-    /// Called when every input offset is committed: every dead letter of those records is in the log.
-    fn behind(
-        &mut self,
-        plan: &ExecutionPlan,
-        log: &dyn RunLog,
-        state: &Arc<dyn StoreBackend>,
-    ) -> Result<Vec<Behind>> {
-        let end = log.end_offset(DEAD_LETTER_TOPIC, 0)?;
-        while self.dead_scanned < end {
-            let recs = log.read(DEAD_LETTER_TOPIC, 0, self.dead_scanned, 4_096)?;
-            let Some(last) = recs.last() else { break };
-            self.dead_scanned = last.offset + 1;
-            for r in recs {
-                if let Ok(dl) = serde_json::from_slice::<DeadLetter>(&r.payload) {
-                    if !is_late_reason(&dl.reason) {
-                        self.rejected.insert((dl.source.topic.to_string(), dl.source.partition, dl.source.offset));
-                    }
-                }
-            }
-        }
-        let mut wanted: Vec<(&str, u32)> = plan
-            .stages
-            .iter()
-            .flat_map(|s| s.inputs.iter().flat_map(move |t| (0..s.partitions).map(move |p| (t.as_str(), p))))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let ends: HashMap<(String, u32), u64> =
-            wanted.iter().map(|(t, p)| (t.to_string(), *p)).zip(log.end_offsets(&wanted)?).collect();
-        let mut behind = Vec::new();
-        for stage in &plan.stages {
-            let ooo = stage.settings.max_out_of_orderness.as_ms();
-            for p in 0..stage.partitions {
-                let mut max: Option<(Timestamp, u64, &str)> = None;
-                for topic in &stage.inputs {
-                    let end = ends.get(&(topic.clone(), p)).copied().unwrap_or(0);
-                    if let Some((ts, offset)) = self.max_ts(log, topic, p, end)? {
-                        if max.is_none_or(|m| ts > m.0) {
-                            max = Some((ts, offset, topic));
-                        }
-                    }
-                }
-                let Some((max, end_offset, end_topic)) = max else { continue };
-                let target = max.saturating_sub(ooo);
-                let wm = committed_watermark(state, stage.runtime_group(), p)?;
-                if wm.is_none_or(|w| w < target) {
-                    behind.push(Behind {
-                        stage: stage.name.clone(),
-                        partition: p,
-                        end_topic: end_topic.to_string(),
-                        end_offset,
-                        watermark: wm,
-                        target,
-                    });
-                }
-            }
-        }
-        Ok(behind)
-    }
-
-    /// The latest event time in one input partition up to `end`, and the offset of the record carrying it.
-    fn max_ts(&mut self, log: &dyn RunLog, topic: &str, p: u32, end: u64) -> Result<Option<(Timestamp, u64)>> {
-        let slot = match self.scanned.get_mut(&(topic.to_string(), p)) {
-            Some(s) => s,
-            None => {
-                let start = log.start_offset(topic, p)?;
-                self.scanned.entry((topic.to_string(), p)).or_insert((start, None))
-            }
-        };
-        while slot.0 < end {
-            let recs = log.read(topic, p, slot.0, 4_096)?;
-            let Some(last) = recs.last() else { break };
-            slot.0 = last.offset + 1;
-            for r in &recs {
-                if !self.rejected.contains(&(topic.to_string(), p, r.offset)) && slot.1.is_none_or(|(ts, _)| r.timestamp > ts) {
-                    slot.1 = Some((r.timestamp, r.offset));
-                }
-            }
-        }
-        Ok(slot.1)
-    }
-}
-
 /// The operators' configuration as the plan sets it (each kind's settings, the plan's topic names), for
 /// the paths that drive the CPC operators by hand (`rtb replay`).
 pub fn ops_config(plan: &ExecutionPlan) -> Result<OpsConfig> {
@@ -691,32 +502,9 @@ fn check_identity(dir: &Path, opts: &RunOptions) -> Result<RunIdentity> {
     Ok(merged)
 }
 
-/// Records not yet committed by the stages, summed over every input partition.
-pub fn total_lag(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBackend>) -> Result<u64> {
-    // One end offset per partition, asked all at once (several stages read the same topic; on Kafka each is
-    // a round trip).
-    let mut wanted: Vec<(&str, u32)> =
-        plan.stages.iter().flat_map(|s| s.inputs.iter().flat_map(move |t| (0..s.partitions).map(move |p| (t.as_str(), p)))).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let ends: HashMap<(&str, u32), u64> = wanted.iter().copied().zip(log.end_offsets(&wanted)?).collect();
-    let mut lag = 0u64;
-    for stage in &plan.stages {
-        for p in 0..stage.partitions {
-            let committed = task_scope(state, stage.runtime_group(), p).read_offsets()?;
-            for topic in &stage.inputs {
-                let end = ends.get(&(topic.as_str(), p)).copied().unwrap_or(0);
-                let done = committed.get(&(topic.clone(), p)).copied().unwrap_or(0);
-                lag += end.saturating_sub(done);
-            }
-        }
-    }
-    Ok(lag)
-}
-
 /// The progress line's pipeline figures. Dead letters are distinct bad inputs (as in the report), not the
 /// runtime's per-group counters, which count a record once per consumer group that rejected it.
-fn pipeline_message(metrics: &rtb_stream::runtime::RuntimeMetrics, letters: &LetterTally) -> String {
+pub(crate) fn pipeline_message(metrics: &rtb_stream::runtime::RuntimeMetrics, letters: &LetterTally) -> String {
     let snap = metrics.snapshot();
     let processed: u64 = snap.values().map(|c| c.records_in).sum();
     format!("{processed} records processed by {} stages, {} dead letters", snap.len(), letters.dead_letters())

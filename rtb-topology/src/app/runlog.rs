@@ -65,8 +65,11 @@ impl RunLog for EmbeddedLog {
 /// A Kafka cluster as [`RunLog`]: reads through one cached reader per partition.
 pub struct KafkaRunLog {
     log: KafkaLog,
-    readers: Mutex<HashMap<(String, u32), Box<dyn PartitionReader>>>,
+    /// One reader per partition, each behind its own lock (partitions are read in parallel).
+    readers: Mutex<HashMap<(String, u32), Shared>>,
 }
+
+type Shared = Arc<Mutex<Box<dyn PartitionReader>>>;
 
 impl std::fmt::Debug for KafkaRunLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +95,7 @@ impl KafkaRunLog {
 impl Drop for KafkaRunLog {
     fn drop(&mut self) {
         let readers: Vec<_> = self.readers.lock().drain().map(|(_, r)| r).collect();
+        // Each `Arc` is the last one: no read runs while the log is dropped.
         rtb_stream::kafka::close_in_parallel(readers);
     }
 }
@@ -104,8 +108,9 @@ impl RunLog for KafkaRunLog {
         LogIo::partitions(&self.log, topic)
     }
     fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        let mut readers = self.readers.lock();
-        reader(&self.log, &mut readers, topic, partition)?.start_offset(0)
+        let r = reader(&self.log, &self.readers, topic, partition)?;
+        let mut r = r.lock();
+        r.start_offset(0)
     }
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         self.log.end_offset(topic, partition)
@@ -114,8 +119,8 @@ impl RunLog for KafkaRunLog {
         self.log.end_offsets(partitions)
     }
     fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>> {
-        let mut readers = self.readers.lock();
-        let r = reader(&self.log, &mut readers, topic, partition)?;
+        let shared = reader(&self.log, &self.readers, topic, partition)?;
+        let mut r = shared.lock();
         let mut out: Vec<LogRecord> = Vec::new();
         let mut end: Option<u64> = None;
         let started = Instant::now();
@@ -157,16 +162,12 @@ impl RunLog for KafkaRunLog {
     }
 }
 
-fn reader<'a>(
-    log: &KafkaLog,
-    readers: &'a mut HashMap<(String, u32), Box<dyn PartitionReader>>,
-    topic: &str,
-    partition: u32,
-) -> Result<&'a mut Box<dyn PartitionReader>> {
+/// The reader of `topic`[`partition`], created on first use.
+fn reader(log: &KafkaLog, readers: &Mutex<HashMap<(String, u32), Shared>>, topic: &str, partition: u32) -> Result<Shared> {
     let key = (topic.to_string(), partition);
-    if !readers.contains_key(&key) {
-        let r = log.reader("rtb-run", &[Arc::from(topic)], partition)?;
-        readers.insert(key.clone(), r);
+    if let Some(r) = readers.lock().get(&key) {
+        return Ok(Arc::clone(r));
     }
-    readers.get_mut(&key).ok_or_else(|| rtb_stream::Error::UnknownTopic(topic.to_string()))
+    let r: Shared = Arc::new(Mutex::new(log.reader("rtb-run", &[Arc::from(topic)], partition)?));
+    Ok(Arc::clone(readers.lock().entry(key).or_insert(r)))
 }
