@@ -17,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod offload;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -115,12 +116,14 @@ fn serve_open(
     let token = rt.shutdown_token();
 
     let campaigns = state::campaigns_in_log(&log, &ops.topics.campaign_events)?;
+    // A sink on a server blocks on network I/O: the handlers call it off the async workers.
+    let on_server = |kind: &str| plan.sinks.iter().any(|s| s.kind == kind && s.backend != rtb_ops::registry::sink_kinds::EMBEDDED);
     let (flush, flusher) = state::GroupFlush::start(log.producer())?;
     let app = Arc::new(AppState {
         flush: Arc::clone(&flush),
         log: log.clone(),
-        cache: Arc::clone(&sinks.cache),
-        db: Arc::clone(&sinks.db),
+        cache: offload::offload_cache(Arc::clone(&sinks.cache), on_server(rtb_ops::registry::sink_kinds::CACHE)),
+        db: offload::offload_database(Arc::clone(&sinks.db), on_server(rtb_ops::registry::sink_kinds::DATABASE)),
         validator: Validator::new(ops.validation),
         ops,
         campaigns: parking_lot::RwLock::new(campaigns),
