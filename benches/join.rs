@@ -58,7 +58,7 @@ impl Gen {
         self.seq += 1;
         let jitter = i64::try_from((r >> 40) % DISORDER as u64).unwrap_or(0);
         Row {
-            left: (r >> 20) % 11 == 0,
+            left: (r >> 20).is_multiple_of(11),
             key: key_of(r % KEYS),
             ts: i64::try_from(self.seq).unwrap_or(i64::MAX) - jitter,
             value: self.seq,
@@ -96,12 +96,12 @@ impl<K: std::hash::Hash + Eq + Ord + Clone + serde::Serialize + serde::de::Deser
             }
             self.max_ts = self.max_ts.max(row.ts);
             self.seen += 1;
-            if self.seen % WATERMARK_EVERY == 0 {
+            if self.seen.is_multiple_of(WATERMARK_EVERY) {
                 self.join.on_watermark(self.max_ts - DISORDER, &mut self.out);
                 black_box(self.out.len());
                 self.out.clear();
             }
-            if self.commit_every.is_some_and(|n| self.seen % n == 0) {
+            if self.commit_every.is_some_and(|n| self.seen.is_multiple_of(n)) {
                 let mut batch = WriteBatch::new();
                 self.join.flush_into(&mut batch).expect("flush");
                 self.scope.backend().apply(batch).expect("apply");

@@ -194,11 +194,11 @@ fn create_topic_is_idempotent_and_validated() {
 
 fn varied(i: usize) -> ProduceRecord {
     ProduceRecord {
-        key: (i % 3 != 0).then(|| format!("key-{}", i % 7).into_bytes()),
+        key: (!i.is_multiple_of(3)).then(|| format!("key-{}", i % 7).into_bytes()),
         payload: format!("payload-{i}-{}", "x".repeat(i % 40)).into_bytes(),
         timestamp: 1_000 + i as i64 * 10,
         partition: None,
-        origin: (i % 2 == 0).then(|| SourceCoord::new("upstream", (i % 4) as u32, i as u64)),
+        origin: i.is_multiple_of(2).then(|| SourceCoord::new("upstream", (i % 4) as u32, i as u64)),
     }
 }
 

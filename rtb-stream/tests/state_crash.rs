@@ -73,7 +73,7 @@ fn child_writer(dir: &Path, fsync: bool, backend: &str) -> ! {
         *counters.get_or_insert_with(i % COUNTERS, || 0) += i;
         applied.set(i + 1);
         next = i + 1;
-        if next % COMMIT_EVERY == 0 {
+        if next.is_multiple_of(COMMIT_EVERY) {
             let mut batch = WriteBatch::new();
             counters.flush_into(&mut batch).expect("flush counters");
             applied.flush_into(&mut batch).expect("flush applied");
