@@ -159,6 +159,7 @@ fn main() {
         tokens: Some(tokens),
         data_dir: dir.path().join("data"),
         limits: Limits::default(),
+        kafka: None,
     };
     let (lines_tx, lines) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -100,6 +100,17 @@ pub struct ServeArgs {
     /// alerts) instead of the backend the file names (`postgres://user@host:5432/db[?schema=S]`).
     #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
     pub postgres: Option<String>,
+    /// The log and the operators' state on the Kafka cluster at HOST:PORT (as `rtb run --kafka`): the API
+    /// publishes to its topics and the topology consumes them (default: the topology's `runtime.kafka`;
+    /// none: the embedded log).
+    #[arg(long, value_name = "HOST:PORT", env = "RTB_KAFKA")]
+    pub kafka: Option<String>,
+    /// Prefix of every topic on the Kafka cluster (default: the topology's `runtime.topic_prefix`).
+    #[arg(long, value_name = "PREFIX", env = "RTB_TOPIC_PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// A librdkafka property given to every Kafka client (repeatable), e.g. `linger.ms=5`.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 /// Arguments of `rtb export`.
@@ -325,9 +336,14 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<()> {
 
 /// The Kafka cluster of `rtb run`: `--kafka` (or `RTB_KAFKA`), else the topology's `runtime.kafka`. A topic
 /// prefix or a Kafka property without a cluster is refused (it would have no effect).
-fn kafka_config(args: &RunArgs, plan: &crate::plan::ExecutionPlan) -> Result<Option<rtb_stream::kafka::KafkaConfig>> {
-    let Some(brokers) = args.kafka.clone().or_else(|| plan.runtime.kafka.clone()) else {
-        if args.topic_prefix.is_some() || !args.kafka_properties.is_empty() {
+fn kafka_config(
+    kafka: &Option<String>,
+    topic_prefix: &Option<String>,
+    kafka_properties: &[(String, String)],
+    plan: &crate::plan::ExecutionPlan,
+) -> Result<Option<rtb_stream::kafka::KafkaConfig>> {
+    let Some(brokers) = kafka.clone().or_else(|| plan.runtime.kafka.clone()) else {
+        if topic_prefix.is_some() || !kafka_properties.is_empty() {
             return Err(Error::Run(
                 "--topic-prefix and --kafka-property need a Kafka cluster (--kafka, RTB_KAFKA or `runtime.kafka`)"
                     .into(),
@@ -335,9 +351,9 @@ fn kafka_config(args: &RunArgs, plan: &crate::plan::ExecutionPlan) -> Result<Opt
         }
         return Ok(None);
     };
-    let prefix = args.topic_prefix.clone().unwrap_or_else(|| plan.runtime.topic_prefix.clone());
+    let prefix = topic_prefix.clone().unwrap_or_else(|| plan.runtime.topic_prefix.clone());
     let mut cfg = rtb_stream::kafka::KafkaConfig::new(brokers).with_prefix(prefix);
-    cfg.properties.extend(args.kafka_properties.iter().cloned());
+    cfg.properties.extend(kafka_properties.iter().cloned());
     Ok(Some(cfg))
 }
 
@@ -353,7 +369,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
         seed: args.seed,
         scale: args.scale,
         progress: !args.quiet,
-        kafka: kafka_config(args, &plan)?,
+        kafka: kafka_config(&args.kafka, &args.topic_prefix, &args.kafka_properties, &plan)?,
         mode: match (args.no_generator, args.generator_only) {
             (true, _) => crate::app::run::RunMode::TopologyOnly,
             (_, true) => crate::app::run::RunMode::GeneratorOnly,
@@ -449,6 +465,7 @@ pub fn serve(args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
             max_batch: usize::try_from(args.max_batch).unwrap_or(usize::MAX),
         },
+        kafka: kafka_config(&args.kafka, &args.topic_prefix, &args.kafka_properties, &plan)?,
     };
     crate::serve::serve(&plan, &opts, out, std::future::pending())
 }

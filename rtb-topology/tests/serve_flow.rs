@@ -2,7 +2,8 @@
 //! created and approved, the ranking, impressions and clicks (duplicates among them) priced by GSP, the
 //! charge and the refund in the ledger, performance windows, an attributed conversion, and the budget
 //! pause — each seen through the API. Then the same loop with the sinks on Redis and PostgreSQL
-//! (`rtb serve --redis URL --postgres URL`), checked in the servers too.
+//! (`rtb serve --redis URL --postgres URL`), and with the log on Kafka as well (`--kafka`), checked in the
+//! servers too.
 
 mod serve_support;
 mod servers_support;
@@ -30,7 +31,27 @@ fn campaigns_traffic_charges_refunds_metrics_conversions_and_budget_pause() {
 fn the_same_loop_on_redis_and_postgres_writes_the_servers() {
     let servers = servers_support::Servers::new();
     whole_loop(&["--redis", &servers.redis, "--postgres", &servers.postgres]);
-    // What the API answered came from the servers: the ledger is in PostgreSQL, the ranking in Redis.
+    check_servers(&servers);
+}
+
+/// Kafka (the log and the operators' state: `rtb serve --kafka`), Redis and PostgreSQL together: the
+/// API publishes to the cluster's topics, the topology consumes them and writes the servers.
+#[test]
+fn the_same_loop_on_kafka_redis_and_postgres() {
+    let brokers = std::env::var("RTB_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_string());
+    assert!(
+        std::net::TcpStream::connect(&brokers).is_ok(),
+        "no Kafka broker answers at {brokers}: start one with scripts/services.sh (Tansu) or set RTB_KAFKA"
+    );
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let prefix = format!("t-serve-{}-{nanos}-", std::process::id());
+    let servers = servers_support::Servers::new();
+    whole_loop(&["--kafka", &brokers, "--topic-prefix", &prefix, "--redis", &servers.redis, "--postgres", &servers.postgres]);
+    check_servers(&servers);
+}
+
+/// What the API answered came from the servers: the ledger is in PostgreSQL, the ranking in Redis.
+fn check_servers(servers: &servers_support::Servers) {
     let ledger = servers.db.ledger().expect("ledger in PostgreSQL");
     let acme: Vec<(LedgerKind, i64)> =
         ledger.iter().filter(|r| r.entry.advertiser_id == "acme").map(|r| (r.entry.kind, r.entry.amount)).collect();
@@ -94,9 +115,10 @@ fn whole_loop(extra: &[&str]) {
     assert_eq!((c["rank"].as_i64(), c["cpc"].as_i64()), (Some(1), Some(810)), "{c}");
     assert!(c["why"].as_str().expect("why").starts_with("serving: rank 1 of 3"), "{c}");
 
-    // Traffic 20 minutes ago: 10 impressions of acme-a, and device d1 clicking ad a1 three times within
+    // Traffic 20–25 minutes ago: 10 impressions of acme-a, and device d1 clicking ad a1 three times within
     // a minute (two duplicates). No actual_price: the server fills the live GSP price.
-    let t0 = now_ms() - 20 * 60_000;
+    // t0 is just after the start of a 5-minute window, so that every event below falls in that one window.
+    let t0 = (now_ms() - 20 * 60_000).div_euclid(300_000) * 300_000 + 1_000;
     let mut batch: Vec<Value> =
         (0..10).map(|i| ad("IMPRESSION", &format!("d{i}"), "a1", "acme-a", "acme", "laptops", t0 + i)).collect();
     for k in 0..3 {

@@ -130,7 +130,10 @@ fn dashboard_page_assets_bundled_and_its_data_for_admins_only() {
     s.post_expect(ADMIN, "/v1/campaigns/c1/approve", &json!({}), 200);
     let d = eventually(30, "the ranking on the dashboard", || {
         let d = s.get_ok(ADMIN, "/v1/dashboard");
-        (d["rankings"].as_array().expect("r").len() == 1).then_some(d)
+        // The slot's ranking is written (empty) when the campaign is created, and again once its approval
+        // is processed: wait for the approved campaign in it.
+        let ranked = d["rankings"].as_array().expect("r").len() == 1 && !d["rankings"][0]["entries"].as_array().expect("e").is_empty();
+        ranked.then_some(d)
     });
     assert_eq!(d["rankings"][0]["entries"][0]["campaign_id"], "c1");
     assert_eq!(d["campaigns"][0]["campaign_id"], "c1");

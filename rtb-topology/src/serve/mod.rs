@@ -42,6 +42,7 @@ use self::api::ApiError;
 use self::auth::Tokens;
 use self::state::AppState;
 use crate::app::lock::DataDirLock;
+use crate::app::runlog::RunLog;
 use crate::app::stores;
 use crate::app::wiring;
 use crate::error::{Error, Result};
@@ -73,6 +74,9 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Request limits.
     pub limits: Limits,
+    /// The log and the operators' state on this Kafka cluster (topics created when missing, state in
+    /// changelog topics) instead of the embedded log and journal under `data_dir`; `None`: embedded.
+    pub kafka: Option<rtb_stream::kafka::KafkaConfig>,
 }
 
 /// Runs the server until `shutdown` resolves (or SIGINT / SIGTERM), then stops gracefully. Writes the
@@ -91,13 +95,18 @@ pub fn serve(
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|e| Error::Run(format!("{}: {e}", opts.data_dir.display())))?;
     let _lock = DataDirLock::acquire(&opts.data_dir)?;
-    let stores = stores::stores(plan, &opts.data_dir);
-    stores::verify(&opts.data_dir, &stores)?;
-    stores::unseal(&opts.data_dir)?;
     // A Redis cache that lost its data is rebuilt by re-processing, as `rtb run` does.
     let mut plan = plan.clone();
     crate::app::servers::prepare_caches(&mut plan, &opts.data_dir)?;
-    serve_open(&plan, opts, tokens, out, shutdown)?;
+    let plan = &plan;
+    let mut stores = stores::stores(plan, &opts.data_dir);
+    if opts.kafka.is_some() {
+        // On Kafka the operators' state is in changelog topics: only the sinks are stores of the directory.
+        stores.retain(|s| s.name != stores::STATE_DIR);
+    }
+    stores::verify(&opts.data_dir, &stores)?;
+    stores::unseal(&opts.data_dir)?;
+    serve_open(plan, opts, tokens, out, shutdown)?;
     stores::seal(&opts.data_dir, &stores)
 }
 
@@ -108,20 +117,30 @@ fn serve_open(
     out: &mut dyn Write,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let (log, state_store, sinks) = crate::app::run::open_data_dir(plan, &opts.data_dir)?;
+    let (log, state_store, sinks): (Arc<dyn RunLog>, _, _) = match &opts.kafka {
+        None => {
+            let (log, state, sinks) = crate::app::run::open_data_dir(plan, &opts.data_dir)?;
+            (Arc::new(log), state, sinks)
+        }
+        Some(cfg) => {
+            let sinks = wiring::Sinks::open(plan, &opts.data_dir)?;
+            let (log, state) = crate::app::run::open_kafka(plan, cfg.clone(), true)?;
+            (Arc::new(log), state, sinks)
+        }
+    };
     let ops = crate::app::run::ops_config(plan)?;
 
-    let mut rt = Runtime::new(log.clone(), Arc::clone(&state_store));
+    let mut rt = Runtime::new(log.io(), Arc::clone(&state_store));
     wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
     let token = rt.shutdown_token();
 
-    let campaigns = state::campaigns_in_log(&log, &ops.topics.campaign_events)?;
+    let campaigns = state::campaigns_in_log(&*log, &ops.topics.campaign_events)?;
     // A sink on a server blocks on network I/O: the handlers call it off the async workers.
     let on_server = |kind: &str| plan.sinks.iter().any(|s| s.kind == kind && s.backend != rtb_ops::registry::sink_kinds::EMBEDDED);
-    let (flush, flusher) = state::GroupFlush::start(log.producer())?;
+    let (flush, flusher) = state::GroupFlush::start(log.io().producer())?;
     let app = Arc::new(AppState {
         flush: Arc::clone(&flush),
-        log: log.clone(),
+        log: Arc::clone(&log),
         cache: offload::offload_cache(Arc::clone(&sinks.cache), on_server(rtb_ops::registry::sink_kinds::CACHE)),
         db: offload::offload_database(Arc::clone(&sinks.db), on_server(rtb_ops::registry::sink_kinds::DATABASE)),
         validator: Validator::new(ops.validation),

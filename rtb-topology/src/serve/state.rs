@@ -10,10 +10,10 @@ use rtb_ops::config::{OpsConfig, TopicNames};
 use rtb_ops::schema::{CampaignEvent, Validator};
 use rtb_ops::sink::{Cache, Database};
 use rtb_stream::io::{ProduceRecord, Producer};
-use rtb_stream::log::EmbeddedLog;
 use rtb_stream::runtime::{RuntimeMetrics, ShutdownToken};
 use rtb_stream::state::StoreBackend;
 
+use crate::app::runlog::RunLog;
 use crate::plan::ExecutionPlan;
 
 use super::api::ApiError;
@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 pub struct AppState {
     /// Appends to the topics the topology consumes, durably, in group commits.
     pub flush: Arc<GroupFlush>,
-    /// The embedded log (readiness).
-    pub log: EmbeddedLog,
+    /// The log (readiness, dead letters, consumer lag): embedded, or a Kafka cluster.
+    pub log: Arc<dyn RunLog>,
     /// Rankings, metrics, spend counters.
     pub cache: Arc<dyn Cache>,
     /// Advertisers, ledger, campaigns, conversions, alerts.
@@ -97,9 +97,9 @@ impl Default for IdGen {
 
 /// The campaigns found in the campaign topic: each one's latest snapshot written by the API (the budget
 /// monitor's events carry `status_reason` BUDGET_* and only mark a pause, which the database row holds).
-pub fn campaigns_in_log(log: &EmbeddedLog, topic: &str) -> Result<BTreeMap<String, CampaignEvent>> {
+pub fn campaigns_in_log(log: &dyn RunLog, topic: &str) -> Result<BTreeMap<String, CampaignEvent>> {
     let mut out: BTreeMap<String, CampaignEvent> = BTreeMap::new();
-    let partitions = log.topic_config(topic)?.partitions;
+    let partitions = log.partitions(topic)?;
     for p in 0..partitions {
         let mut at = log.start_offset(topic, p)?;
         let end = log.end_offset(topic, p)?;
@@ -252,7 +252,7 @@ impl GroupFlush {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtb_stream::log::TopicConfig;
+    use rtb_stream::log::{EmbeddedLog, TopicConfig};
 
     /// The embedded log in memory, counting flushes and remembering which records were appended before a
     /// flush began; its flushes fail from the `fail_from`-th on (counted from 0).
