@@ -16,15 +16,29 @@ pub struct SledBackend {
     path: PathBuf,
 }
 
+/// How long [`SledBackend::open`] waits for the lock of a database this process has just closed.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SledBackend {
     /// Opens (or creates) the database at `path`, using the tree `tree`.
+    ///
+    /// A database this process has just closed keeps its file lock until sled's background flusher has
+    /// exited: the lock is waited for up to [`LOCK_WAIT`]; a lock held longer (another process) is an error.
     pub fn open(path: impl AsRef<Path>, tree: &str) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| Error::StateOpen { path: path.clone(), source: Box::new(e) })?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(&path).flush_every_ms(Some(200)).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::StateOpen { path: path.clone(), source: Box::new(sled::Error::Io(e)) });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(Error::StateOpen { path: path.clone(), source: Box::new(e) }),
+            }
+        };
         Self::with_db(db, tree, path)
     }
 
