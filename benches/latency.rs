@@ -243,6 +243,10 @@ fn main() {
         }
     }
     log.flush().expect("flush");
+    let missing: Vec<String> = pending.lock().expect("lock").keys().take(8).cloned().collect();
+    if !missing.is_empty() {
+        println!("never seen charged (first 8): {}", missing.join(", "));
+    }
     stop.store(true, Ordering::Relaxed);
     poller.join().expect("poller");
     if let Some((_, p99)) = results.iter().find(|(r, _)| *r == 5_000.0) {
