@@ -51,6 +51,19 @@ fn run_complete(data: &Path, extra: &[&str]) -> String {
     stdout
 }
 
+/// Bytes of the files under `dir` (0 when it does not exist yet).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn export(data: &Path, out: &Path) {
     let o = rtb().args(["export", "--data-dir"]).arg(data).arg("--output").arg(out).output().expect("export");
     assert!(o.status.success(), "export: {}", String::from_utf8_lossy(&o.stderr));
@@ -189,7 +202,8 @@ fn a_kafka_run_killed_mid_run_and_restarted_ends_with_the_same_money() {
 
     let prefix = unique_prefix("kill");
     let mut kills = 0;
-    for wait_ms in [2_500, 4_000] {
+    for _ in 0..2 {
+        let before = dir_size(&killed);
         let mut child = rtb()
             .args(["run", "--data-dir"])
             .arg(&killed)
@@ -198,7 +212,15 @@ fn a_kafka_run_killed_mid_run_and_restarted_ends_with_the_same_money() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(Duration::from_millis(wait_ms));
+        // Killed once this attempt has processed something (its embedded sinks grew), not after a fixed
+        // time: on a loaded machine the start on Kafka (topics, restore, consumers) alone takes seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait").is_none()
+            && dir_size(&killed) < before + 8_192
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("SIGKILL");
             kills += 1;
