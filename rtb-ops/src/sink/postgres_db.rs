@@ -355,10 +355,42 @@ impl PostgresDatabase {
     }
 }
 
-fn conversion_params(row: &ConversionRow) -> (Option<String>, Option<i64>, Option<i64>) {
-    match &row.source {
-        Some(s) => (Some(s.topic.to_string()), Some(i64::from(s.partition)), i64::try_from(s.offset).ok()),
-        None => (None, None, None),
+/// The values of [`CONVERSION_COLUMNS`] for one row (the conversions and the duplicate orders tables).
+struct ConversionParams<'a> {
+    row: &'a ConversionRow,
+    conversion_type: &'static str,
+    topic: Option<String>,
+    partition: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl<'a> ConversionParams<'a> {
+    fn new(row: &'a ConversionRow) -> Self {
+        let (topic, partition, offset) = match &row.source {
+            Some(s) => (Some(s.topic.to_string()), Some(i64::from(s.partition)), i64::try_from(s.offset).ok()),
+            None => (None, None, None),
+        };
+        Self { row, conversion_type: row.conversion_type.as_str(), topic, partition, offset }
+    }
+
+    /// In the order of [`CONVERSION_COLUMNS`].
+    fn values(&self) -> [&(dyn postgres::types::ToSql + Sync); 13] {
+        let r = self.row;
+        [
+            &r.order_id,
+            &r.device_id,
+            &r.product_id,
+            &r.campaign_id,
+            &r.ad_id,
+            &r.advertiser_id,
+            &r.click_timestamp,
+            &r.conversion_timestamp,
+            &r.revenue_amount,
+            &self.conversion_type,
+            &self.topic,
+            &self.partition,
+            &self.offset,
+        ]
     }
 }
 
@@ -488,28 +520,13 @@ impl Database for PostgresDatabase {
     }
 
     fn insert_conversion_once(&self, row: &ConversionRow) -> Result<bool> {
-        let (topic, partition, offset) = conversion_params(row);
         let n = self.exec(
             "insert_conversion_once",
             &format!(
                 "INSERT INTO conversions ({CONVERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (order_id) DO NOTHING"
             ),
-            &[
-                &row.order_id,
-                &row.device_id,
-                &row.product_id,
-                &row.campaign_id,
-                &row.ad_id,
-                &row.advertiser_id,
-                &row.click_timestamp,
-                &row.conversion_timestamp,
-                &row.revenue_amount,
-                &row.conversion_type.as_str(),
-                &topic,
-                &partition,
-                &offset,
-            ],
+            &ConversionParams::new(row).values(),
         )?;
         Ok(n == 1)
     }
@@ -532,29 +549,16 @@ impl Database for PostgresDatabase {
             Some(s) => format!("{}/{}/{}", s.topic, s.partition, s.offset),
             None => serde_json::to_string(row).map_err(|e| Error::Encode { what: "duplicate order", reason: e.to_string() })?,
         };
-        let (topic, partition, offset) = conversion_params(row);
+        let params = ConversionParams::new(row);
+        let mut values: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&dedup];
+        values.extend(params.values());
         let n = self.exec(
             "record_duplicate_order",
             &format!(
                 "INSERT INTO duplicate_orders (dedup, {CONVERSION_COLUMNS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
             ),
-            &[
-                &dedup,
-                &row.order_id,
-                &row.device_id,
-                &row.product_id,
-                &row.campaign_id,
-                &row.ad_id,
-                &row.advertiser_id,
-                &row.click_timestamp,
-                &row.conversion_timestamp,
-                &row.revenue_amount,
-                &row.conversion_type.as_str(),
-                &topic,
-                &partition,
-                &offset,
-            ],
+            &values,
         )?;
         Ok(n == 1)
     }
