@@ -92,14 +92,9 @@ pub struct ServeArgs {
     /// Most events in one batch request (more: 413).
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch: u64,
-    /// Redis server for the topology's cache sinks (rankings, metrics, spend counters) instead of the
-    /// backend the file names (`redis://host:6379[/db][?prefix=P&retry_for=60s]`); the API reads the same.
-    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
-    pub redis: Option<String>,
-    /// PostgreSQL server for the topology's database sinks (advertisers, ledger, campaigns, conversions,
-    /// alerts) instead of the backend the file names (`postgres://user@host:5432/db[?schema=S]`).
-    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
-    pub postgres: Option<String>,
+    // `--redis URL` / `--postgres URL`: the sinks on servers.
+    #[command(flatten)]
+    pub servers: crate::app::servers::ServerSinks,
     /// The log and the operators' state on the Kafka cluster at HOST:PORT (as `rtb run --kafka`): the API
     /// publishes to its topics and the topology consumes them (default: the topology's `runtime.kafka`;
     /// none: the embedded log).
@@ -125,14 +120,9 @@ pub struct ExportArgs {
     /// Topology file (default: the built-in CPC topology).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
-    /// Redis server for the topology's cache sinks instead of the backend the file names
-    /// (`redis://host:6379[/db][?prefix=P&retry_for=60s]`).
-    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
-    pub redis: Option<String>,
-    /// PostgreSQL server for the topology's database sinks instead of the backend the file names
-    /// (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`); its migrations are applied at start.
-    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
-    pub postgres: Option<String>,
+    // `--redis URL` / `--postgres URL`: the sinks on servers.
+    #[command(flatten)]
+    pub servers: crate::app::servers::ServerSinks,
     /// The Kafka cluster's address now, when it moved since `rtb run --kafka` (default: the one the run
     /// recorded in the data directory; its topic prefix is always the recorded one).
     #[arg(long, value_name = "HOST:PORT")]
@@ -190,14 +180,9 @@ pub struct RunArgs {
     /// when the run continued an earlier one).
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
-    /// Redis server for the topology's cache sinks instead of the backend the file names
-    /// (`redis://host:6379[/db][?prefix=P&retry_for=60s]`).
-    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
-    pub redis: Option<String>,
-    /// PostgreSQL server for the topology's database sinks instead of the backend the file names
-    /// (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`); its migrations are applied at start.
-    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
-    pub postgres: Option<String>,
+    // `--redis URL` / `--postgres URL`: the sinks on servers.
+    #[command(flatten)]
+    pub servers: crate::app::servers::ServerSinks,
     /// Run on the Kafka cluster at HOST:PORT: topics (created when missing) and the operators' state
     /// (changelog topics) are on the cluster, the sinks under --data-dir (default: the topology's
     /// `runtime.kafka`; none: the embedded log).
@@ -360,7 +345,7 @@ fn kafka_config(
 /// `rtb run`: the CPC system on the embedded default with the traffic simulator; prints the report.
 pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
     let mut plan = load_topology(args.topology.as_deref())?.plan()?;
-    servers(&args.redis, &args.postgres).apply(&mut plan)?;
+    args.servers.apply(&mut plan)?;
     let opts = crate::app::run::RunOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| plan.runtime.data_dir.clone()),
         events: args.events,
@@ -410,10 +395,6 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
     })
 }
 
-fn servers(redis: &Option<String>, postgres: &Option<String>) -> crate::app::servers::ServerSinks {
-    crate::app::servers::ServerSinks { redis: redis.clone(), postgres: postgres.clone() }
-}
-
 /// `rtb replay`: batch replay of recorded traffic through the same operators.
 pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
     let plan = load_topology(args.topology.as_deref())?.plan()?;
@@ -446,7 +427,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
 /// `rtb export`: a stopped run's stores as JSON Lines.
 pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
     let mut plan = load_topology(args.topology.as_deref())?.plan()?;
-    servers(&args.redis, &args.postgres).apply(&mut plan)?;
+    args.servers.apply(&mut plan)?;
     let s = crate::app::export::export(&plan, &args.data_dir, &args.output, args.kafka.as_deref())?;
     writeln!(out, "exported {} ({} compensations) to {}", args.data_dir.display(), s.compensations, args.output.display())
         .map_err(Error::Output)
@@ -456,7 +437,7 @@ pub fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
 #[cfg(feature = "serve")]
 pub fn serve(args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
     let mut plan = load_topology(args.topology.as_deref())?.plan()?;
-    servers(&args.redis, &args.postgres).apply(&mut plan)?;
+    args.servers.apply(&mut plan)?;
     let opts = crate::serve::ServeOptions {
         listen: args.listen,
         tokens: args.tokens.clone(),

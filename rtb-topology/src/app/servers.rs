@@ -9,12 +9,18 @@ use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use crate::registry::default_registry;
 
-/// The servers given on the command line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The servers given on the command line (the `--redis` / `--postgres` flags of `rtb run`, `rtb export`
+/// and `rtb serve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ServerSinks {
-    /// Redis URL for every `cache` sink (`redis://host:6379[/db][?prefix=P&retry_for=60s]`).
+    /// Redis server for the topology's cache sinks (rankings, metrics, spend counters) instead of the
+    /// backend the file names (`redis://host:6379[/db][?prefix=P&retry_for=60s]`).
+    #[arg(long, value_name = "URL", env = "RTB_REDIS")]
     pub redis: Option<String>,
-    /// PostgreSQL URL for every `database` sink (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`).
+    /// PostgreSQL server for the topology's database sinks (advertisers, ledger, campaigns, conversions,
+    /// alerts) instead of the backend the file names (`postgres://user@host:5432/db[?schema=S&retry_for=60s]`);
+    /// its migrations are applied at start.
+    #[arg(long, value_name = "URL", env = "RTB_POSTGRES")]
     pub postgres: Option<String>,
 }
 
