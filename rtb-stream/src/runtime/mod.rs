@@ -34,6 +34,7 @@
 //! Dead letters need a `dead_letter_topic`: without one, a dead letter fails the task (it is never only
 //! logged).
 
+mod align;
 mod commit;
 mod ends;
 mod metrics;
@@ -124,6 +125,13 @@ pub struct JobConfig {
     /// repartitioned record — was judged where it was first read, and is always applied. `None` (the
     /// default) leaves lateness to the operator.
     pub max_behind: Option<Duration>,
+    /// Event-time alignment with every other aligned job of the runtime, with this much drift (default
+    /// `None`: off): a task processes a record only once no aligned task has a record more than the drift
+    /// earlier still to process, so that jobs reading what other jobs write to a store see it as of each
+    /// record's time (up to the drift). For batch replays of recorded traffic, where every input is there
+    /// from the start and stages would otherwise run hours of event time apart; a live run's inputs arrive
+    /// in time already. See `runtime::align`.
+    pub align: Option<Duration>,
 }
 
 /// An input written by a repartition: where its records come from (see [`JobConfig::upstream`]).
@@ -153,6 +161,7 @@ impl JobConfig {
             upstream: Vec::new(),
             max_ahead: None,
             max_behind: None,
+            align: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
+use super::align::{Alignment, Heads};
 use super::commit::{CommitBarrier, Committer};
 use super::ends::Producers;
 use super::metrics::{GroupMetrics, RuntimeMetrics, RuntimeReport};
@@ -88,6 +89,7 @@ pub struct Runtime {
     state: Arc<dyn StoreBackend>,
     committer: Arc<Committer>,
     producers: Arc<Producers>,
+    alignment: Arc<Alignment>,
     shutdown: ShutdownToken,
     drain: ShutdownToken,
     abort: AbortHandle,
@@ -119,6 +121,7 @@ impl Runtime {
             io,
             state,
             producers: Arc::new(Producers::default()),
+            alignment: Arc::new(Alignment::default()),
             shutdown: ShutdownToken::new(),
             drain: ShutdownToken::new(),
             abort: AbortHandle::default(),
@@ -238,6 +241,7 @@ impl Runtime {
                 abort: self.abort.clone(),
                 metrics: Arc::clone(&metrics),
                 clock: Arc::clone(&self.clock),
+                heads: cfg.align.map(|drift| Heads::new(&self.alignment, inputs.len(), drift)),
             };
             tasks.push(Task::new(setup, Arc::clone(&decoder), op)?);
         }
@@ -248,6 +252,7 @@ impl Runtime {
             let index = self.tasks.len();
             let first_failure = Arc::clone(&self.first_failure);
             let shutdown = self.shutdown.clone();
+            let alignment = Arc::clone(&self.alignment);
             let handle = std::thread::Builder::new()
                 .name(format!("rtb-{}-{partition}", cfg.group))
                 .spawn(move || {
@@ -255,6 +260,7 @@ impl Runtime {
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "task failed; stopping the runtime");
                         first_failure.lock().get_or_insert(index);
+                        alignment.close();
                         shutdown.trigger();
                     }
                     result
@@ -312,12 +318,13 @@ impl Runtime {
     /// batch-mode inputs that jobs of this runtime produce to can end. Spawning after sealing is refused.
     pub fn seal(&self) {
         self.producers.seal();
+        self.alignment.seal();
     }
 
     /// Waits for every task. Returns the first task error (the others were stopped because of it and are
     /// logged), or the counters.
     pub fn join(mut self) -> Result<RuntimeReport> {
-        self.producers.seal();
+        self.seal();
         let first = self.wait_all();
         first?;
         Ok(RuntimeReport { groups: self.metrics.snapshot(), aborted: self.abort.is_aborted() })
@@ -363,6 +370,7 @@ impl Drop for Runtime {
             return;
         }
         self.shutdown.trigger();
+        self.alignment.close();
         self.producers.seal();
         if let Err(e) = self.wait_all() {
             tracing::error!(error = %e, "task failed while the runtime was dropped");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use super::align::Heads;
 use super::commit::Committer;
 use super::ends::Producers;
 use super::metrics::GroupMetrics;
@@ -40,6 +41,8 @@ pub(crate) struct TaskSetup {
     pub abort: AbortHandle,
     pub metrics: Arc<GroupMetrics>,
     pub clock: Clock,
+    /// Event-time alignment with the runtime's other aligned tasks ([`JobConfig::align`]).
+    pub heads: Option<Heads>,
 }
 
 /// How a task ended without error.
@@ -102,6 +105,10 @@ pub(crate) struct Task<O: Operator, D> {
     /// Input and offset being handled (for error messages).
     position: (usize, u64),
     wait_turn: usize,
+    /// Some input stopped at a record that alignment holds back ([`JobConfig::align`]).
+    held: bool,
+    /// The event time of the record each input was held back at.
+    held_at: Vec<Option<Timestamp>>,
     counters: Counters,
 }
 
@@ -228,6 +235,8 @@ where
             last_epoch,
             position: (0, 0),
             wait_turn: 0,
+            held: false,
+            held_at: vec![None; n],
             counters: Counters::default(),
         })
     }
@@ -277,6 +286,7 @@ where
                 self.draining = true;
             }
             let now = (self.s.clock)();
+            self.held = false;
             let mut polled = 0;
             for input in 0..self.s.inputs.len() {
                 match self.poll(input, now)? {
@@ -338,9 +348,24 @@ where
         let limit = self.limit(input);
         if self.next[input] >= limit {
             self.caught_up[input] = true;
+            if let Some(h) = &mut self.s.heads {
+                h.idle(input);
+            }
             return Ok(Some(0));
         }
+        if let (Some(ts), Some(h)) = (self.held_at[input], &mut self.s.heads) {
+            if !h.admit(input, ts) {
+                self.held = true;
+                return Ok(Some(0));
+            }
+            self.held_at[input] = None;
+        }
         let recs = self.s.reader.read(input, self.next[input], self.s.cfg.max_poll_records)?;
+        if recs.is_empty() {
+            if let Some(h) = &mut self.s.heads {
+                h.idle(input);
+            }
+        }
         let mut handled = 0;
         let mut decoded_next: Option<Decoded<K, V>> = None;
         for i in 0..recs.len() {
@@ -354,10 +379,25 @@ where
                     from = self.next[input], to = rec.offset, "records deleted by retention were skipped");
             }
             self.position = (input, rec.offset);
-            let decoded = match decoded_next.take() {
+            let mut decoded = match decoded_next.take() {
                 Some((offset, d)) if offset == rec.offset => Some(d),
                 _ => None,
             };
+            if self.s.heads.is_some() {
+                let d = decoded.take().unwrap_or_else(|| self.decoder.decode(rec));
+                let admitted = match (&d, &mut self.s.heads) {
+                    (Ok(r), Some(h)) => h.admit(input, r.timestamp),
+                    _ => true, // a record that does not decode has no time to wait for
+                };
+                if !admitted {
+                    // Held back: read again from here once the earlier heads have moved on.
+                    self.held = true;
+                    self.held_at[input] = d.as_ref().ok().map(|r| r.timestamp);
+                    self.next[input] = rec.offset;
+                    break;
+                }
+                decoded = Some(d);
+            }
             decoded_next = self.handle(input, &recs, i, decoded, now)?;
             handled += 1;
             if self.s.abort.is_aborted() {
@@ -655,6 +695,11 @@ where
 
     /// Waits for new records on one input (in turn), bounded so shutdown, idle ticks and commits stay timely.
     fn idle_wait(&mut self) {
+        if std::mem::take(&mut self.held) {
+            // Alignment holds a record back: the tasks with earlier records are running.
+            std::thread::sleep(Duration::from_micros(200));
+            return;
+        }
         let n = self.s.inputs.len();
         let input = self.wait_turn % n;
         self.wait_turn = self.wait_turn.wrapping_add(1);

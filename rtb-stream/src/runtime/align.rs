@@ -1,0 +1,150 @@
+//! Event-time alignment across the jobs of a runtime ([`JobConfig::align`](super::JobConfig::align)).
+//!
+//! Every input of every aligned task has a *head*: the event time of the next record it will process (the
+//! last one it processed while it reads on; `Timestamp::MAX` while it has nothing to read). A task processes
+//! a record only when no head of any aligned task is more than the allowed drift earlier than the record's
+//! event time, so that across jobs records are applied in event-time order up to the drift, as one merged
+//! stream would apply them — Flink's watermark alignment. A stage that reads what another stage writes to a store (a budget the ranking
+//! stage records from campaign events) then sees it as of the record's time, as a live run does. The task
+//! holding the earliest head may always go on, so alignment cannot deadlock; heads are only published once
+//! the runtime is sealed (every job spawned).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::time::Timestamp;
+
+/// The heads of every aligned input of a runtime.
+#[derive(Debug, Default)]
+pub(crate) struct Alignment {
+    heads: Mutex<Vec<Arc<AtomicI64>>>,
+    /// A snapshot of `heads`, taken when the runtime is sealed (no slot is added afterwards).
+    sealed: std::sync::OnceLock<Vec<Arc<AtomicI64>>>,
+    closed: AtomicBool,
+}
+
+impl Alignment {
+    /// A new head, holding every other task back until its owner publishes.
+    pub(crate) fn register(&self) -> Arc<AtomicI64> {
+        let head = Arc::new(AtomicI64::new(Timestamp::MIN));
+        self.heads.lock().push(Arc::clone(&head));
+        head
+    }
+
+    /// Every job is spawned: heads can be compared.
+    pub(crate) fn seal(&self) {
+        let _ = self.sealed.set(self.heads.lock().clone());
+    }
+
+    /// The runtime stops: nothing waits for alignment any more.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// The earliest head of all (`None` before the runtime is sealed), `Timestamp::MAX` once closed.
+    pub(crate) fn min(&self) -> Option<Timestamp> {
+        if self.closed.load(Ordering::Acquire) {
+            return Some(Timestamp::MAX);
+        }
+        let heads = self.sealed.get()?;
+        Some(heads.iter().map(|h| h.load(Ordering::Acquire)).min().unwrap_or(Timestamp::MAX))
+    }
+}
+
+/// One task's heads (one per input) in its runtime's [`Alignment`].
+#[derive(Debug)]
+pub(crate) struct Heads {
+    alignment: Arc<Alignment>,
+    heads: Vec<Arc<AtomicI64>>,
+    /// How far ahead of the earliest head a record may be processed (ms).
+    drift: i64,
+    /// The earliest head plus the drift when last computed: records up to it go without looking again.
+    bound: Timestamp,
+}
+
+impl Heads {
+    pub(crate) fn new(alignment: &Arc<Alignment>, inputs: usize, drift: std::time::Duration) -> Self {
+        Self {
+            alignment: Arc::clone(alignment),
+            heads: (0..inputs).map(|_| alignment.register()).collect(),
+            drift: crate::span::ms(drift),
+            bound: Timestamp::MIN,
+        }
+    }
+
+    /// Publishes that `input` is about to process a record at `ts`; whether it may (no head earlier than
+    /// `ts` − drift).
+    pub(crate) fn admit(&mut self, input: usize, ts: Timestamp) -> bool {
+        self.heads[input].store(ts, Ordering::Release);
+        if ts <= self.bound {
+            return true;
+        }
+        match self.alignment.min() {
+            Some(min) => {
+                self.bound = min.saturating_add(self.drift);
+                ts <= self.bound
+            }
+            None => false,
+        }
+    }
+
+    /// `input` has nothing to read now: it holds nobody back.
+    pub(crate) fn idle(&mut self, input: usize) {
+        self.heads[input].store(Timestamp::MAX, Ordering::Release);
+    }
+
+    /// The task has stopped: none of its inputs holds anybody back.
+    pub(crate) fn release(&mut self) {
+        for h in &self.heads {
+            h.store(Timestamp::MAX, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Heads {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_head_goes_first_and_a_task_with_nothing_to_read_holds_nobody() {
+        let a = Arc::new(Alignment::default());
+        let mut x = Heads::new(&a, 1, std::time::Duration::ZERO);
+        let mut y = Heads::new(&a, 2, std::time::Duration::ZERO);
+        assert!(!x.admit(0, 10), "nothing goes before the runtime is sealed");
+        a.seal();
+        // y has not published its inputs yet: they hold x back.
+        assert!(!x.admit(0, 10));
+        assert!(!y.admit(0, 20), "x's head (10) is earlier");
+        y.idle(1);
+        assert!(x.admit(0, 10), "x holds the earliest head");
+        assert!(!x.admit(0, 25), "y's input 0 is at 20");
+        assert!(y.admit(0, 20));
+        y.idle(0);
+        assert!(x.admit(0, 25));
+        drop(x);
+        assert!(y.admit(0, 1_000), "a finished task holds nobody back");
+        a.close();
+        let mut z = Heads::new(&a, 1, std::time::Duration::ZERO);
+        assert!(z.admit(0, 5), "closed: nothing waits");
+    }
+
+    #[test]
+    fn a_record_within_the_drift_of_the_earliest_head_goes() {
+        let a = Arc::new(Alignment::default());
+        let mut x = Heads::new(&a, 1, std::time::Duration::from_millis(100));
+        let mut y = Heads::new(&a, 1, std::time::Duration::from_millis(100));
+        a.seal();
+        assert!(!x.admit(0, 10), "y has not published");
+        assert!(y.admit(0, 50), "within 100 ms of x's 10");
+        assert!(x.admit(0, 150), "within 100 ms of y's 50");
+        assert!(!y.admit(0, 251), "more than 100 ms past x's 150");
+    }
+}
