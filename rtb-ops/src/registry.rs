@@ -85,6 +85,10 @@ pub mod sink_kinds {
     /// The backend of both in this build (an [`EmbeddedStore`](crate::sink::EmbeddedStore) journal under the
     /// data directory).
     pub const EMBEDDED: &str = "embedded";
+    /// Both kinds held in memory for the life of the process ([`MemoryCache`](crate::sink::MemoryCache),
+    /// [`MemoryDatabase`](crate::sink::MemoryDatabase)): what `rtb replay` writes to before it writes the
+    /// output files, and what tests use. Nothing survives the process.
+    pub const MEMORY: &str = "memory";
     /// The Redis cache (feature `redis`): `url = "redis://host:6379[/db][?prefix=P&retry_for=60s]"`.
     pub const REDIS: &str = "redis";
     /// The PostgreSQL database (feature `postgres`):
@@ -136,6 +140,8 @@ pub fn register_with(registry: &mut Registry, env: &CpcEnv) -> rtb_stream::Resul
     registry.register_kind(CompensationKind { wire })?;
     registry.register_sink_backend(EmbeddedCacheBackend)?;
     registry.register_sink_backend(EmbeddedDatabaseBackend)?;
+    registry.register_sink_backend(MemoryCacheBackend)?;
+    registry.register_sink_backend(MemoryDatabaseBackend)?;
     #[cfg(feature = "redis")]
     registry.register_sink_backend(RedisCacheBackend)?;
     #[cfg(feature = "postgres")]
@@ -452,6 +458,56 @@ impl SinkBackend for EmbeddedDatabaseBackend {
         let db: Arc<dyn Database> = Arc::new(EmbeddedDatabase::open(o.dir())?);
         Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::DATABASE.to_owned(), handle: Arc::new(DatabaseSink(db)) })
     }
+}
+
+/// `kind = "cache", backend = "memory"`: a [`MemoryCache`](crate::sink::MemoryCache) (nothing kept).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryCacheBackend;
+
+impl SinkBackend for MemoryCacheBackend {
+    fn kind(&self) -> &str {
+        sink_kinds::CACHE
+    }
+    fn backend(&self) -> &str {
+        sink_kinds::MEMORY
+    }
+    fn check(&self, options: &SinkOptions<'_>) -> Result<(), SettingsError> {
+        memory_check(options)
+    }
+    fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
+        let cache: Arc<dyn Cache> = Arc::new(crate::sink::MemoryCache::new());
+        Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::CACHE.to_owned(), handle: Arc::new(CacheSink(cache)) })
+    }
+}
+
+/// `kind = "database", backend = "memory"`: a [`MemoryDatabase`](crate::sink::MemoryDatabase) (nothing kept).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryDatabaseBackend;
+
+impl SinkBackend for MemoryDatabaseBackend {
+    fn kind(&self) -> &str {
+        sink_kinds::DATABASE
+    }
+    fn backend(&self) -> &str {
+        sink_kinds::MEMORY
+    }
+    fn check(&self, options: &SinkOptions<'_>) -> Result<(), SettingsError> {
+        memory_check(options)
+    }
+    fn open(&self, o: &SinkOptions<'_>) -> rtb_stream::Result<OpenedSink> {
+        let db: Arc<dyn Database> = Arc::new(crate::sink::MemoryDatabase::new());
+        Ok(OpenedSink { name: o.name.to_owned(), kind: sink_kinds::DATABASE.to_owned(), handle: Arc::new(DatabaseSink(db)) })
+    }
+}
+
+fn memory_check(o: &SinkOptions<'_>) -> Result<(), SettingsError> {
+    if o.url.is_some() {
+        return Err(SettingsError::field("url", "`url` does not apply to the memory backend"));
+    }
+    if o.path.is_some() {
+        return Err(SettingsError::field("path", "`path` does not apply to the memory backend (it keeps nothing)"));
+    }
+    Ok(())
 }
 
 /// The checks of a server backend: a `url` (with only the settings `allowed` in its query), no `path`.
@@ -925,8 +981,8 @@ mod tests {
         );
         assert_eq!(r.schema_names().len(), 4);
         assert!(!r.schema(schemas::COMPENSATION_EVENTS).unwrap().external());
-        assert_eq!(r.backend_names("cache"), ["embedded", "redis"]);
-        assert_eq!(r.backend_names("database"), ["embedded", "postgres"]);
+        assert_eq!(r.backend_names("cache"), ["embedded", "memory", "redis"]);
+        assert_eq!(r.backend_names("database"), ["embedded", "memory", "postgres"]);
     }
 
     #[test]
