@@ -31,15 +31,12 @@ fn main() {
     // Reset the peak-RSS watermark so it measures the replay alone.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let output = root.join(format!("out-{n}"));
-    let opts = ReplayOptions {
-        input,
-        output,
-        max_out_of_orderness_ms: 300_000,
-        ops: rtb_ops::config::OpsConfig::default(),
-        ad_partitions: 8,
-    };
+    let opts = ReplayOptions { input, output, max_out_of_orderness_ms: 300_000 };
+    let plan = rtb_topology::Topology::from_toml_str(rtb_topology::CPC_TOPOLOGY_TOML)
+        .and_then(|t| t.plan())
+        .expect("the shipped topology");
     let t = Instant::now();
-    let s = replay(&opts).expect("replay");
+    let s = replay(&plan, &opts).expect("replay");
     let total = t.elapsed().as_secs_f64();
     let ads = s.events.get("ad-events").copied().unwrap_or(0);
     println!(

@@ -402,12 +402,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
         input: args.input.clone(),
         output: args.output.clone(),
         max_out_of_orderness_ms: args.max_out_of_orderness_ms,
-        ops: crate::app::run::ops_config(&plan)?,
-        ad_partitions: plan.topic("ad-events").map_or(8, |t| t.partitions),
     };
-    let s = crate::replay::replay(&opts)?;
+    let s = crate::replay::replay(&plan, &opts)?;
     let dead: u64 = s.dead_letters.values().sum();
-    let ads = s.events.get("ad-events").copied().unwrap_or(0);
+    let ad_topic = crate::app::run::ops_config(&plan)?.topics.ad_events;
+    let ads = s.events.get(&ad_topic).copied().unwrap_or(0);
     let late: u64 = s.late.values().sum();
     writeln!(
         out,

@@ -43,16 +43,28 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path, kafka_broker
         sealed.retain(|s| s.name != stores::STATE_DIR);
     }
     stores::verify(data_dir, &sealed)?;
-    std::fs::create_dir_all(output).map_err(|e| Error::Run(format!("{}: {e}", output.display())))?;
     let log: Box<dyn RunLog> = match kafka {
         None => Box::new(EmbeddedLog::open(data_dir.join("log"))?),
         Some(cfg) => Box::new(KafkaRunLog::new(rtb_stream::kafka::KafkaLog::connect(cfg)?)),
     };
-    let log = log.as_ref();
     let sinks = Sinks::open(plan, data_dir)?;
+    write_outputs(plan, log.as_ref(), &sinks, output, |_| {})
+}
+
+/// Writes the outputs of a run of `plan` (the replay's output files) from the topics of `log` (compensations,
+/// dead letters, late records) and the stores of `sinks`: what `rtb export` does for a data directory and
+/// `rtb replay` for its in-memory run. `adjust` amends the summary before it is written.
+pub(crate) fn write_outputs(
+    plan: &ExecutionPlan,
+    log: &dyn RunLog,
+    sinks: &Sinks,
+    output: &Path,
+    adjust: impl FnOnce(&mut ReplaySummary),
+) -> Result<ReplaySummary> {
+    std::fs::create_dir_all(output).map_err(|e| Error::Run(format!("{}: {e}", output.display())))?;
     // The plan's names: a topology file may rename the topics.
     let topics = super::run::ops_config(plan)?.topics;
-    let mut w = Writer::create(output, topics.clone())?;
+    let mut w = Writer::create(output)?;
     let mut summary = ReplaySummary::default();
 
     // Compensations: every distinct one the duplicate detector published (a restart may publish one again).
@@ -95,6 +107,7 @@ pub fn export(plan: &ExecutionPlan, data_dir: &Path, output: &Path, kafka_broker
     summary.unattributed_conversions = conversions.len() as u64 - summary.attributed_conversions;
     summary.duplicate_orders =
         sinks.db.duplicate_orders().map_err(|e| Error::Run(format!("database: {e}")))?.len() as u64;
+    adjust(&mut summary);
     w.finish(sinks.cache.as_ref(), sinks.db.as_ref(), &summary)?;
     Ok(summary)
 }

@@ -421,8 +421,9 @@ fn wait_for_generator(
     }
 }
 
-/// The operators' configuration as the plan sets it (each kind's settings, the plan's topic names), for
-/// the paths that drive the CPC operators by hand (`rtb replay`).
+/// The operators' configuration as the plan sets it (each kind's settings, the plan's topic names): the
+/// topic names the report, `rtb export` and `rtb replay` read, and the ranking settings of the final
+/// recompute of a replay.
 pub fn ops_config(plan: &ExecutionPlan) -> Result<OpsConfig> {
     let topics: Vec<(String, String)> = plan
         .topics

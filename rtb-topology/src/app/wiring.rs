@@ -115,6 +115,10 @@ impl Sinks {
     }
 }
 
+/// In batch mode (a replay), how far in event time a stage may run ahead of the others
+/// ([`JobConfig::align`]).
+pub const BATCH_ALIGNMENT_DRIFT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Job settings of one stage: its runtime group ([`Stage::runtime_group`]), its inputs, watermark, the
 /// plan's commit interval and poll size, and the dead-letter and late topics.
 pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> JobConfig {
@@ -125,6 +129,10 @@ pub fn job_config(plan: &ExecutionPlan, stage: &Stage, stop_at_end: bool) -> Job
     cfg.dead_letter_topic = Some(DEAD_LETTER_TOPIC.to_string());
     cfg.late_topic = Some(LATE_TOPIC.to_string());
     cfg.stop_at_end = stop_at_end;
+    // A batch run (a replay) has all of its input from the start: stages are kept within 5 minutes of event
+    // time of each other, so that one reading what another writes to a store (the budget monitor, the
+    // campaigns the ranking stage records) sees it as of each record's time, as in a live run.
+    cfg.align = stop_at_end.then_some(BATCH_ALIGNMENT_DRIFT);
     // In batch mode, the consumers of these topics wait for this stage; their clocks are not judged.
     cfg.outputs = stage.outputs.clone();
     // An input written by a repartition stage: its watermark waits for every partition of the source.
@@ -211,8 +219,8 @@ pub fn spawn_stage(
     Ok(())
 }
 
-/// A ranker over the sinks with the operators' configuration (one per task: it caches advertisers' time
-/// zones). Used by `rtb replay`, which drives the operators by hand.
+/// A ranker over the sinks with the operators' configuration (it caches advertisers' time zones). `rtb
+/// replay` recomputes every ranking with it once every stage has finished.
 pub fn ranker(
     cache: &Arc<dyn Cache>,
     db: &Arc<dyn Database>,

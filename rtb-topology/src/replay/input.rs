@@ -168,6 +168,92 @@ impl<T: Send + 'static> DecodedFile<T> {
     }
 }
 
+/// The key (the `fields`' values joined with `:`, each a top-level string or integer) and the `timestamp`
+/// (RFC 3339, or integer milliseconds) of a JSON object line, read without building the object. `None`
+/// for what is missing or of another type; `(None, None)` for a line that is not a JSON object.
+pub fn scan(line: &[u8], fields: &[String]) -> (Option<String>, Option<rtb_stream::Timestamp>) {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    match serde::Deserializer::deserialize_map(&mut de, ScanVisitor { fields }) {
+        Ok((parts, ts)) => {
+            let key = (!fields.is_empty() && parts.iter().all(Option::is_some))
+                .then(|| parts.into_iter().flatten().collect::<Vec<_>>().join(":"));
+            (key, ts)
+        }
+        Err(_) => (None, None),
+    }
+}
+
+struct ScanVisitor<'f> {
+    fields: &'f [String],
+}
+
+/// A scalar field value: a string or a number, as text.
+struct Scalar(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'v> serde::de::Visitor<'v> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_owned())))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'v>>(self, mut a: A) -> std::result::Result<Scalar, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'v>>(self, mut a: A) -> std::result::Result<Scalar, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ScanVisitor<'_> {
+    type Value = (Vec<Option<String>>, Option<rtb_stream::Timestamp>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut parts = vec![None; self.fields.len()];
+        let mut ts = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if let Some(i) = self.fields.iter().position(|f| *f == name) {
+                parts[i] = map.next_value::<Scalar>()?.0;
+            } else if name == "timestamp" {
+                ts = map.next_value::<Scalar>()?.0.and_then(|t| {
+                    t.parse::<i64>().ok().or_else(|| rtb_ops::schema::rfc3339::parse(&t).ok())
+                });
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok((parts, ts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

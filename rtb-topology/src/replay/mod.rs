@@ -1,11 +1,26 @@
-//! `rtb replay`: batch replay (a backfill) of recorded traffic through the same operators as `rtb run`.
+//! `rtb replay`: batch replay (a backfill) of recorded traffic through the same plan, registry, wiring and
+//! runtime as `rtb run`.
 //!
-//! The three input files are decoded on background threads and merged by event time; every record goes to
-//! the operators that consume its topic (as the consumer groups of the topology would), outputs to topics are
-//! routed in-process (duplicate detection → compensation worker, budget monitor → ranking statement), and the
-//! watermark (max event time − allowed out-of-orderness) advances every batch. End of input advances the
-//! watermark to the end, so every window, join buffer and dedup window closes; the rankings are then
-//! recomputed with the final metrics. Operator state is bounded by the windows and TTLs, not by the input.
+//! 1. The input files are produced, line by line and in file order, to the plan's input topics on an
+//!    in-memory log, each line keyed by the topic's key fields and partitioned as Kafka's default
+//!    partitioner would (a line whose key cannot be read goes to partition 0 without a key: every stage
+//!    rejects it as a dead letter). `advertisers.jsonl` opens the advertisers' balances.
+//! 2. Every stage of the plan is spawned on a [`Runtime`] in batch mode ([`JobConfig::stop_at_end`]): each
+//!    task reads its inputs to the end they have (inputs written by other stages: until those stages have
+//!    finished), then its watermark goes to the end of time, so every window, join buffer and dedup window
+//!    closes, and it commits. Operator state is in memory; the plan's sinks are replaced by the `memory`
+//!    backend.
+//! 3. The outputs are written from the log's topics and the sinks exactly as `rtb export` writes them for a
+//!    data directory of `rtb run` (see [`crate::app::export`]).
+//!
+//! `--max-out-of-orderness-ms` sets every stage's allowed out-of-orderness (the topology file's per-operator
+//! setting is for live traffic), and raises `max_ahead` (timestamp outliers) and `max_behind` (the
+//! correction horizon) to at least that much. Stages are kept in event-time step
+//! ([`JobConfig::align`](rtb_stream::runtime::JobConfig::align)): a stage reading what another one writes
+//! to a store (the budget monitor reads the budgets the ranking stage records from campaign events) sees it
+//! as of each record's time, as in a live run where traffic arrives in time order.
+//!
+//! [`JobConfig::stop_at_end`]: rtb_stream::runtime::JobConfig::stop_at_end
 
 pub mod input;
 pub(crate) mod outputs;
@@ -15,22 +30,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rtb_ops::config::OpsConfig;
-use rtb_ops::ops::balance::BalanceWorker;
-use rtb_ops::ops::budget::BudgetMonitor;
-use rtb_ops::ops::compensation::CompensationWorker;
-use rtb_ops::ops::conversion::ConversionMatcher;
-use rtb_ops::ops::dedup::DuplicateClickDetector;
-use rtb_ops::ops::performance::PerformanceStatement;
-use rtb_ops::ops::ranking::{Ranker, RankingStatement};
-use rtb_ops::ops::MatchInput;
-use rtb_ops::schema::{AdEvent, AdEventType, CampaignEvent, ConversionEvent, Invalid, Validator};
-use rtb_ops::sink::{Advertiser, Cache, Database, MemoryCache, MemoryDatabase};
-use rtb_stream::log::partition_for_key;
-use rtb_stream::runtime::Output;
-use rtb_stream::{Context, DeadLetter, Operator, Record, SourceCoord, Timestamp, WatermarkConfig, WatermarkTracker};
+use rtb_ops::registry::sink_kinds;
+use rtb_ops::sink::Advertiser;
+use rtb_stream::log::{EmbeddedLog, ProduceRecord, TopicConfig};
+use rtb_stream::runtime::Runtime;
+use rtb_stream::state::MemoryBackend;
+use rtb_stream::Timestamp;
 
+use crate::app::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::{Error, Result};
+use crate::plan::ExecutionPlan;
+use crate::units::Millis;
 use input::DecodedFile;
 
 /// Replay settings.
@@ -40,18 +50,14 @@ pub struct ReplayOptions {
     pub input: PathBuf,
     /// Output directory.
     pub output: PathBuf,
-    /// Allowed out-of-orderness of the replay's watermark (ms).
+    /// Allowed out-of-orderness of every stage's watermark (ms).
     pub max_out_of_orderness_ms: i64,
-    /// Operator configuration.
-    pub ops: OpsConfig,
-    /// Partitions of ad-events (for source coordinates of events without an `event_id`).
-    pub ad_partitions: u32,
 }
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReplaySummary {
-    /// Lines read per input file.
+    /// Records per topic: lines read per input file in a replay; every topic of the log in an export.
     pub events: BTreeMap<String, u64>,
     /// Dead letters per topic (invalid input).
     pub dead_letters: BTreeMap<String, u64>,
@@ -68,8 +74,9 @@ pub struct ReplaySummary {
     /// Max event time seen, written as RFC 3339 like every other time in the outputs.
     #[serde(serialize_with = "outputs::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub end_of_input: Option<Timestamp>,
-    /// Wall-clock seconds of the replay; 0 where nothing was timed (`rtb export`), and then left out of
-    /// summary.json rather than written as a placeholder.
+    /// Wall-clock seconds of the replay (loading the input, processing, writing the outputs); 0 where
+    /// nothing was timed (`rtb export`), and then left out of summary.json rather than written as a
+    /// placeholder.
     #[serde(skip_serializing_if = "untimed")]
     pub elapsed_s: f64,
     /// Ad-events per second of the replay; 0 (and left out of summary.json) where nothing was timed.
@@ -82,335 +89,159 @@ fn untimed(v: &f64) -> bool {
     *v == 0.0
 }
 
-enum Decoded<T> {
-    Ok(T),
-    Bad(Invalid, Vec<u8>),
+/// The input files and the topics (by their schema's role in the plan) they are produced to.
+const INPUT_FILES: [(&str, InputTopic); 3] = [
+    ("campaign-events.jsonl", InputTopic::Campaign),
+    ("ad-events.jsonl", InputTopic::Ad),
+    ("conversion-events.jsonl", InputTopic::Conversion),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum InputTopic {
+    Campaign,
+    Ad,
+    Conversion,
 }
 
-struct Ops {
-    ranking: RankingStatement,
-    performance: PerformanceStatement,
-    conversion: ConversionMatcher,
-    dedup: DuplicateClickDetector,
-    balance: BalanceWorker,
-    budget: BudgetMonitor,
-    compensation: CompensationWorker,
-}
-
-struct Driver {
-    ops: Ops,
-    validator: Validator,
-    out: Vec<Output>,
-    dead: Rejects,
-    watermark: Option<Timestamp>,
-    writer: outputs::Writer,
-    summary: ReplaySummary,
-    ranker: Ranker,
-}
-
-/// What the operators reject: dead letters (invalid input) and late records (valid, too late to apply),
-/// kept apart as the runtime keeps them apart.
-#[derive(Default)]
-struct Rejects {
-    dead: Vec<DeadLetter>,
-    late: Vec<DeadLetter>,
-}
-
-fn run_op<O: Operator<Out = Output>>(
-    op: &mut O,
-    rec: Record<O::Key, O::In>,
-    out: &mut Vec<Output>,
-    rejects: &mut Rejects,
-    wm: Option<Timestamp>,
-) -> Result<()> {
-    let mut ctx = Context::with_late(out, &mut rejects.dead, &mut rejects.late, wm, 0);
-    op.process(rec, &mut ctx).map_err(Error::Stream)
-}
-
-fn wm_op<O: Operator<Out = Output>>(op: &mut O, wm: Timestamp, out: &mut Vec<Output>, rejects: &mut Rejects) -> Result<()> {
-    let mut ctx = Context::with_late(out, &mut rejects.dead, &mut rejects.late, Some(wm), 0);
-    op.on_watermark(wm, &mut ctx).map_err(Error::Stream)
-}
-
-impl Driver {
-    fn campaign(&mut self, rec: Record<String, CampaignEvent>) -> Result<()> {
-        run_op(&mut self.ops.ranking, rec, &mut self.out, &mut self.dead, self.watermark)?;
-        self.route()
-    }
-
-    fn ad(&mut self, rec: Record<String, AdEvent>) -> Result<()> {
-        let rec = rec.map(Arc::new);
-        let (out, dead, wm) = (&mut self.out, &mut self.dead, self.watermark);
-        if rec.value.event_type == AdEventType::Click {
-            let click = |r: &Record<String, Arc<AdEvent>>| r.clone();
-            run_op(&mut self.ops.dedup, click(&rec), out, dead, wm)?;
-            run_op(&mut self.ops.balance, click(&rec), out, dead, wm)?;
-            run_op(&mut self.ops.budget, click(&rec), out, dead, wm)?;
-            run_op(&mut self.ops.conversion, click(&rec).map(MatchInput::Ad), out, dead, wm)?;
-        }
-        run_op(&mut self.ops.performance, rec, out, dead, wm)?;
-        self.route()
-    }
-
-    fn conversion(&mut self, rec: Record<String, ConversionEvent>) -> Result<()> {
-        run_op(&mut self.ops.conversion, rec.map(MatchInput::Conversion), &mut self.out, &mut self.dead, self.watermark)?;
-        self.route()
-    }
-
-    fn advance(&mut self, wm: Timestamp) -> Result<()> {
-        if self.watermark.is_some_and(|w| w >= wm) {
-            return Ok(());
-        }
-        self.watermark = Some(wm);
-        let (o, d) = (&mut self.out, &mut self.dead);
-        wm_op(&mut self.ops.ranking, wm, o, d)?;
-        wm_op(&mut self.ops.performance, wm, o, d)?;
-        wm_op(&mut self.ops.conversion, wm, o, d)?;
-        wm_op(&mut self.ops.dedup, wm, o, d)?;
-        wm_op(&mut self.ops.balance, wm, o, d)?;
-        wm_op(&mut self.ops.budget, wm, o, d)?;
-        wm_op(&mut self.ops.compensation, wm, o, d)?;
-        self.route()
-    }
-
-    /// Delivers outputs to the operators consuming their topics, until none are left.
-    fn route(&mut self) -> Result<()> {
-        self.flush_rejects();
-        while !self.out.is_empty() {
-            let outs = std::mem::take(&mut self.out);
-            for (i, o) in outs.into_iter().enumerate() {
-                let coord = SourceCoord::new(o.topic.clone(), 0, i as u64);
-                if o.topic == self.writer.topics.compensation_events {
-                    let ev = self
-                        .validator
-                        .compensation_event(&o.record.payload, &coord, None)
-                        .map_err(|e| Error::Run(format!("compensation event the replay itself produced is invalid: {e}")))?;
-                    self.writer.compensation(&ev)?;
-                    self.summary.compensations += 1;
-                    let key = ev.advertiser_id.clone();
-                    let ts = ev.timestamp;
-                    run_op(&mut self.ops.compensation, Record::new(key, ev, ts, coord), &mut self.out, &mut self.dead, self.watermark)?;
-                } else if o.topic == self.writer.topics.campaign_events {
-                    let ev = self
-                        .validator
-                        .campaign_event(&o.record.payload, &coord, None)
-                        .map_err(|e| Error::Run(format!("campaign event the replay itself produced is invalid: {e}")))?;
-                    let key = String::from_utf8_lossy(o.record.key.as_deref().unwrap_or_default()).into_owned();
-                    let ts = ev.timestamp;
-                    run_op(&mut self.ops.ranking, Record::new(key, ev, ts, coord), &mut self.out, &mut self.dead, self.watermark)?;
-                } else {
-                    return Err(Error::Run(format!("no consumer for output topic `{}`", o.topic)));
-                }
-            }
-            self.flush_rejects();
-        }
-        Ok(())
-    }
-
-    fn flush_rejects(&mut self) {
-        for dl in self.dead.dead.drain(..) {
-            self.writer.dead_letter(&dl);
-        }
-        for dl in self.dead.late.drain(..) {
-            self.writer.late(&dl);
-        }
-    }
-}
-
-/// Runs a replay; writes every output file and returns the summary.
-pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
+/// Runs a replay of `plan`; writes every output file and returns the summary.
+pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummary> {
     let started = Instant::now();
-    opts.ops.validate()?;
+    if opts.max_out_of_orderness_ms < 0 {
+        return Err(Error::Run(format!("--max-out-of-orderness-ms must be 0 or more, not {}", opts.max_out_of_orderness_ms)));
+    }
+    let mut plan = plan.clone();
+    let ooo = Millis::ms(opts.max_out_of_orderness_ms);
+    for stage in &mut plan.stages {
+        stage.settings.max_out_of_orderness = ooo;
+    }
+    // Disorder up to the out-of-orderness is normal in this input: a record that far ahead of the data is
+    // no timestamp outlier, and one that far behind the watermark is within the correction horizon.
+    for limit in [&mut plan.runtime.max_ahead, &mut plan.runtime.max_behind] {
+        if limit.as_ms() > 0 && limit.as_ms() < ooo.as_ms() {
+            *limit = ooo;
+        }
+    }
+    // The effects go to memory first; the output files are written from there at the end.
+    for sink in &mut plan.sinks {
+        sink.backend = sink_kinds::MEMORY.to_owned();
+        sink.url = None;
+        sink.path = None;
+    }
+    let plan = &plan;
     std::fs::create_dir_all(&opts.output).map_err(|e| Error::Io { path: opts.output.clone(), source: e })?;
-    let mem_cache = Arc::new(MemoryCache::new());
-    let mem_db = Arc::new(MemoryDatabase::new());
-    let cache: Arc<dyn Cache> = Arc::clone(&mem_cache) as Arc<dyn Cache>;
-    let db: Arc<dyn Database> = Arc::clone(&mem_db) as Arc<dyn Database>;
-    // Windows are final once the watermark passes end − 1 + grace + max lateness.
-    let horizon = rtb_stream::span::ms(opts.ops.performance.grace.saturating_add(opts.ops.performance.max_lateness));
-    for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
-        db.upsert_advertiser(&Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone })?;
+
+    let log = EmbeddedLog::in_memory();
+    for t in &plan.topics {
+        // Retention is never enforced on this log: the whole input is replayed.
+        log.create_topic(&t.name, TopicConfig { partitions: t.partitions, retention: None })?;
     }
-    let ops_cfg = &opts.ops;
-    let ranker = || crate::app::wiring::ranker(&cache, &db, ops_cfg);
-    let scope = rtb_stream::StateScope::in_memory();
-    let ops = Ops {
-        ranking: RankingStatement::new(&scope.child("ranking"), Arc::clone(&cache), Arc::clone(&db), ranker()?)?,
-        performance: PerformanceStatement::new(&scope.child("performance"), 0, Arc::clone(&cache), ops_cfg.performance, ranker()?)?,
-        conversion: ConversionMatcher::new(&scope.child("conversion"), Arc::clone(&db), ops_cfg.conversion)?,
-        dedup: DuplicateClickDetector::new(&scope.child("dedup"), ops_cfg.dedup.clone())?,
-        balance: BalanceWorker::new(Arc::clone(&db)),
-        budget: BudgetMonitor::new(&scope.child("budget"), Arc::clone(&cache), Arc::clone(&db), ops_cfg.budget.clone())?,
-        compensation: CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &ops_cfg.budget.default_time_zone)?,
-    };
-    let validator = Validator::new(ops_cfg.validation);
-    let now = Some(now_ms());
-    let topics = ops_cfg.topics.clone();
-    let mut d = Driver {
-        ops,
-        validator,
-        out: Vec::new(),
-        dead: Rejects::default(),
-        watermark: None,
-        writer: outputs::Writer::create(&opts.output, topics.clone())?,
-        summary: ReplaySummary::default(),
-        ranker: ranker()?,
-    };
-
-    let (v1, v2, v3) = (validator, validator, validator);
-    let (t1, t2, t3) = (topics.campaign_events.clone(), topics.ad_events.clone(), topics.conversion_events.clone());
-    let parts = opts.ad_partitions.max(1);
-    let mut campaigns = DecodedFile::open(&opts.input.join("campaign-events.jsonl"), true, move |b, line| {
-        decode(b, SourceCoord::new(t1.as_str(), 0, line), |b, c| v1.campaign_event(b, c, now))
-    })
-    .map_err(|e| io_err(&opts.input, e))?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-    let mut ads = DecodedFile::open_with_workers(&opts.input.join("ad-events.jsonl"), false, workers, move |b, line| {
-        decode(b, SourceCoord::new(t2.as_str(), 0, line), |b, c| v2.ad_event(b, c, now))
-    })
-    .map_err(|e| io_err(&opts.input, e))?;
-    let mut convs = DecodedFile::open(&opts.input.join("conversion-events.jsonl"), true, move |b, line| {
-        decode(b, SourceCoord::new(t3.as_str(), 0, line), |b, c| v3.conversion_event(b, c, now))
-    })
-    .map_err(|e| io_err(&opts.input, e))?;
-
-    let mut tracker = WatermarkTracker::new(
-        1,
-        WatermarkConfig { max_out_of_orderness: rtb_stream::span::from_ms(opts.max_out_of_orderness_ms), idle_timeout: None },
-        0,
-    );
-    let mut heads: [Option<(Timestamp, Head)>; 3] = [None, None, None];
-    let mut n = 0u64;
-    let mut max_ts: Option<Timestamp> = None;
-    loop {
-        if heads[0].is_none() {
-            heads[0] = campaigns.next_line().map_err(|e| io_err(&opts.input, e))?.map(|l| head_of(Head::Campaign(l.line, l.item)));
-        }
-        if heads[1].is_none() {
-            heads[1] = ads.next_line().map_err(|e| io_err(&opts.input, e))?.map(|l| head_of(Head::Ad(l.line, l.item)));
-        }
-        if heads[2].is_none() {
-            heads[2] = convs.next_line().map_err(|e| io_err(&opts.input, e))?.map(|l| head_of(Head::Conversion(l.line, l.item)));
-        }
-        // Earliest head first; campaign events win ties (a campaign precedes the traffic it gets).
-        let Some(i) = (0..3).filter(|i| heads[*i].is_some()).min_by_key(|i| heads[*i].as_ref().map(|h| (h.0, *i))) else {
-            break;
+    for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
+        log.create_topic(t, TopicConfig { partitions: 1, retention: None })?;
+    }
+    let ops = crate::app::run::ops_config(plan)?;
+    let topics = ops.topics.clone();
+    // Event times beyond this are refused by the validator: they do not end the input.
+    let latest_valid = now_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
+    let mut end_of_input: Option<Timestamp> = None;
+    let mut lines = BTreeMap::new();
+    for (file, role) in INPUT_FILES {
+        let name = match role {
+            InputTopic::Campaign => &topics.campaign_events,
+            InputTopic::Ad => &topics.ad_events,
+            InputTopic::Conversion => &topics.conversion_events,
         };
-        let Some((_, head)) = heads[i].take() else { break };
+        let topic = plan
+            .topic(name)
+            .ok_or_else(|| Error::Run(format!("the topology has no topic `{name}` to replay {file} into")))?;
+        let key = topic.key.as_ref().map(|k| k.fields().to_vec()).unwrap_or_default();
+        let (n, end) = load(&log, &opts.input.join(file), name, &key, matches!(role, InputTopic::Ad), latest_valid)?;
+        lines.insert(name.clone(), n);
+        end_of_input = end_of_input.max(end);
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?lines, "replay input loaded");
+
+    let sinks = Sinks::open(plan, &opts.output)?;
+    for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
+        let spec = Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone };
+        for (_, sink) in sinks.all.iter().filter(|(_, s)| s.kind == sink_kinds::DATABASE) {
+            rtb_ops::registry::database_of(sink)?
+                .upsert_advertiser(&spec)
+                .map_err(|e| Error::Run(format!("database: {e}")))?;
+        }
+    }
+    let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
+    wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, true)?;
+    rt.join()?;
+    // Every stage has finished: the rankings are recomputed once more with the final metrics and spend (a
+    // ranking depends on other stages' results, which may have finished after the ranking stage last ran).
+    if let Some(end) = end_of_input {
+        wiring::ranker(&sinks.cache, &sinks.db, &ops)?.recompute_all(end)?;
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "replay processed; writing the outputs");
+
+    crate::app::export::write_outputs(plan, &log, &sinks, &opts.output, |s| {
+        s.events = lines;
+        s.end_of_input = end_of_input;
+        s.elapsed_s = started.elapsed().as_secs_f64();
+        let ads = s.events.get(&topics.ad_events).copied().unwrap_or(0);
+        s.ad_events_per_sec = ads as f64 / s.elapsed_s.max(1e-9);
+    })
+}
+
+/// What one input line is produced as.
+struct Line {
+    key: Option<Vec<u8>>,
+    timestamp: Timestamp,
+    payload: Vec<u8>,
+}
+
+/// Records appended to the log per call.
+const APPEND_BATCH: usize = 4_096;
+
+/// Produces every non-empty line of `path` to `topic`, keyed by the `key` fields (the line's partition is
+/// Kafka's default partitioner's for that key; partition 0 without a key when the key cannot be read). A
+/// missing file has no lines, except the ad-events (`ad_events`: required, and scanned by several
+/// workers). Returns the lines produced and the latest event time of a line up to `latest_valid`.
+fn load(
+    log: &EmbeddedLog,
+    path: &Path,
+    topic: &str,
+    key: &[String],
+    ad_events: bool,
+    latest_valid: Timestamp,
+) -> Result<(u64, Option<Timestamp>)> {
+    let fields: Arc<[String]> = key.into();
+    let workers = if ad_events { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4) } else { 1 };
+    // The ad-events are the input; a replay without them is a mistake (campaign and conversion events
+    // may be absent).
+    let optional = !ad_events;
+    let mut file = DecodedFile::open_with_workers(path, optional, workers, move |bytes, _| {
+        let (key, ts) = input::scan(bytes, &fields);
+        Line { key: key.map(String::into_bytes), timestamp: ts.unwrap_or(0), payload: bytes.to_vec() }
+    })
+    .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let mut batch = Vec::with_capacity(APPEND_BATCH);
+    let mut n = 0u64;
+    let mut end = None;
+    while let Some(line) = file.next_line().map_err(|e| Error::Io { path: path.to_path_buf(), source: e })? {
+        let Line { key, timestamp, payload } = line.item;
+        if timestamp <= latest_valid && timestamp != 0 {
+            end = end.max(Some(timestamp));
+        }
+        let partition = key.is_none().then_some(0);
+        batch.push(ProduceRecord { key, payload, timestamp, partition, origin: None });
         n += 1;
-        match head {
-            Head::Campaign(line, item) => {
-                *d.summary.events.entry(topics.campaign_events.clone()).or_default() += 1;
-                match item {
-                    Decoded::Ok(ev) => {
-                        observe(&mut tracker, &mut max_ts, ev.timestamp);
-                        let key = format!("{}:{}", ev.placement.as_str(), ev.category);
-                        let ts = ev.timestamp;
-                        d.campaign(Record::new(key, ev, ts, SourceCoord::new(topics.campaign_events.as_str(), 0, line)))?;
-                    }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.campaign_events, 0, line, inv, &raw),
-                }
-            }
-            Head::Ad(line, item) => {
-                *d.summary.events.entry(topics.ad_events.clone()).or_default() += 1;
-                match item {
-                    Decoded::Ok(ev) => {
-                        observe(&mut tracker, &mut max_ts, ev.timestamp);
-                        // Source coordinates identify a click only when it has no event_id (ledger key).
-                        let p = if ev.event_id.is_some() { 0 } else { partition_for_key(ev.device_id.as_bytes(), parts) };
-                        let key = ev.device_id.clone();
-                        let ts = ev.timestamp;
-                        d.ad(Record::new(key, ev, ts, SourceCoord::new(topics.ad_events.as_str(), p, line)))?;
-                    }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.ad_events, 0, line, inv, &raw),
-                }
-            }
-            Head::Conversion(line, item) => {
-                *d.summary.events.entry(topics.conversion_events.clone()).or_default() += 1;
-                match item {
-                    Decoded::Ok(ev) => {
-                        observe(&mut tracker, &mut max_ts, ev.timestamp);
-                        let key = ev.device_id.clone();
-                        let ts = ev.timestamp;
-                        d.conversion(Record::new(key, ev, ts, SourceCoord::new(topics.conversion_events.as_str(), 0, line)))?;
-                    }
-                    Decoded::Bad(inv, raw) => d.writer.invalid(&topics.conversion_events, 0, line, inv, &raw),
-                }
-            }
-        }
-        if n.is_multiple_of(256) {
-            if let Some(wm) = tracker.current() {
-                d.advance(wm)?;
-                if n.is_multiple_of(65_536) {
-                    let windows = mem_cache.take_windows_ending_by(wm.saturating_sub(horizon));
-                    d.writer.spill(windows, mem_db.take_ledger())?;
-                }
-            }
+        if batch.len() == APPEND_BATCH {
+            log.append_batch(topic, std::mem::replace(&mut batch, Vec::with_capacity(APPEND_BATCH)))?;
         }
     }
-    // End of input: everything closes.
-    d.advance(tracker.finish())?;
-    if let Some(end) = max_ts {
-        d.ranker.recompute_all(end)?;
+    if !batch.is_empty() {
+        log.append_batch(topic, batch)?;
     }
-    d.summary.end_of_input = max_ts;
-    d.summary.late = late_counts(&d.ops);
-    d.summary.dead_letters = d.writer.dead_per_topic();
-    let cs = d.ops.conversion.stats();
-    d.summary.attributed_conversions = cs.attributed;
-    d.summary.unattributed_conversions = cs.unattributed;
-    d.summary.duplicate_orders = cs.duplicate_orders;
-    d.summary.elapsed_s = started.elapsed().as_secs_f64();
-    let ads_n = d.summary.events.get(&topics.ad_events).copied().unwrap_or(0);
-    d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);
-    d.writer.finish(cache.as_ref(), db.as_ref(), &d.summary)?;
-    Ok(d.summary)
+    Ok((n, end))
 }
 
-enum Head {
-    Campaign(u64, Decoded<CampaignEvent>),
-    Ad(u64, Decoded<AdEvent>),
-    Conversion(u64, Decoded<ConversionEvent>),
-}
-
-fn head_of(h: Head) -> (Timestamp, Head) {
-    let ts = match &h {
-        Head::Campaign(_, Decoded::Ok(e)) => e.timestamp,
-        Head::Ad(_, Decoded::Ok(e)) => e.timestamp,
-        Head::Conversion(_, Decoded::Ok(e)) => e.timestamp,
-        // Invalid lines carry no usable time: let them through at once.
-        _ => Timestamp::MIN,
-    };
-    (ts, h)
-}
-
-fn observe(t: &mut WatermarkTracker, max_ts: &mut Option<Timestamp>, ts: Timestamp) {
-    t.observe(0, ts, 0);
-    *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
-}
-
-fn decode<T>(bytes: &[u8], coord: SourceCoord, f: impl Fn(&[u8], &SourceCoord) -> std::result::Result<T, Invalid>) -> Decoded<T> {
-    match f(bytes, &coord) {
-        Ok(v) => Decoded::Ok(v),
-        Err(e) => Decoded::Bad(e, bytes.to_vec()),
-    }
-}
-
-fn late_counts(ops: &Ops) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    m.insert("performance".to_string(), ops.performance.stats().late_events);
-    m.insert("duplicate-detection".to_string(), ops.dedup.stats().late_clicks);
-    let c = ops.conversion.stats();
-    m.insert("conversion-matching".to_string(), c.late_conversions + c.late_clicks);
-    m.retain(|_, v| *v > 0);
-    m
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source: e }
-}
-
-/// Wall-clock ms (the validator rejects timestamps too far ahead of it).
+/// Wall-clock ms (the validator refuses event times too far ahead of it).
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

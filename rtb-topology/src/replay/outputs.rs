@@ -5,9 +5,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use rtb_ops::config::TopicNames;
-use rtb_ops::schema::{CompensationEvent, Invalid};
-use rtb_ops::sink::{Cache, Database, LedgerKind, LedgerRow, Metrics, MetricsScope, WindowMetrics};
+use rtb_ops::schema::CompensationEvent;
+use rtb_ops::sink::{Cache, Database, LedgerKind, LedgerRow, Metrics, MetricsScope};
 use rtb_stream::DeadLetter;
 use serde::Serialize;
 use serde_json::json;
@@ -33,7 +32,6 @@ pub(crate) struct Writer {
     /// Valid records that arrived too late to be applied, once per source record.
     late: Letters,
     compensations: Vec<CompensationEvent>,
-    pub(crate) topics: TopicNames,
 }
 
 /// Letters (dead or late) grouped by source record, in first-seen order of stages.
@@ -159,7 +157,7 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(crate) fn create(dir: &Path, topics: TopicNames) -> Result<Self> {
+    pub(crate) fn create(dir: &Path) -> Result<Self> {
         let mut files = Vec::new();
         let metrics = create_in(dir, "metrics.jsonl", &mut files)?;
         let ledger = create_in(dir, "ledger.jsonl", &mut files)?;
@@ -172,27 +170,7 @@ impl Writer {
             dead: Letters::default(),
             late: Letters::default(),
             compensations: Vec::new(),
-            topics,
         })
-    }
-
-    /// Streams out campaign windows (final: they can no longer be corrected) and ledger rows, so the replay's
-    /// memory holds only what can still change. Per-ad windows are not part of the output and are dropped.
-    pub(crate) fn spill(&mut self, windows: Vec<WindowMetrics>, ledger: Vec<LedgerRow>) -> Result<()> {
-        let path = temp_path(&self.dir, "metrics.jsonl");
-        for w in windows.iter().filter(|w| w.scope == MetricsScope::Campaign && w.metrics != Metrics::default()) {
-            line(&mut self.metrics, &path, &metrics_json(&w.campaign_id, w.window_start, w.window_end, &w.metrics))?;
-        }
-        let path = temp_path(&self.dir, "ledger.jsonl");
-        for r in &ledger {
-            line(&mut self.ledger, &path, &ledger_json(r))?;
-        }
-        Ok(())
-    }
-
-    /// An input line that failed validation.
-    pub(crate) fn invalid(&mut self, topic: &str, partition: u32, line_no: u64, why: Invalid, raw: &[u8]) {
-        self.dead.add(topic, partition, line_no, "decode", &why.to_string(), &String::from_utf8_lossy(raw));
     }
 
     /// A record an operator rejected. A `LATE_*` reason is a late record, not a dead letter.

@@ -60,7 +60,7 @@ pub fn check_spec_example(o: &Outputs) {
     );
     assert_eq!(o.compensations[0].timestamp, ms("2024-01-15T10:35:15Z"));
     // Ledger: three charges of 1200 (keys `charge:id:{event_id}`; line 3 has no event_id: its source coordinates,
-    // partition(device_12345) = 6, line 3 → `charge:src:ad-events/6/3`) and one refund keyed
+    // partition(device_12345) = 6, offset 3 there (every line is that device's) → `charge:src:ad-events/6/3`) and one refund keyed
     // `refund:{device}/{ad}/{window start}` with the start 2024-01-15T10:30:15Z = 1 705 314 615 000 ms.
     let want: BTreeSet<_> = [
         entry("charge:id:clk-1", "advertiser_50", "campaign_100", "CHARGE", 1200),
@@ -366,7 +366,10 @@ pub fn client_ids() -> RawInput {
             imp,
             r1.clone(),
             r1,                                                                  // redelivered as is
-            ADV50.on("d2").click("2024-01-15T10:31:00Z", 700, Some("r-1")),      // another click, same id
+            // Another click (another ad of the same device), same id. Same device: the same partition as r-1,
+            // so "the first" of the two is the first in the partition's order. Across partitions it would be
+            // the first to arrive, as on Kafka, which no file order defines.
+            Ad { ad: "ad_002", ..ADV50.on("d1") }.click("2024-01-15T10:31:00Z", 700, Some("r-1")),
             x.click("2024-01-15T10:32:00Z", 500, Some("x-1")),
             x.click("2024-01-15T10:32:10Z", 500, Some("x-2")),
             ADV50.on("device_y").click("2024-01-15T10:33:00Z", 300, Some("refund:device_x/ad_001/1705314720000")),

@@ -17,8 +17,7 @@ pub const DEFAULT_M: f64 = 0.01;
 pub const RESERVE: i64 = 100;
 /// GSP increment, KRW.
 pub const INCREMENT: i64 = 10;
-/// Partitions of `ad-events`.
-pub const AD_PARTITIONS: u32 = 8;
+pub use super::input::AD_PARTITIONS;
 
 /// Spend of one campaign on one local day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -311,11 +310,12 @@ fn compensations(clicks: &[&AdEvent]) -> Vec<CompensationRow> {
 }
 
 /// The ledger key of a click: `charge:id:` + its event_id, else `charge:src:` + its source coordinates
-/// (issue 7: system keys live in namespaces no client id can reach).
+/// in the log, `ad-events/{partition}/{offset}` (issue 7: system keys live in namespaces no client id can
+/// reach).
 pub fn charge_key(click: &AdEvent) -> String {
     match &click.event_id {
         Some(id) => format!("charge:id:{id}"),
-        None => format!("charge:src:ad-events/{}/{}", partition(&click.device_id, AD_PARTITIONS), click.line),
+        None => format!("charge:src:ad-events/{}/{}", partition(&click.device_id, AD_PARTITIONS), click.offset),
     }
 }
 

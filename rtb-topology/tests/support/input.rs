@@ -48,6 +48,8 @@ pub enum AdKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdEvent {
     pub line: usize,
+    /// Its offset in its partition of `ad-events` (see [`ad_offsets`]).
+    pub offset: usize,
     pub ts: Ms,
     pub kind: AdKind,
     pub device_id: String,
@@ -168,10 +170,11 @@ pub fn validate(raw: &RawInput, now: Ms) -> Inputs {
             Err(reason) => inp.dead.push(DeadLetter { topic: CAMPAIGN_TOPIC, line, reason, payload: text.into() }),
         }
     }
+    let offsets = ad_offsets(&raw.ad);
     for (line, text) in raw.ad.lines().enumerate() {
         *inp.read.entry(AD_TOPIC).or_insert(0) += 1;
         match object(text).and_then(|o| ad_event(&o, line, now)) {
-            Ok(e) => inp.ads.push(e),
+            Ok(e) => inp.ads.push(AdEvent { offset: offsets[line], ..e }),
             Err(reason) => inp.dead.push(DeadLetter { topic: AD_TOPIC, line, reason, payload: text.into() }),
         }
     }
@@ -193,6 +196,31 @@ pub fn validate(raw: &RawInput, now: Ms) -> Inputs {
         });
     }
     inp
+}
+
+/// Partitions of `ad-events`.
+pub const AD_PARTITIONS: u32 = 8;
+
+/// The offset of each line of `ad-events.jsonl` in its partition, as a replay produces the file: non-empty
+/// lines in file order, each to the partition of its `device_id` (a string or an integer; Kafka's default
+/// partitioner), partition 0 for a line without one.
+pub fn ad_offsets(file: &str) -> Vec<usize> {
+    let mut next = vec![0usize; AD_PARTITIONS as usize];
+    file.lines()
+        .map(|text| {
+            if text.is_empty() {
+                return 0;
+            }
+            let device = object(text).ok().and_then(|o| match o.get("device_id") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+                _ => None,
+            });
+            let p = device.map_or(0, |d| super::murmur2::partition(&d, AD_PARTITIONS)) as usize;
+            next[p] += 1;
+            next[p] - 1
+        })
+        .collect()
 }
 
 fn object(text: &str) -> Result<Map<String, Value>, String> {
@@ -352,6 +380,7 @@ fn ad_event(o: &Map<String, Value>, line: usize, now: Ms) -> Result<AdEvent, Str
     );
     Ok(AdEvent {
         line,
+        offset: 0, // set by `validate` from the whole file
         ts,
         kind,
         device_id,
