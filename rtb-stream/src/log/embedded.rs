@@ -546,6 +546,25 @@ impl EmbeddedLog {
         Ok(())
     }
 
+    /// In-memory log: drops the records of `partition` of `topic` before `offset`, in whole chunks of
+    /// `segment_bytes` (so some records before it may stay), and moves the start offset forward — for a
+    /// batch job whose consumers have all committed past them, so that its memory holds what is still to
+    /// be read. A durable log keeps its records until retention deletes them: an error there.
+    pub fn release_before(&self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        let t = self.topic(topic)?;
+        let mut store = t.slot(partition)?.store.lock();
+        let result = match &mut *store {
+            Store::Memory(m) => {
+                m.release_before(offset);
+                Ok(())
+            }
+            Store::Disk(_) => Err(Error::Config(format!(
+                "topic `{topic}`: records of a durable log are deleted by retention, not released"
+            ))),
+        };
+        result
+    }
+
     /// Number of segment files of a partition (durable mode; 0 in memory). For tests and monitoring.
     pub fn segment_count(&self, topic: &str, partition: u32) -> Result<usize> {
         let t = self.topic(topic)?;

@@ -99,6 +99,17 @@ impl MemoryPartition {
         out
     }
 
+    /// Drops the whole chunks that end at or before `offset` (every record of them is below it); offsets
+    /// keep counting from where they were. Returns the chunks dropped.
+    pub(crate) fn release_before(&mut self, offset: u64) -> usize {
+        let mut dropped = 0;
+        while self.chunks.front().is_some_and(|c| c.end() <= offset) {
+            self.chunks.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Drops whole chunks whose newest record is older than `cutoff` (`max_ts < cutoff`). The newest chunk
     /// is dropped too when it qualifies; offsets keep counting from where they were.
     pub(crate) fn enforce_retention(&mut self, cutoff: Timestamp) -> usize {
@@ -127,6 +138,25 @@ mod tests {
             payload: Arc::from(payload),
             origin: None,
         }
+    }
+
+    #[test]
+    fn release_drops_only_whole_chunks_below_the_offset() {
+        let mut p = MemoryPartition::new(100); // one record per chunk
+        for i in 0..5 {
+            p.append(rec(i, &[0; 10]));
+        }
+        assert_eq!(p.release_before(3), 3);
+        assert_eq!((p.start_offset(), p.end_offset()), (3, 5));
+        assert_eq!(p.read(0, 10).iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(p.release_before(2), 0, "nothing below the start is left");
+        let mut big = MemoryPartition::new(1 << 20); // everything in one chunk
+        for i in 0..5 {
+            big.append(rec(i, &[0; 10]));
+        }
+        assert_eq!(big.release_before(4), 0, "a chunk with a record at or past the offset is kept");
+        assert_eq!(big.release_before(5), 1);
+        assert_eq!((big.start_offset(), big.end_offset()), (5, 5));
     }
 
     #[test]

@@ -17,15 +17,29 @@ use rustc_hash::FxHashMap;
 pub(crate) struct Producers {
     sealed: AtomicBool,
     running: Mutex<FxHashMap<String, usize>>,
+    /// Topics a job of the runtime produces to (feeds aside).
+    by_jobs: Mutex<rustc_hash::FxHashSet<String>>,
 }
 
 impl Producers {
     /// Counts `tasks` new producer tasks of each of `topics`.
     pub(crate) fn add(&self, topics: &[String], tasks: usize) {
+        self.add_feed(topics, tasks);
+        self.by_jobs.lock().extend(topics.iter().cloned());
+    }
+
+    /// Counts `n` producers of each of `topics` that are not jobs: feeds of clients' records
+    /// ([`Runtime::feed`](super::Runtime::feed)).
+    pub(crate) fn add_feed(&self, topics: &[String], n: usize) {
         let mut running = self.running.lock();
         for t in topics {
-            *running.entry(t.clone()).or_default() += tasks;
+            *running.entry(t.clone()).or_default() += n;
         }
+    }
+
+    /// Whether a job spawned so far produces to `topic` (its records are not clients').
+    pub(crate) fn produced_by_jobs(&self, topic: &str) -> bool {
+        self.by_jobs.lock().contains(topic)
     }
 
     /// One producer task of each of `topics` has finished.
@@ -48,7 +62,7 @@ impl Producers {
         self.sealed.load(Ordering::SeqCst)
     }
 
-    /// Whether a job spawned so far produces to `topic`.
+    /// Whether a job spawned so far, or a feed, produces to `topic` (it ends when they have finished).
     pub(crate) fn produced_here(&self, topic: &str) -> bool {
         self.running.lock().contains_key(topic)
     }

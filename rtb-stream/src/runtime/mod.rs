@@ -52,7 +52,7 @@ use crate::time::WatermarkConfig;
 pub use metrics::{GroupCounters, GroupMetrics, RuntimeMetrics, RuntimeReport};
 pub use repartition::Repartition;
 pub use commit::CommitBarrier;
-pub use runner::{committed_watermark, task_scope, Clock, Runtime};
+pub use runner::{committed_watermark, task_scope, Clock, Feed, Runtime};
 pub use shutdown::{AbortHandle, ShutdownToken};
 
 /// A record an operator sends to a topic.

@@ -314,6 +314,24 @@ impl Runtime {
         Ok(partitions)
     }
 
+    /// Declares a feed of `topics`: a producer of clients' records that is not a job of this runtime (a
+    /// replay appending its input files while the jobs run). In batch mode ([`JobConfig::stop_at_end`])
+    /// the jobs reading these topics read until the feed has finished (dropped), not to the end the topics
+    /// had when they started; their records are still judged as clients' (`max_ahead`, `max_behind`).
+    /// Aligned jobs ([`JobConfig::align`]) wait for the feed's progress ([`Feed::progress`]). Declare feeds
+    /// before the runtime is sealed.
+    pub fn feed(&mut self, topics: &[&str]) -> Result<Feed> {
+        if self.producers.sealed() {
+            return Err(Error::Config("the runtime is sealed; no feed can be added".into()));
+        }
+        for t in topics {
+            self.io.partitions(t)?;
+        }
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        self.producers.add_feed(&topics, 1);
+        Ok(Feed { producers: Arc::clone(&self.producers), topics, head: self.alignment.register() })
+    }
+
     /// Declares that every job of this runtime has been spawned (also done by [`Runtime::join`]): from now on
     /// batch-mode inputs that jobs of this runtime produce to can end. Spawning after sealing is refused.
     pub fn seal(&self) {
@@ -375,5 +393,29 @@ impl Drop for Runtime {
         if let Err(e) = self.wait_all() {
             tracing::error!(error = %e, "task failed while the runtime was dropped");
         }
+    }
+}
+
+/// A feed of clients' records into a runtime's topics ([`Runtime::feed`]); dropping it says it has
+/// finished.
+#[derive(Debug)]
+pub struct Feed {
+    producers: Arc<Producers>,
+    topics: Vec<String>,
+    head: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Feed {
+    /// Records up to event time `ts` have been appended: aligned jobs may process records up to it (and
+    /// their drift).
+    pub fn progress(&self, ts: crate::time::Timestamp) {
+        self.head.fetch_max(ts, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.head.store(crate::time::Timestamp::MAX, std::sync::atomic::Ordering::Release);
+        self.producers.finished(&self.topics);
     }
 }

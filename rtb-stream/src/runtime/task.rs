@@ -109,6 +109,9 @@ pub(crate) struct Task<O: Operator, D> {
     held: bool,
     /// The event time of the record each input was held back at.
     held_at: Vec<Option<Timestamp>>,
+    /// The records each input read but was held back from processing, the first at `next`: processed
+    /// before reading more.
+    held_recs: Vec<Vec<LogRecord>>,
     counters: Counters,
 }
 
@@ -237,6 +240,7 @@ where
             wait_turn: 0,
             held: false,
             held_at: vec![None; n],
+            held_recs: vec![Vec::new(); n],
             counters: Counters::default(),
         })
     }
@@ -360,7 +364,11 @@ where
             }
             self.held_at[input] = None;
         }
-        let recs = self.s.reader.read(input, self.next[input], self.s.cfg.max_poll_records)?;
+        let recs = if self.held_recs[input].is_empty() {
+            self.s.reader.read(input, self.next[input], self.s.cfg.max_poll_records)?
+        } else {
+            std::mem::take(&mut self.held_recs[input])
+        };
         if recs.is_empty() {
             if let Some(h) = &mut self.s.heads {
                 h.idle(input);
@@ -368,6 +376,7 @@ where
         }
         let mut handled = 0;
         let mut decoded_next: Option<Decoded<K, V>> = None;
+        let mut held_from = None;
         for i in 0..recs.len() {
             let rec = &recs[i];
             if rec.offset >= limit {
@@ -385,15 +394,21 @@ where
             };
             if self.s.heads.is_some() {
                 let d = decoded.take().unwrap_or_else(|| self.decoder.decode(rec));
+                // A record far ahead of the data (a timestamp outlier, judged in `handle`) is not waited for:
+                // only the records after it tell whether it is one.
+                let ahead = |ts: Timestamp| {
+                    self.s.cfg.max_ahead.map(crate::span::ms).zip(self.tracker.max_stream_time()).is_some_and(|(a, st)| ts > st.saturating_add(a))
+                };
                 let admitted = match (&d, &mut self.s.heads) {
-                    (Ok(r), Some(h)) => h.admit(input, r.timestamp),
+                    (Ok(r), Some(h)) => h.admit(input, r.timestamp) || ahead(r.timestamp),
                     _ => true, // a record that does not decode has no time to wait for
                 };
                 if !admitted {
-                    // Held back: read again from here once the earlier heads have moved on.
+                    // Held back: go on from here once the earlier heads have moved on.
                     self.held = true;
                     self.held_at[input] = d.as_ref().ok().map(|r| r.timestamp);
                     self.next[input] = rec.offset;
+                    held_from = Some(i);
                     break;
                 }
                 decoded = Some(d);
@@ -403,6 +418,10 @@ where
             if self.s.abort.is_aborted() {
                 return Ok(None);
             }
+        }
+        if let Some(i) = held_from {
+            let mut recs = recs;
+            self.held_recs[input] = recs.split_off(i);
         }
         self.caught_up[input] = self.next[input] >= limit || self.s.reader.caught_up(input, self.next[input])?;
         Ok(Some(handled))
@@ -512,7 +531,7 @@ where
     /// [`JobConfig::max_ahead`], [`JobConfig::max_behind`]). Looks the topic up under a lock: call it
     /// only for a record that is already suspect.
     fn is_client_input(&self, input: usize) -> bool {
-        !self.s.producers.produced_here(&self.s.inputs[input])
+        !self.s.producers.produced_by_jobs(&self.s.inputs[input])
     }
 
     /// Whether `ts` is more than `ahead` past the data seen so far (and, in a live run, past the wall clock).

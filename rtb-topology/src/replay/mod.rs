@@ -1,15 +1,16 @@
 //! `rtb replay`: batch replay (a backfill) of recorded traffic through the same plan, registry, wiring and
 //! runtime as `rtb run`.
 //!
-//! 1. The input files are produced, line by line and in file order, to the plan's input topics on an
-//!    in-memory log, each line keyed by the topic's key fields and partitioned as Kafka's default
-//!    partitioner would (a line whose key cannot be read goes to partition 0 without a key: every stage
-//!    rejects it as a dead letter). `advertisers.jsonl` opens the advertisers' balances.
-//! 2. Every stage of the plan is spawned on a [`Runtime`] in batch mode ([`JobConfig::stop_at_end`]): each
-//!    task reads its inputs to the end they have (inputs written by other stages: until those stages have
-//!    finished), then its watermark goes to the end of time, so every window, join buffer and dedup window
-//!    closes, and it commits. Operator state is in memory; the plan's sinks are replaced by the `memory`
-//!    backend.
+//! 1. Every stage of the plan is spawned on a [`Runtime`] over an in-memory log, in batch mode
+//!    ([`JobConfig::stop_at_end`]): each task reads its inputs to their end, then its watermark goes to the
+//!    end of time, so every window, join buffer and dedup window closes, and it commits. Operator state is
+//!    in memory; the plan's sinks are replaced by the `memory` backend.
+//! 2. Meanwhile the input files are produced to the plan's input topics (a [`Runtime::feed`]: the tasks
+//!    read until it ends), merged by event time across the three files, each line keyed by its topic's key
+//!    fields and partitioned as Kafka's default partitioner would (a line whose key cannot be read goes to
+//!    partition 0 without a key: every stage rejects it as a dead letter). What every consumer group has
+//!    committed is released from the log, and the loading waits while the slowest consumer is far behind,
+//!    so memory holds the operators' state, not the input. `advertisers.jsonl` opens the balances.
 //! 3. The outputs are written from the log's topics and the sinks exactly as `rtb export` writes them for a
 //!    data directory of `rtb run` (see [`crate::app::export`]).
 //!
@@ -32,9 +33,9 @@ use std::time::Instant;
 
 use rtb_ops::registry::sink_kinds;
 use rtb_ops::sink::Advertiser;
-use rtb_stream::log::{EmbeddedLog, ProduceRecord, TopicConfig};
+use rtb_stream::log::{EmbeddedLog, LogOptions, ProduceRecord, TopicConfig};
 use rtb_stream::runtime::Runtime;
-use rtb_stream::state::MemoryBackend;
+use rtb_stream::state::{MemoryBackend, StoreBackend};
 use rtb_stream::Timestamp;
 
 use crate::app::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
@@ -130,7 +131,8 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
     let plan = &plan;
     std::fs::create_dir_all(&opts.output).map_err(|e| Error::Io { path: opts.output.clone(), source: e })?;
 
-    let log = EmbeddedLog::in_memory();
+    // Small chunks: what every consumer has read is released chunk by chunk while the replay runs.
+    let log = EmbeddedLog::in_memory_with(LogOptions { segment_bytes: 1 << 20, ..LogOptions::default() });
     for t in &plan.topics {
         // Retention is never enforced on this log: the whole input is replayed.
         log.create_topic(&t.name, TopicConfig { partitions: t.partitions, retention: None })?;
@@ -140,10 +142,7 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
     }
     let ops = crate::app::run::ops_config(plan)?;
     let topics = ops.topics.clone();
-    // Event times beyond this are refused by the validator: they do not end the input.
-    let latest_valid = now_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
-    let mut end_of_input: Option<Timestamp> = None;
-    let mut lines = BTreeMap::new();
+    let mut inputs = Vec::with_capacity(INPUT_FILES.len());
     for (file, role) in INPUT_FILES {
         let name = match role {
             InputTopic::Campaign => &topics.campaign_events,
@@ -153,12 +152,10 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
         let topic = plan
             .topic(name)
             .ok_or_else(|| Error::Run(format!("the topology has no topic `{name}` to replay {file} into")))?;
-        let key = topic.key.as_ref().map(|k| k.fields().to_vec()).unwrap_or_default();
-        let (n, end) = load(&log, &opts.input.join(file), name, &key, matches!(role, InputTopic::Ad), latest_valid)?;
-        lines.insert(name.clone(), n);
-        end_of_input = end_of_input.max(end);
+        let key: Arc<[String]> = topic.key.as_ref().map(|k| k.fields().to_vec()).unwrap_or_default().into();
+        let ad_events = matches!(role, InputTopic::Ad);
+        inputs.push(InputFile::open(&opts.input.join(file), name, key, ad_events)?);
     }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?lines, "replay input loaded");
 
     let sinks = Sinks::open(plan, &opts.output)?;
     for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
@@ -169,9 +166,39 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
                 .map_err(|e| Error::Run(format!("database: {e}")))?;
         }
     }
-    let mut rt = Runtime::new(log.clone(), Arc::new(MemoryBackend::new()));
+    let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
+    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
+    let fed: Vec<&str> = inputs.iter().map(|f| f.topic.as_str()).collect();
+    let feed = rt.feed(&fed)?;
     wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, true)?;
-    rt.join()?;
+    let runner = std::thread::Builder::new()
+        .name("rtb-replay-join".into())
+        .spawn(move || rt.join())
+        .map_err(|e| Error::Run(format!("cannot start the replay: {e}")))?;
+    // What every consumer group has committed is released from the log: memory holds what is still to
+    // be read (the input is loaded at most `MAX_BACKLOG` records ahead of the slowest consumer).
+    let releaser = Releaser::new(plan, &topics, &log, state);
+    // Event times beyond this are refused by the validator: they do not end the input.
+    let latest_valid = now_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
+    let loaded = load(&log, &mut inputs, &feed, &releaser, latest_valid, || runner.is_finished());
+    drop(feed);
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            // The runtime's own failure, if it failed first, says more.
+            if runner.is_finished() {
+                join(runner)?;
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, lines = ?loaded.lines, "replay input loaded");
+    while !runner.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        releaser.release()?;
+    }
+    join(runner)?;
+    let (lines, end_of_input) = (loaded.lines, loaded.end);
     // Every stage has finished: the rankings are recomputed once more with the final metrics and spend (a
     // ranking depends on other stages' results, which may have finished after the ranking stage last ran).
     if let Some(end) = end_of_input {
@@ -197,48 +224,164 @@ struct Line {
 
 /// Records appended to the log per call.
 const APPEND_BATCH: usize = 4_096;
+/// How far (in records of one topic partition) the loading may run ahead of the slowest consumer of it.
+const MAX_BACKLOG: u64 = 32_768;
+/// The longest the loading waits for the slowest consumer at a time.
+const MAX_BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Input lines between two releases of what every consumer has committed.
+const RELEASE_EVERY: u64 = 32_768;
 
-/// Produces every non-empty line of `path` to `topic`, keyed by the `key` fields (the line's partition is
-/// Kafka's default partitioner's for that key; partition 0 without a key when the key cannot be read). A
-/// missing file has no lines, except the ad-events (`ad_events`: required, and scanned by several
-/// workers). Returns the lines produced and the latest event time of a line up to `latest_valid`.
+/// One input file being produced to its topic.
+struct InputFile {
+    path: PathBuf,
+    topic: String,
+    lines: DecodedFile<Line>,
+    head: Option<Line>,
+    batch: Vec<ProduceRecord>,
+    n: u64,
+}
+
+impl InputFile {
+    /// Opens `path` for `topic`, each line keyed by the `key` fields. A missing file has no lines, except
+    /// the ad-events (`ad_events`: required, and scanned by several workers).
+    fn open(path: &Path, topic: &str, key: Arc<[String]>, ad_events: bool) -> Result<Self> {
+        let workers = if ad_events { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4) } else { 1 };
+        let lines = DecodedFile::open_with_workers(path, !ad_events, workers, move |bytes, _| {
+            let (key, ts) = input::scan(bytes, &key);
+            // A line without a readable time goes at once (it is rejected anyway).
+            Line { key: key.map(String::into_bytes), timestamp: ts.unwrap_or(Timestamp::MIN), payload: bytes.to_vec() }
+        })
+        .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        Ok(Self { path: path.to_path_buf(), topic: topic.to_owned(), lines, head: None, batch: Vec::new(), n: 0 })
+    }
+
+    /// The next line, read ahead.
+    fn peek(&mut self) -> Result<Option<&Line>> {
+        if self.head.is_none() {
+            self.head = self.lines.next_line().map_err(|e| Error::Io { path: self.path.clone(), source: e })?.map(|l| l.item);
+        }
+        Ok(self.head.as_ref())
+    }
+
+    fn flush(&mut self, log: &EmbeddedLog) -> Result<()> {
+        if !self.batch.is_empty() {
+            log.append_batch(&self.topic, std::mem::take(&mut self.batch))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the loading read.
+struct Loaded {
+    /// Lines per topic.
+    lines: BTreeMap<String, u64>,
+    /// The latest event time of a line (up to the latest the validator accepts).
+    end: Option<Timestamp>,
+}
+
+/// Produces the input files to their topics, merged by event time (the earliest next line first; campaign
+/// events first on ties, as a campaign precedes the traffic it gets), each line to the partition of its
+/// key (Kafka's default partitioner; partition 0 without a key when the key cannot be read). Reports the
+/// feed's progress, releases what every consumer has committed, and waits while the slowest consumer is
+/// `MAX_BACKLOG` records behind (unless `stopped`: the runtime has ended, by an error).
 fn load(
     log: &EmbeddedLog,
-    path: &Path,
-    topic: &str,
-    key: &[String],
-    ad_events: bool,
+    files: &mut [InputFile],
+    feed: &rtb_stream::runtime::Feed,
+    releaser: &Releaser<'_>,
     latest_valid: Timestamp,
-) -> Result<(u64, Option<Timestamp>)> {
-    let fields: Arc<[String]> = key.into();
-    let workers = if ad_events { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4) } else { 1 };
-    // The ad-events are the input; a replay without them is a mistake (campaign and conversion events
-    // may be absent).
-    let optional = !ad_events;
-    let mut file = DecodedFile::open_with_workers(path, optional, workers, move |bytes, _| {
-        let (key, ts) = input::scan(bytes, &fields);
-        Line { key: key.map(String::into_bytes), timestamp: ts.unwrap_or(0), payload: bytes.to_vec() }
-    })
-    .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    let mut batch = Vec::with_capacity(APPEND_BATCH);
-    let mut n = 0u64;
-    let mut end = None;
-    while let Some(line) = file.next_line().map_err(|e| Error::Io { path: path.to_path_buf(), source: e })? {
-        let Line { key, timestamp, payload } = line.item;
-        if timestamp <= latest_valid && timestamp != 0 {
+    stopped: impl Fn() -> bool,
+) -> Result<Loaded> {
+    let mut end: Option<Timestamp> = None;
+    let mut total = 0u64;
+    loop {
+        let mut next: Option<(Timestamp, usize)> = None;
+        for (i, f) in files.iter_mut().enumerate() {
+            if let Some(l) = f.peek()? {
+                if next.is_none_or(|(ts, _)| l.timestamp < ts) {
+                    next = Some((l.timestamp, i));
+                }
+            }
+        }
+        let Some((ts, i)) = next else { break };
+        let f = &mut files[i];
+        let Some(Line { key, timestamp, payload }) = f.head.take() else { break };
+        if timestamp <= latest_valid && timestamp != Timestamp::MIN {
             end = end.max(Some(timestamp));
         }
         let partition = key.is_none().then_some(0);
-        batch.push(ProduceRecord { key, payload, timestamp, partition, origin: None });
-        n += 1;
-        if batch.len() == APPEND_BATCH {
-            log.append_batch(topic, std::mem::replace(&mut batch, Vec::with_capacity(APPEND_BATCH)))?;
+        f.batch.push(ProduceRecord { key, payload, timestamp: timestamp.max(0), partition, origin: None });
+        f.n += 1;
+        total += 1;
+        if f.batch.len() >= APPEND_BATCH {
+            f.flush(log)?;
+        }
+        if total.is_multiple_of(APPEND_BATCH as u64) {
+            for f in files.iter_mut() {
+                f.flush(log)?;
+            }
+            feed.progress(ts);
+        }
+        if total.is_multiple_of(RELEASE_EVERY) {
+            // Bounded: a consumer held back by a record it waits on (alignment) must not stop the loading.
+            let since = std::time::Instant::now();
+            while releaser.release()? > MAX_BACKLOG && !stopped() && since.elapsed() < MAX_BACKPRESSURE_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
     }
-    if !batch.is_empty() {
-        log.append_batch(topic, batch)?;
+    for f in files.iter_mut() {
+        f.flush(log)?;
     }
-    Ok((n, end))
+    Ok(Loaded { lines: files.iter().map(|f| (f.topic.clone(), f.n)).collect(), end })
+}
+
+/// Releases from the in-memory log what every consumer group of a topic has committed.
+struct Releaser<'a> {
+    log: &'a EmbeddedLog,
+    state: Arc<dyn StoreBackend>,
+    /// Topic, partitions, and the runtime groups consuming it.
+    consumed: Vec<(String, u32, Vec<String>)>,
+}
+
+impl<'a> Releaser<'a> {
+    /// Every topic a stage of `plan` reads, but the compensation events (the outputs are written from them).
+    fn new(plan: &ExecutionPlan, topics: &rtb_ops::config::TopicNames, log: &'a EmbeddedLog, state: Arc<dyn StoreBackend>) -> Self {
+        let mut consumed: Vec<(String, u32, Vec<String>)> = Vec::new();
+        for stage in &plan.stages {
+            for input in stage.inputs.iter().filter(|t| **t != topics.compensation_events) {
+                match consumed.iter_mut().find(|(t, _, _)| t == input) {
+                    Some((_, _, groups)) => groups.push(stage.runtime_group().to_owned()),
+                    None => consumed.push((input.clone(), stage.partitions, vec![stage.runtime_group().to_owned()])),
+                }
+            }
+        }
+        Self { log, state, consumed }
+    }
+
+    /// Releases what every consumer has committed; returns the largest backlog (records not committed by
+    /// some consumer) of a topic partition.
+    fn release(&self) -> Result<u64> {
+        let mut backlog = 0;
+        for (topic, partitions, groups) in &self.consumed {
+            for p in 0..*partitions {
+                let mut committed = u64::MAX;
+                for g in groups {
+                    let offsets = rtb_stream::runtime::task_scope(&self.state, g, p).read_offsets()?;
+                    committed = committed.min(offsets.get(&(topic.clone(), p)).copied().unwrap_or(0));
+                }
+                self.log.release_before(topic, p, committed)?;
+                backlog = backlog.max(self.log.end_offset(topic, p)?.saturating_sub(committed));
+            }
+        }
+        Ok(backlog)
+    }
+}
+
+/// The runtime's result.
+fn join(runner: std::thread::JoinHandle<rtb_stream::Result<rtb_stream::runtime::RuntimeReport>>) -> Result<()> {
+    runner.join().map_err(|_| Error::Run("the replay's runtime panicked".into()))??;
+    Ok(())
 }
 
 /// Wall-clock ms (the validator refuses event times too far ahead of it).
