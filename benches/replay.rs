@@ -31,7 +31,7 @@ fn main() {
     // Reset the peak-RSS watermark so it measures the replay alone.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let output = root.join(format!("out-{n}"));
-    let opts = ReplayOptions { input, output, max_out_of_orderness_ms: 300_000 };
+    let opts = ReplayOptions { input, output, max_out_of_orderness_ms: 300_000, kafka: None };
     let plan = rtb_topology::Topology::from_toml_str(rtb_topology::CPC_TOPOLOGY_TOML)
         .and_then(|t| t.plan())
         .expect("the shipped topology");

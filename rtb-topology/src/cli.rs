@@ -229,6 +229,21 @@ pub struct ReplayArgs {
     /// time than this are late (corrected, or reported in late_events.jsonl).
     #[arg(long, value_name = "MS", default_value_t = 300_000)]
     pub max_out_of_orderness_ms: i64,
+    // `--redis URL` / `--postgres URL`: the effects written to servers (an empty key prefix and schema),
+    // and the outputs read back from them.
+    #[command(flatten)]
+    pub servers: crate::app::servers::ServerSinks,
+    /// Replay through the Kafka cluster at HOST:PORT: the input is produced to fresh topics, then the
+    /// topology runs to the end offsets it finds (default: an in-memory log).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
+    /// Prefix of the replay's topics on the Kafka cluster (default: `rtb-replay-{time}-{pid}-`, new for
+    /// every replay).
+    #[arg(long, value_name = "PREFIX", requires = "kafka")]
+    pub topic_prefix: Option<String>,
+    /// A librdkafka property given to every Kafka client (repeatable), e.g. `linger.ms=5`.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = key_value, requires = "kafka")]
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 /// Arguments of `rtb generate`.
@@ -397,11 +412,22 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
 
 /// `rtb replay`: batch replay of recorded traffic through the same operators.
 pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load_topology(args.topology.as_deref())?.plan()?;
+    let mut plan = load_topology(args.topology.as_deref())?.plan()?;
+    args.servers.apply(&mut plan)?;
+    let kafka = args.kafka.as_ref().map(|brokers| {
+        let prefix = args.topic_prefix.clone().unwrap_or_else(|| {
+            let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            format!("rtb-replay-{ms}-{}-", std::process::id())
+        });
+        let mut cfg = rtb_stream::kafka::KafkaConfig::new(brokers.clone()).with_prefix(prefix);
+        cfg.properties.extend(args.kafka_properties.iter().cloned());
+        cfg
+    });
     let opts = crate::replay::ReplayOptions {
         input: args.input.clone(),
         output: args.output.clone(),
         max_out_of_orderness_ms: args.max_out_of_orderness_ms,
+        kafka,
     };
     let s = crate::replay::replay(&plan, &opts)?;
     let dead: u64 = s.dead_letters.values().sum();

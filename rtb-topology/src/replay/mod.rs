@@ -33,11 +33,13 @@ use std::time::Instant;
 
 use rtb_ops::registry::sink_kinds;
 use rtb_ops::sink::Advertiser;
+use rtb_stream::kafka::KafkaConfig;
 use rtb_stream::log::{EmbeddedLog, LogOptions, ProduceRecord, TopicConfig};
 use rtb_stream::runtime::Runtime;
 use rtb_stream::state::{MemoryBackend, StoreBackend};
 use rtb_stream::Timestamp;
 
+use crate::app::runlog::RunLog;
 use crate::app::wiring::{self, Sinks, DEAD_LETTER_TOPIC, LATE_TOPIC};
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
@@ -53,6 +55,9 @@ pub struct ReplayOptions {
     pub output: PathBuf,
     /// Allowed out-of-orderness of every stage's watermark (ms).
     pub max_out_of_orderness_ms: i64,
+    /// Replay through these Kafka topics (give the config a prefix no other run uses) instead of an
+    /// in-memory log: the input is produced to them first, then the plan runs to the end offsets it finds.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// What a replay did.
@@ -122,24 +127,34 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
             *limit = ooo;
         }
     }
-    // The effects go to memory first; the output files are written from there at the end.
-    for sink in &mut plan.sinks {
+    // The embedded sinks' effects go to memory (a replay keeps no data directory); a server sink (Redis,
+    // PostgreSQL) is written as in a run. The output files are written from the sinks at the end.
+    for sink in plan.sinks.iter_mut().filter(|s| s.backend == sink_kinds::EMBEDDED) {
         sink.backend = sink_kinds::MEMORY.to_owned();
         sink.url = None;
         sink.path = None;
     }
     let plan = &plan;
     std::fs::create_dir_all(&opts.output).map_err(|e| Error::Io { path: opts.output.clone(), source: e })?;
+    // What a server sink keeps beside its data (the Redis cache's epoch) lives as long as the replay.
+    let work = WorkDir::create()?;
 
-    // Small chunks: what every consumer has read is released chunk by chunk while the replay runs.
-    let log = EmbeddedLog::in_memory_with(LogOptions { segment_bytes: 1 << 20, ..LogOptions::default() });
-    for t in &plan.topics {
-        // Retention is never enforced on this log: the whole input is replayed.
-        log.create_topic(&t.name, TopicConfig { partitions: t.partitions, retention: None })?;
-    }
-    for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
-        log.create_topic(t, TopicConfig { partitions: 1, retention: None })?;
-    }
+    let (log, memory): (Box<dyn RunLog>, Option<EmbeddedLog>) = match &opts.kafka {
+        None => {
+            // Small chunks: what every consumer has read is released chunk by chunk while the replay runs.
+            let log = EmbeddedLog::in_memory_with(LogOptions { segment_bytes: 1 << 20, ..LogOptions::default() });
+            for t in &plan.topics {
+                // Retention is never enforced on this log: the whole input is replayed.
+                log.create_topic(&t.name, TopicConfig { partitions: t.partitions, retention: None })?;
+            }
+            for t in [DEAD_LETTER_TOPIC, LATE_TOPIC] {
+                log.create_topic(t, TopicConfig { partitions: 1, retention: None })?;
+            }
+            (Box::new(log.clone()), Some(log))
+        }
+        Some(cfg) => (Box::new(crate::app::run::open_kafka(plan, cfg.clone(), false)?.0), None),
+    };
+    let log = log.as_ref();
     let ops = crate::app::run::ops_config(plan)?;
     let topics = ops.topics.clone();
     let mut inputs = Vec::with_capacity(INPUT_FILES.len());
@@ -157,7 +172,7 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
         inputs.push(InputFile::open(&opts.input.join(file), name, key, ad_events)?);
     }
 
-    let sinks = Sinks::open(plan, &opts.output)?;
+    let sinks = Sinks::open(plan, &work.0)?;
     for a in outputs::read_advertisers(&opts.input.join("advertisers.jsonl"))? {
         let spec = Advertiser { advertiser_id: a.advertiser_id, opening_balance: a.balance, time_zone: a.time_zone };
         for (_, sink) in sinks.all.iter().filter(|(_, s)| s.kind == sink_kinds::DATABASE) {
@@ -166,21 +181,34 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
                 .map_err(|e| Error::Run(format!("database: {e}")))?;
         }
     }
+    // Event times beyond this are refused by the validator: they do not end the input.
+    let latest_valid = now_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
     let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
-    let mut rt = Runtime::new(log.clone(), Arc::clone(&state));
-    let fed: Vec<&str> = inputs.iter().map(|f| f.topic.as_str()).collect();
-    let feed = rt.feed(&fed)?;
+    let mut rt = Runtime::new(log.io(), Arc::clone(&state));
+    let (feed, releaser, preloaded) = match &memory {
+        Some(mem) => {
+            // In memory: the input is produced while the stages run (a feed: they read until it ends), and
+            // what every consumer group has committed is released, so memory holds what is still to be
+            // read (the input is loaded at most `MAX_BACKLOG` records ahead of the slowest consumer).
+            let fed: Vec<&str> = inputs.iter().map(|f| f.topic.as_str()).collect();
+            (Some(rt.feed(&fed)?), Some(Releaser::new(plan, &topics, mem, Arc::clone(&state))), None)
+        }
+        None => {
+            // On Kafka: the input is produced first; each stage reads to the end offsets it finds.
+            let loaded = load(log, &mut inputs, None, None, latest_valid, || false)?;
+            log.flush()?;
+            (None, None, Some(loaded))
+        }
+    };
     wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, true)?;
     let runner = std::thread::Builder::new()
         .name("rtb-replay-join".into())
         .spawn(move || rt.join())
         .map_err(|e| Error::Run(format!("cannot start the replay: {e}")))?;
-    // What every consumer group has committed is released from the log: memory holds what is still to
-    // be read (the input is loaded at most `MAX_BACKLOG` records ahead of the slowest consumer).
-    let releaser = Releaser::new(plan, &topics, &log, state);
-    // Event times beyond this are refused by the validator: they do not end the input.
-    let latest_valid = now_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
-    let loaded = load(&log, &mut inputs, &feed, &releaser, latest_valid, || runner.is_finished());
+    let loaded = match preloaded {
+        Some(l) => Ok(l),
+        None => load(log, &mut inputs, feed.as_ref(), releaser.as_ref(), latest_valid, || runner.is_finished()),
+    };
     drop(feed);
     let loaded = match loaded {
         Ok(l) => l,
@@ -195,7 +223,9 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, lines = ?loaded.lines, "replay input loaded");
     while !runner.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        releaser.release()?;
+        if let Some(r) = &releaser {
+            r.release()?;
+        }
     }
     join(runner)?;
     let (lines, end_of_input) = (loaded.lines, loaded.end);
@@ -206,7 +236,7 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
     }
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "replay processed; writing the outputs");
 
-    crate::app::export::write_outputs(plan, &log, &sinks, &opts.output, |s| {
+    crate::app::export::write_outputs(plan, log, &sinks, &opts.output, |s| {
         s.events = lines;
         s.end_of_input = end_of_input;
         s.elapsed_s = started.elapsed().as_secs_f64();
@@ -263,9 +293,9 @@ impl InputFile {
         Ok(self.head.as_ref())
     }
 
-    fn flush(&mut self, log: &EmbeddedLog) -> Result<()> {
+    fn flush(&mut self, log: &dyn RunLog) -> Result<()> {
         if !self.batch.is_empty() {
-            log.append_batch(&self.topic, std::mem::take(&mut self.batch))?;
+            log.append(vec![(self.topic.clone(), std::mem::take(&mut self.batch))])?;
         }
         Ok(())
     }
@@ -285,10 +315,10 @@ struct Loaded {
 /// feed's progress, releases what every consumer has committed, and waits while the slowest consumer is
 /// `MAX_BACKLOG` records behind (unless `stopped`: the runtime has ended, by an error).
 fn load(
-    log: &EmbeddedLog,
+    log: &dyn RunLog,
     files: &mut [InputFile],
-    feed: &rtb_stream::runtime::Feed,
-    releaser: &Releaser<'_>,
+    feed: Option<&rtb_stream::runtime::Feed>,
+    releaser: Option<&Releaser<'_>>,
     latest_valid: Timestamp,
     stopped: impl Fn() -> bool,
 ) -> Result<Loaded> {
@@ -320,9 +350,11 @@ fn load(
             for f in files.iter_mut() {
                 f.flush(log)?;
             }
-            feed.progress(ts);
+            if let Some(feed) = feed {
+                feed.progress(ts);
+            }
         }
-        if total.is_multiple_of(RELEASE_EVERY) {
+        if let Some(releaser) = releaser.filter(|_| total.is_multiple_of(RELEASE_EVERY)) {
             // Bounded: a consumer held back by a record it waits on (alignment) must not stop the loading.
             let since = std::time::Instant::now();
             while releaser.release()? > MAX_BACKLOG && !stopped() && since.elapsed() < MAX_BACKPRESSURE_WAIT {
@@ -375,6 +407,24 @@ impl<'a> Releaser<'a> {
             }
         }
         Ok(backlog)
+    }
+}
+
+/// A directory of the replay's own, removed when it ends.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("rtb-replay-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
