@@ -19,22 +19,47 @@ pub(crate) struct Producers {
     running: Mutex<FxHashMap<String, usize>>,
     /// Topics a job of the runtime produces to (feeds aside).
     by_jobs: Mutex<rustc_hash::FxHashSet<String>>,
+    /// Running feeds per topic.
+    feeds: Mutex<FxHashMap<String, usize>>,
 }
 
 impl Producers {
     /// Counts `tasks` new producer tasks of each of `topics`.
     pub(crate) fn add(&self, topics: &[String], tasks: usize) {
-        self.add_feed(topics, tasks);
+        let mut running = self.running.lock();
+        for t in topics {
+            *running.entry(t.clone()).or_default() += tasks;
+        }
         self.by_jobs.lock().extend(topics.iter().cloned());
     }
 
-    /// Counts `n` producers of each of `topics` that are not jobs: feeds of clients' records
+    /// Counts a producer of each of `topics` that is not a job: a feed of clients' records
     /// ([`Runtime::feed`](super::Runtime::feed)).
-    pub(crate) fn add_feed(&self, topics: &[String], n: usize) {
-        let mut running = self.running.lock();
+    pub(crate) fn add_feed(&self, topics: &[String]) {
+        let (mut running, mut feeds) = (self.running.lock(), self.feeds.lock());
         for t in topics {
-            *running.entry(t.clone()).or_default() += n;
+            *running.entry(t.clone()).or_default() += 1;
+            *feeds.entry(t.clone()).or_default() += 1;
         }
+    }
+
+    /// A feed of each of `topics` has finished.
+    pub(crate) fn feed_finished(&self, topics: &[String]) {
+        {
+            let mut feeds = self.feeds.lock();
+            for t in topics {
+                if let Some(n) = feeds.get_mut(t) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        self.finished(topics);
+    }
+
+    /// Whether a feed of `topic` is still running: more clients' records may come, with event times
+    /// from about its progress on.
+    pub(crate) fn fed(&self, topic: &str) -> bool {
+        self.feeds.lock().get(topic).is_some_and(|n| *n > 0)
     }
 
     /// Whether a job spawned so far produces to `topic` (its records are not clients').

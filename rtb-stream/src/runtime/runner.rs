@@ -328,7 +328,7 @@ impl Runtime {
             self.io.partitions(t)?;
         }
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-        self.producers.add_feed(&topics, 1);
+        self.producers.add_feed(&topics);
         Ok(Feed { producers: Arc::clone(&self.producers), topics, head: self.alignment.register() })
     }
 
@@ -415,7 +415,7 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
+        self.producers.feed_finished(&self.topics);
         self.head.store(crate::time::Timestamp::MAX, std::sync::atomic::Ordering::Release);
-        self.producers.finished(&self.topics);
     }
 }

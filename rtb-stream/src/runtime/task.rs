@@ -352,9 +352,7 @@ where
         let limit = self.limit(input);
         if self.next[input] >= limit {
             self.caught_up[input] = true;
-            if let Some(h) = &mut self.s.heads {
-                h.idle(input);
-            }
+            self.idle_head(input);
             return Ok(Some(0));
         }
         if let (Some(ts), Some(h)) = (self.held_at[input], &mut self.s.heads) {
@@ -370,9 +368,7 @@ where
             std::mem::take(&mut self.held_recs[input])
         };
         if recs.is_empty() {
-            if let Some(h) = &mut self.s.heads {
-                h.idle(input);
-            }
+            self.idle_head(input);
         }
         let mut handled = 0;
         let mut decoded_next: Option<Decoded<K, V>> = None;
@@ -524,6 +520,18 @@ where
             self.fire_watermark(wm, now)?;
         }
         Ok(early)
+    }
+
+    /// Alignment: `input` has nothing to read now, so it holds no aligned task back — unless a feed of its
+    /// topic is still running, whose next records may be earlier than what the others would go on to
+    /// (the feed's own progress bounds them meanwhile). A topic that jobs produce to never holds anyone
+    /// back while it is empty: its producers may be waiting for the others.
+    fn idle_head(&mut self, input: usize) {
+        if let Some(h) = &mut self.s.heads {
+            if !self.s.producers.fed(&self.s.inputs[input]) {
+                h.idle(input);
+            }
+        }
     }
 
     /// Whether a record comes from clients, so that its clock is judged (outliers, the correction

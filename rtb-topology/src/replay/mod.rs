@@ -354,6 +354,9 @@ fn load(
                 feed.progress(ts);
             }
         }
+        if total.is_multiple_of(RELEASE_EVERY) && stopped() {
+            return Err(Error::Run("the replay's runtime stopped before the input was loaded".into()));
+        }
         if let Some(releaser) = releaser.filter(|_| total.is_multiple_of(RELEASE_EVERY)) {
             // Bounded: a consumer held back by a record it waits on (alignment) must not stop the loading.
             let since = std::time::Instant::now();
