@@ -220,7 +220,7 @@ fn redis_cannot_serve_a_database() {
     check(
         &err,
         line_of(&text, "backend = \"redis\""),
-        &["`database`", "`redis` is not available for sink kind `database`", "[embedded, postgres]"],
+        &["`database`", "`redis` is not available for sink kind `database`", "[embedded, memory, postgres]"],
     );
 }
 
