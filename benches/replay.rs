@@ -1,5 +1,6 @@
 //! `rtb replay` throughput: N ad-events (default 10 M, env `RTB_REPLAY_EVENTS`) of simulated traffic, plus
-//! their campaign and conversion events, replayed through every CPC operator. Prints ad-events/s and the
+//! their campaign and conversion events, replayed through every CPC operator by the merge engine (or, with
+//! `RTB_REPLAY_ENGINE=runtime`, by the plan on the runtime). Prints ad-events/s and the
 //! peak resident memory of the replay (the generation step is excluded: its peak is reset before).
 //!
 //! `cargo bench --bench replay` (input cached under `target/replay-bench/N`).
@@ -7,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use rtb_topology::replay::{replay, ReplayOptions};
+use rtb_topology::replay::{replay, Engine, ReplayOptions};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -31,7 +32,10 @@ fn main() {
     // Reset the peak-RSS watermark so it measures the replay alone.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let output = root.join(format!("out-{n}"));
-    let opts = ReplayOptions { input, output, max_out_of_orderness_ms: 300_000, kafka: None };
+    // `RTB_REPLAY_ENGINE=runtime`: the plan on the runtime instead of the merge engine.
+    let runtime = std::env::var("RTB_REPLAY_ENGINE").is_ok_and(|e| e == "runtime");
+    let (engine, label) = if runtime { (Engine::Runtime, "replay_runtime") } else { (Engine::Merge, "replay") };
+    let opts = ReplayOptions { input, output, max_out_of_orderness_ms: 300_000, engine, kafka: None };
     let plan = rtb_topology::Topology::from_toml_str(rtb_topology::CPC_TOPOLOGY_TOML)
         .and_then(|t| t.plan())
         .expect("the shipped topology");
@@ -48,7 +52,7 @@ fn main() {
         s.compensations,
         s.attributed_conversions
     );
-    println!("EVENTS_PER_SEC name=replay_ad_events value={:.0}", s.ad_events_per_sec);
-    println!("EVENTS_PER_SEC name=replay_ad_events_incl_outputs value={:.0}", ads as f64 / total);
-    support::print_peak_rss("replay");
+    println!("EVENTS_PER_SEC name={label}_ad_events value={:.0}", s.ad_events_per_sec);
+    println!("EVENTS_PER_SEC name={label}_ad_events_incl_outputs value={:.0}", ads as f64 / total);
+    support::print_peak_rss(label);
 }

@@ -229,6 +229,11 @@ pub struct ReplayArgs {
     /// time than this are late (corrected, or reported in late_events.jsonl).
     #[arg(long, value_name = "MS", default_value_t = 300_000)]
     pub max_out_of_orderness_ms: i64,
+    /// The engine: `merge` (the input merged by event time through the operators in one thread;
+    /// deterministic and fast; in memory only) or `runtime` (the plan on the runtime, as `rtb run` runs
+    /// it). Default: `runtime` with --kafka, --redis or --postgres, else `merge`.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::replay::Engine>,
     // `--redis URL` / `--postgres URL`: the effects written to servers (an empty key prefix and schema),
     // and the outputs read back from them.
     #[command(flatten)]
@@ -423,10 +428,13 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
         cfg.properties.extend(args.kafka_properties.iter().cloned());
         cfg
     });
+    let on_servers = kafka.is_some() || args.servers.redis.is_some() || args.servers.postgres.is_some();
+    let engine = args.engine.unwrap_or(if on_servers { crate::replay::Engine::Runtime } else { crate::replay::Engine::Merge });
     let opts = crate::replay::ReplayOptions {
         input: args.input.clone(),
         output: args.output.clone(),
         max_out_of_orderness_ms: args.max_out_of_orderness_ms,
+        engine,
         kafka,
     };
     let s = crate::replay::replay(&plan, &opts)?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use support::batch_model::{self, Model};
 use support::compare::compare_all;
 use support::input::{validate, RawInput, AD_TOPIC};
-use support::run::{replay, rtb};
+use support::run::{replay, rtb, ENGINES};
 
 /// Ad-events per generated input.
 const AD_EVENTS: u64 = 30_000;
@@ -77,17 +77,19 @@ fn check(t: Traffic) -> Model {
     assert_input_is_rich(t, &model, inputs.ads.len());
     assert!(inputs.read.get(AD_TOPIC).copied().unwrap_or(0) as u64 >= t.ad_events, "{t:?}: too few ad-event lines");
 
-    let replayed = replay(&input, &dir.path().join("out"), OOO_MS).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-    let mut problems = compare_all(&model, &replayed);
-    if let Some(late) = replayed.summary_late().filter(|n| *n != 0) {
-        problems.push(format!("summary.json reports {late} late events with out-of-orderness {OOO_MS} ms"));
+    for engine in ENGINES {
+        let replayed = replay(&input, &dir.path().join(engine), OOO_MS, engine).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let mut problems = compare_all(&model, &replayed);
+        if let Some(late) = replayed.summary_late().filter(|n| *n != 0) {
+            problems.push(format!("summary.json reports {late} late events with out-of-orderness {OOO_MS} ms"));
+        }
+        assert!(
+            problems.is_empty(),
+            "seed {seed}: rtb replay --engine {engine} differs from the batch model ({} kinds of difference):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
     }
-    assert!(
-        problems.is_empty(),
-        "seed {seed}: rtb replay differs from the batch model ({} kinds of difference):\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
     model
 }
 

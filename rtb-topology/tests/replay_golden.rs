@@ -34,15 +34,22 @@ fn model(raw: &RawInput) -> Outputs {
     batch_model::run(&validate(raw, chrono::Utc::now().timestamp_millis())).out
 }
 
-fn replay(raw: &RawInput) -> Outputs {
+/// The replay of `raw` by each engine.
+fn replays(raw: &RawInput) -> Vec<Outputs> {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = dir.path().join("in");
     raw.write_dir(&input).expect("write input");
-    let out = support::run::replay(&input, &dir.path().join("out"), OOO_MS).unwrap_or_else(|e| panic!("{e}"));
-    if let Some(late) = out.summary_late() {
-        assert_eq!(late, 0, "late events reported with out-of-orderness {OOO_MS} ms: {:?}", out.summary);
-    }
-    out
+    support::run::ENGINES
+        .iter()
+        .map(|engine| {
+            let out = support::run::replay(&input, &dir.path().join(engine), OOO_MS, engine)
+                .unwrap_or_else(|e| panic!("--engine {engine}: {e}"));
+            if let Some(late) = out.summary_late() {
+                assert_eq!(late, 0, "--engine {engine}: late events reported with out-of-orderness {OOO_MS} ms: {:?}", out.summary);
+            }
+            out
+        })
+        .collect()
 }
 
 /// `model_NAME` and `replay_NAME` tests of one case: `$input()` checked by `$check`.
@@ -55,7 +62,9 @@ macro_rules! golden {
 
         #[test]
         fn $replay_test() {
-            $check(&replay(&$input()));
+            for out in replays(&$input()) {
+                $check(&out);
+            }
         }
     };
 }
@@ -130,9 +139,10 @@ golden!(
 /// REPLAY-SEMANTICS.md: output timestamps are RFC 3339 UTC with milliseconds ("2025-03-10T00:00:00.000Z").
 #[test]
 fn replay_output_timestamps_have_milliseconds() {
-    let o = replay(&spec_example());
-    assert!(!o.compensations.is_empty(), "the example has timestamps to check");
-    assert_eq!(o.format_issue_count, 0, "e.g. {:?}", o.format_issues);
+    for o in replays(&spec_example()) {
+        assert!(!o.compensations.is_empty(), "the example has timestamps to check");
+        assert_eq!(o.format_issue_count, 0, "e.g. {:?}", o.format_issues);
+    }
 }
 
 #[test]

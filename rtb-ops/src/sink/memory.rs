@@ -40,6 +40,15 @@ impl Default for MemoryCache {
 }
 
 impl MemoryCache {
+    /// Removes and returns every window row whose window ended at or before `end` (ordered by scope, id and
+    /// start). Totals are kept. For batch jobs that stream final windows out instead of holding them: call it
+    /// only for windows that can no longer be corrected, or a later correction would count them again.
+    pub fn take_windows_ending_by(&self, end: Timestamp) -> Vec<WindowMetrics> {
+        let mut s = self.state.lock();
+        let done: Vec<_> = s.windows.iter().filter(|(_, w)| w.window_end <= end).map(|(k, _)| k.clone()).collect();
+        done.into_iter().filter_map(|k| s.windows.remove(&k)).collect()
+    }
+
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
@@ -188,6 +197,12 @@ impl Default for MemoryDatabase {
 }
 
 impl MemoryDatabase {
+    /// Removes and returns the ledger rows written so far (balances and idempotency keys are kept), for batch
+    /// jobs that stream the ledger out instead of holding it.
+    pub fn take_ledger(&self) -> Vec<LedgerRow> {
+        std::mem::take(&mut self.state.lock().ledger)
+    }
+
     /// An empty database.
     pub fn new() -> Self {
         Self::default()

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use rtb_ops::schema::CompensationEvent;
-use rtb_ops::sink::{Cache, Database, LedgerKind, LedgerRow, Metrics, MetricsScope};
+use rtb_ops::schema::{CompensationEvent, Invalid};
+use rtb_ops::sink::{Cache, Database, LedgerKind, LedgerRow, Metrics, MetricsScope, WindowMetrics};
 use rtb_stream::DeadLetter;
 use serde::Serialize;
 use serde_json::json;
@@ -171,6 +171,29 @@ impl Writer {
             late: Letters::default(),
             compensations: Vec::new(),
         })
+    }
+
+    /// Streams out campaign windows (final: they can no longer be corrected) and ledger rows, so the replay's
+    /// memory holds only what can still change. Per-ad windows are not part of the output and are dropped.
+    pub(crate) fn spill(&mut self, windows: Vec<WindowMetrics>, ledger: Vec<LedgerRow>) -> Result<()> {
+        let path = temp_path(&self.dir, "metrics.jsonl");
+        for w in windows.iter().filter(|w| w.scope == MetricsScope::Campaign && w.metrics != Metrics::default()) {
+            line(&mut self.metrics, &path, &metrics_json(&w.campaign_id, w.window_start, w.window_end, &w.metrics))?;
+        }
+        let path = temp_path(&self.dir, "ledger.jsonl");
+        for r in &ledger {
+            line(&mut self.ledger, &path, &ledger_json(r))?;
+        }
+        Ok(())
+    }
+
+    /// An input line that failed validation, at its coordinates, rejected by each of `stages` (the consumer
+    /// groups of its topic).
+    pub(crate) fn invalid(&mut self, topic: &str, partition: u32, offset: u64, why: Invalid, raw: &[u8], stages: &[String]) {
+        let (reason, payload) = (why.to_string(), String::from_utf8_lossy(raw));
+        for stage in stages {
+            self.dead.add(topic, partition, offset, stage, &reason, &payload);
+        }
     }
 
     /// A record an operator rejected. A `LATE_*` reason is a late record, not a dead letter.

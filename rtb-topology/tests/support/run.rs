@@ -17,8 +17,12 @@ pub fn rtb(args: &[&str]) -> Result<(), String> {
     Err(format!("rtb {} failed ({}):\n{tail}", args.join(" "), out.status))
 }
 
-/// `rtb replay --input IN --output OUT --max-out-of-orderness-ms OOO`, then loads what it wrote.
-pub fn replay(input: &Path, output: &Path, out_of_orderness_ms: i64) -> Result<Outputs, String> {
+/// The engines of `rtb replay`: every replay test runs on both.
+pub const ENGINES: [&str; 2] = ["merge", "runtime"];
+
+/// `rtb replay --input IN --output OUT --max-out-of-orderness-ms OOO --engine ENGINE`, then loads what it
+/// wrote.
+pub fn replay(input: &Path, output: &Path, out_of_orderness_ms: i64, engine: &str) -> Result<Outputs, String> {
     let ooo = out_of_orderness_ms.to_string();
     rtb(&[
         "replay",
@@ -28,6 +32,8 @@ pub fn replay(input: &Path, output: &Path, out_of_orderness_ms: i64) -> Result<O
         &output.display().to_string(),
         "--max-out-of-orderness-ms",
         &ooo,
+        "--engine",
+        engine,
     ])?;
     Outputs::load_replay(output)
 }
