@@ -19,8 +19,6 @@ pub(crate) struct Producers {
     running: Mutex<FxHashMap<String, usize>>,
     /// Topics a job of the runtime produces to (feeds aside).
     by_jobs: Mutex<rustc_hash::FxHashSet<String>>,
-    /// Running feeds per topic.
-    feeds: Mutex<FxHashMap<String, usize>>,
 }
 
 impl Producers {
@@ -36,30 +34,15 @@ impl Producers {
     /// Counts a producer of each of `topics` that is not a job: a feed of clients' records
     /// ([`Runtime::feed`](super::Runtime::feed)).
     pub(crate) fn add_feed(&self, topics: &[String]) {
-        let (mut running, mut feeds) = (self.running.lock(), self.feeds.lock());
+        let mut running = self.running.lock();
         for t in topics {
             *running.entry(t.clone()).or_default() += 1;
-            *feeds.entry(t.clone()).or_default() += 1;
         }
     }
 
     /// A feed of each of `topics` has finished.
     pub(crate) fn feed_finished(&self, topics: &[String]) {
-        {
-            let mut feeds = self.feeds.lock();
-            for t in topics {
-                if let Some(n) = feeds.get_mut(t) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-        }
         self.finished(topics);
-    }
-
-    /// Whether a feed of `topic` is still running: more clients' records may come, with event times
-    /// from about its progress on.
-    pub(crate) fn fed(&self, topic: &str) -> bool {
-        self.feeds.lock().get(topic).is_some_and(|n| *n > 0)
     }
 
     /// Whether a job spawned so far produces to `topic` (its records are not clients').

@@ -241,7 +241,7 @@ impl Runtime {
                 abort: self.abort.clone(),
                 metrics: Arc::clone(&metrics),
                 clock: Arc::clone(&self.clock),
-                heads: cfg.align.map(|drift| Heads::new(&self.alignment, inputs.len(), drift)),
+                heads: cfg.align.map(|drift| Heads::new(&self.alignment, &inputs, drift)),
             };
             tasks.push(Task::new(setup, Arc::clone(&decoder), op)?);
         }
@@ -318,8 +318,8 @@ impl Runtime {
     /// replay appending its input files while the jobs run). In batch mode ([`JobConfig::stop_at_end`])
     /// the jobs reading these topics read until the feed has finished (dropped), not to the end the topics
     /// had when they started; their records are still judged as clients' (`max_ahead`, `max_behind`).
-    /// Aligned jobs ([`JobConfig::align`]) wait for the feed's progress ([`Feed::progress`]). Declare feeds
-    /// before the runtime is sealed.
+    /// Aligned jobs ([`JobConfig::align`]) wait for the feed's progress ([`Feed::progress`]). Declare a
+    /// feed before spawning the jobs that read its topics.
     pub fn feed(&mut self, topics: &[&str]) -> Result<Feed> {
         if self.producers.sealed() {
             return Err(Error::Config("the runtime is sealed; no feed can be added".into()));
@@ -329,7 +329,8 @@ impl Runtime {
         }
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         self.producers.add_feed(&topics);
-        Ok(Feed { producers: Arc::clone(&self.producers), topics, head: self.alignment.register() })
+        let slot = self.alignment.register_feed(&topics);
+        Ok(Feed { producers: Arc::clone(&self.producers), topics, slot })
     }
 
     /// Declares that every job of this runtime has been spawned (also done by [`Runtime::join`]): from now on
@@ -402,20 +403,20 @@ impl Drop for Runtime {
 pub struct Feed {
     producers: Arc<Producers>,
     topics: Vec<String>,
-    head: Arc<std::sync::atomic::AtomicI64>,
+    slot: Arc<super::align::FeedSlot>,
 }
 
 impl Feed {
-    /// Records up to event time `ts` have been appended: aligned jobs may process records up to it (and
-    /// their drift).
+    /// Records up to event time `ts` have been appended, and those it appends from now on are from about
+    /// `ts` on: aligned jobs may process records up to it (and their drift).
     pub fn progress(&self, ts: crate::time::Timestamp) {
-        self.head.fetch_max(ts, std::sync::atomic::Ordering::AcqRel);
+        self.slot.head.fetch_max(ts, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
         self.producers.feed_finished(&self.topics);
-        self.head.store(crate::time::Timestamp::MAX, std::sync::atomic::Ordering::Release);
+        self.slot.finish();
     }
 }

@@ -349,6 +349,18 @@ where
 
     /// Reads and handles up to `max_poll_records` of one input. `None` if aborted meanwhile.
     fn poll(&mut self, input: usize, now: i64) -> Result<Option<usize>> {
+        // Alignment: a read that starts after the input's feeds have finished sees all they appended.
+        let feeds_done = self.s.heads.as_ref().is_some_and(|h| h.feeds_finished(input));
+        let polled = self.poll_input(input, now);
+        if feeds_done {
+            if let Some(h) = &mut self.s.heads {
+                h.confirm(input);
+            }
+        }
+        polled
+    }
+
+    fn poll_input(&mut self, input: usize, now: i64) -> Result<Option<usize>> {
         let limit = self.limit(input);
         if self.next[input] >= limit {
             self.caught_up[input] = true;
@@ -522,15 +534,11 @@ where
         Ok(early)
     }
 
-    /// Alignment: `input` has nothing to read now, so it holds no aligned task back — unless a feed of its
-    /// topic is still running, whose next records may be earlier than what the others would go on to
-    /// (the feed's own progress bounds them meanwhile). A topic that jobs produce to never holds anyone
-    /// back while it is empty: its producers may be waiting for the others.
+    /// Alignment: `input` has nothing to read now, so it holds no aligned task back (a topic that jobs
+    /// produce to may be waiting for the others; what a feed appends later is held by the feed's own head).
     fn idle_head(&mut self, input: usize) {
         if let Some(h) = &mut self.s.heads {
-            if !self.s.producers.fed(&self.s.inputs[input]) {
-                h.idle(input);
-            }
+            h.idle(input);
         }
     }
 
