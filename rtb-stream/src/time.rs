@@ -20,6 +20,14 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds since the Unix epoch, UTC.
 pub type Timestamp = i64;
 
+/// The wall clock as a [`Timestamp`]: milliseconds since the Unix epoch (0 before it). The runtime's default
+/// processing-time clock.
+pub fn wall_clock_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// One minute in milliseconds.
 pub const MINUTE: i64 = 60_000;
 /// One hour in milliseconds.

@@ -31,12 +31,6 @@ pub fn committed_watermark(state: &Arc<dyn StoreBackend>, group: &str, partition
     Ok(task_scope(state, group, partition).read_meta::<Option<crate::time::Timestamp>>(super::task::META_WATERMARK)?.flatten())
 }
 
-fn wall_clock() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 struct Spawned {
     group: String,
     topic: String,
@@ -126,7 +120,7 @@ impl Runtime {
             drain: ShutdownToken::new(),
             abort: AbortHandle::default(),
             metrics: Arc::new(RuntimeMetrics::default()),
-            clock: Arc::new(wall_clock),
+            clock: Arc::new(crate::time::wall_clock_ms),
             groups: BTreeSet::new(),
             tasks: Vec::new(),
             first_failure: Arc::new(Mutex::new(None)),

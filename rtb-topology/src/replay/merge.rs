@@ -28,7 +28,7 @@ use rtb_stream::runtime::Output;
 use rtb_stream::{Context, DeadLetter, Operator, Record, SourceCoord, Timestamp, WatermarkConfig, WatermarkTracker};
 
 use super::input::{self, DecodedFile};
-use super::{outputs, Coordinates, ReplayOptions, ReplaySummary};
+use super::{outputs, Coordinates, InputSpec, ReplayOptions, ReplaySummary};
 use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 
@@ -196,7 +196,7 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
         compensation: CompensationWorker::new(Arc::clone(&cache), Arc::clone(&db), &ops_cfg.budget.default_time_zone)?,
     };
     let validator = Validator::new(ops_cfg.validation);
-    let now = Some(now_ms());
+    let now = Some(rtb_stream::time::wall_clock_ms());
     let topics = ops_cfg.topics.clone();
     let mut d = Driver {
         ops,
@@ -210,20 +210,7 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
         topics: topics.clone(),
     };
     // Each line's coordinates in the log the runtime would read (see the module documentation of `replay`).
-    let coords_of = |name: &str| -> Result<(Coordinates, Vec<String>)> {
-        let t = plan.topic(name).ok_or_else(|| Error::Run(format!("the topology has no topic `{name}`")))?;
-        Ok((Coordinates::new(t.partitions), t.key.as_ref().map(|k| k.fields().to_vec()).unwrap_or_default()))
-    };
-    let (mut campaign_at, campaign_key) = coords_of(&topics.campaign_events)?;
-    let (mut ad_at, ad_key) = coords_of(&topics.ad_events)?;
-    let (mut conversion_at, conversion_key) = coords_of(&topics.conversion_events)?;
-    let scanned = |raw: &[u8], fields: &[String]| input::scan(raw, fields).0.map(String::into_bytes);
-    // An invalid line is rejected by every consumer group of its topic, as in the runtime.
-    let groups_of = |topic: &str| -> Vec<String> {
-        plan.stages.iter().filter(|s| s.inputs.iter().any(|t| t == topic)).map(|s| s.runtime_group().to_owned()).collect()
-    };
-    let (campaign_groups, ad_groups, conversion_groups) =
-        (groups_of(&topics.campaign_events), groups_of(&topics.ad_events), groups_of(&topics.conversion_events));
+    let [mut campaign_in, mut ad_in, mut conversion_in] = super::input_specs(plan, &topics)?.map(InputLines::new);
 
     let (v1, v2, v3) = (validator, validator, validator);
     let (t1, t2, t3) = (topics.campaign_events.clone(), topics.ad_events.clone(), topics.conversion_events.clone());
@@ -272,14 +259,11 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
                     Decoded::Ok(ev) => {
                         observe(&mut tracker, &mut max_ts, ev.timestamp);
                         let key = format!("{}:{}", ev.placement.as_str(), ev.category);
-                        let (p, offset) = campaign_at.next(Some(key.as_bytes()));
+                        let coord = campaign_in.coord(&key);
                         let ts = ev.timestamp;
-                        d.campaign(Record::new(key, ev, ts, SourceCoord::new(topics.campaign_events.as_str(), p, offset)))?;
+                        d.campaign(Record::new(key, ev, ts, coord))?;
                     }
-                    Decoded::Bad(inv, raw) => {
-                        let (p, offset) = campaign_at.next(scanned(&raw, &campaign_key).as_deref());
-                        d.writer.invalid(&topics.campaign_events, p, offset, inv, &raw, &campaign_groups);
-                    }
+                    Decoded::Bad(inv, raw) => campaign_in.reject(&mut d.writer, inv, &raw),
                 }
             }
             Head::Ad(item) => {
@@ -288,15 +272,12 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
                     Decoded::Ok(ev) => {
                         observe(&mut tracker, &mut max_ts, ev.timestamp);
                         // A click without event_id is charged under these coordinates.
-                        let (p, offset) = ad_at.next(Some(ev.device_id.as_bytes()));
                         let key = ev.device_id.clone();
+                        let coord = ad_in.coord(&key);
                         let ts = ev.timestamp;
-                        d.ad(Record::new(key, ev, ts, SourceCoord::new(topics.ad_events.as_str(), p, offset)))?;
+                        d.ad(Record::new(key, ev, ts, coord))?;
                     }
-                    Decoded::Bad(inv, raw) => {
-                        let (p, offset) = ad_at.next(scanned(&raw, &ad_key).as_deref());
-                        d.writer.invalid(&topics.ad_events, p, offset, inv, &raw, &ad_groups);
-                    }
+                    Decoded::Bad(inv, raw) => ad_in.reject(&mut d.writer, inv, &raw),
                 }
             }
             Head::Conversion(item) => {
@@ -305,14 +286,11 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
                     Decoded::Ok(ev) => {
                         observe(&mut tracker, &mut max_ts, ev.timestamp);
                         let key = ev.device_id.clone();
-                        let (p, offset) = conversion_at.next(Some(key.as_bytes()));
+                        let coord = conversion_in.coord(&key);
                         let ts = ev.timestamp;
-                        d.conversion(Record::new(key, ev, ts, SourceCoord::new(topics.conversion_events.as_str(), p, offset)))?;
+                        d.conversion(Record::new(key, ev, ts, coord))?;
                     }
-                    Decoded::Bad(inv, raw) => {
-                        let (p, offset) = conversion_at.next(scanned(&raw, &conversion_key).as_deref());
-                        d.writer.invalid(&topics.conversion_events, p, offset, inv, &raw, &conversion_groups);
-                    }
+                    Decoded::Bad(inv, raw) => conversion_in.reject(&mut d.writer, inv, &raw),
                 }
             }
         }
@@ -343,6 +321,32 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
     d.summary.ad_events_per_sec = ads_n as f64 / d.summary.elapsed_s.max(1e-9);
     d.writer.finish(cache.as_ref(), db.as_ref(), &d.summary)?;
     Ok(d.summary)
+}
+
+/// The lines of one input file as records of its topic: each gets its coordinates in the log the runtime
+/// would read, and a bad one is rejected by every consumer group of the topic, as in the runtime.
+struct InputLines {
+    spec: InputSpec,
+    at: Coordinates,
+}
+
+impl InputLines {
+    fn new(spec: InputSpec) -> Self {
+        Self { at: Coordinates::new(spec.partitions), spec }
+    }
+
+    /// The coordinates of the next line, a valid record with key `key`.
+    fn coord(&mut self, key: &str) -> SourceCoord {
+        let (p, offset) = self.at.next(Some(key.as_bytes()));
+        SourceCoord::new(self.spec.topic.as_str(), p, offset)
+    }
+
+    /// The next line is invalid: a dead letter at its coordinates (its key read from the raw line if it can be).
+    fn reject(&mut self, writer: &mut outputs::Writer, why: Invalid, raw: &[u8]) {
+        let key = input::scan(raw, &self.spec.key).0;
+        let (p, offset) = self.at.next(key.as_deref().map(str::as_bytes));
+        writer.invalid(&self.spec.topic, p, offset, why, raw, &self.spec.groups);
+    }
 }
 
 enum Head {
@@ -388,9 +392,3 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.to_path_buf(), source: e }
 }
 
-/// Wall-clock ms (the validator rejects timestamps too far ahead of it).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

@@ -109,6 +109,48 @@ pub fn replay(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummar
     }
 }
 
+/// One input file of a replay: the plan's topic it is produced to, with that topic's key fields and
+/// partitions, and the consumer groups reading it (each rejects a bad line of it).
+#[derive(Debug, Clone)]
+pub(crate) struct InputSpec {
+    /// The file's name in the input directory.
+    pub file: &'static str,
+    /// The topic.
+    pub topic: String,
+    /// The topic's key fields.
+    pub key: Vec<String>,
+    /// The topic's partitions.
+    pub partitions: u32,
+    /// The runtime groups of the stages reading the topic.
+    pub groups: Vec<String>,
+}
+
+/// The campaign, ad and conversion event files (in that order) with their topics in `plan`.
+pub(crate) fn input_specs(plan: &ExecutionPlan, topics: &rtb_ops::config::TopicNames) -> Result<[InputSpec; 3]> {
+    let spec = |file: &'static str, name: &str| -> Result<InputSpec> {
+        let t = plan
+            .topic(name)
+            .ok_or_else(|| Error::Run(format!("the topology has no topic `{name}` to replay {file} into")))?;
+        Ok(InputSpec {
+            file,
+            topic: name.to_owned(),
+            key: t.key.as_ref().map(|k| k.fields().to_vec()).unwrap_or_default(),
+            partitions: t.partitions,
+            groups: plan
+                .stages
+                .iter()
+                .filter(|s| s.inputs.iter().any(|i| i == name))
+                .map(|s| s.runtime_group().to_owned())
+                .collect(),
+        })
+    };
+    Ok([
+        spec("campaign-events.jsonl", &topics.campaign_events)?,
+        spec("ad-events.jsonl", &topics.ad_events)?,
+        spec("conversion-events.jsonl", &topics.conversion_events)?,
+    ])
+}
+
 /// Where each line of an input file lands in the log the runtime reads: the partition of its key, the
 /// next offset there (see the module documentation).
 #[derive(Debug, Clone)]

@@ -43,20 +43,6 @@ use crate::units::Millis;
 use super::input::{self, DecodedFile};
 use super::{outputs, ReplayOptions, ReplaySummary};
 
-/// The input files and the topics (by their schema's role in the plan) they are produced to.
-const INPUT_FILES: [(&str, InputTopic); 3] = [
-    ("campaign-events.jsonl", InputTopic::Campaign),
-    ("ad-events.jsonl", InputTopic::Ad),
-    ("conversion-events.jsonl", InputTopic::Conversion),
-];
-
-#[derive(Debug, Clone, Copy)]
-enum InputTopic {
-    Campaign,
-    Ad,
-    Conversion,
-}
-
 /// Runs a replay of `plan` on the runtime; writes every output file and returns the summary.
 pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySummary> {
     let started = Instant::now();
@@ -102,19 +88,10 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
     let log = log.as_ref();
     let ops = crate::app::run::ops_config(plan)?;
     let topics = ops.topics.clone();
-    let mut inputs = Vec::with_capacity(INPUT_FILES.len());
-    for (file, role) in INPUT_FILES {
-        let name = match role {
-            InputTopic::Campaign => &topics.campaign_events,
-            InputTopic::Ad => &topics.ad_events,
-            InputTopic::Conversion => &topics.conversion_events,
-        };
-        let topic = plan
-            .topic(name)
-            .ok_or_else(|| Error::Run(format!("the topology has no topic `{name}` to replay {file} into")))?;
-        let key: Arc<[String]> = topic.key.as_ref().map(|k| k.fields().to_vec()).unwrap_or_default().into();
-        let ad_events = matches!(role, InputTopic::Ad);
-        inputs.push(InputFile::open(&opts.input.join(file), name, key, ad_events)?);
+    let mut inputs = Vec::with_capacity(3);
+    for spec in super::input_specs(plan, &topics)? {
+        let ad_events = spec.topic == topics.ad_events;
+        inputs.push(InputFile::open(&opts.input.join(spec.file), &spec.topic, spec.key.into(), ad_events)?);
     }
 
     let sinks = Sinks::open(plan, &work.0)?;
@@ -127,7 +104,7 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
         }
     }
     // Event times beyond this are refused by the validator: they do not end the input.
-    let latest_valid = now_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
+    let latest_valid = rtb_stream::time::wall_clock_ms().saturating_add(rtb_stream::span::ms(ops.validation.max_future));
     let state: Arc<dyn StoreBackend> = Arc::new(MemoryBackend::new());
     let mut rt = Runtime::new(log.io(), Arc::clone(&state));
     let (feed, releaser, preloaded) = match &memory {
@@ -382,9 +359,3 @@ fn join(runner: std::thread::JoinHandle<rtb_stream::Result<rtb_stream::runtime::
     Ok(())
 }
 
-/// Wall-clock ms (the validator refuses event times too far ahead of it).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

@@ -31,12 +31,7 @@ use super::state::AppState;
 type S = State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use rtb_stream::time::wall_clock_ms as now_ms;
 
 fn fmt_ts(ts: Timestamp) -> String {
     rfc3339::format(ts).unwrap_or_else(|_| ts.to_string())
