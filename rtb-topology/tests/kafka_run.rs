@@ -3,6 +3,11 @@
 //! the data directory. Its exported outputs equal those of the same run on the embedded log, every file;
 //! killed with SIGKILL mid-run and restarted, it ends with the same money.
 
+mod servers_support;
+mod support;
+
+use support::outputs::ledger_rows;
+use servers_support::{brokers, require_broker};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,22 +18,6 @@ const SEED: &str = "11";
 
 fn rtb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtb"))
-}
-
-fn brokers() -> String {
-    std::env::var("RTB_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
-}
-
-/// Fails (never skips) when no broker answers, naming it and how to start one.
-fn require_broker() {
-    let b = brokers();
-    let ok = b.split(',').any(|addr| {
-        std::net::ToSocketAddrs::to_socket_addrs(addr)
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-    });
-    assert!(ok, "no Kafka broker answers at {b}: start one with scripts/services.sh (Tansu) or set RTB_KAFKA");
 }
 
 fn unique_prefix(test: &str) -> String {
@@ -67,23 +56,6 @@ fn dir_size(dir: &Path) -> u64 {
 fn export(data: &Path, out: &Path) {
     let o = rtb().args(["export", "--data-dir"]).arg(data).arg("--output").arg(out).output().expect("export");
     assert!(o.status.success(), "export: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// Ledger rows without `balance_after` (which depends on the order advertisers' charges interleave).
-fn ledger(dir: &Path) -> BTreeSet<(String, String, String, i64)> {
-    std::fs::read_to_string(dir.join("ledger.jsonl"))
-        .expect("ledger")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (
-                v["idempotency_key"].as_str().unwrap_or_default().to_string(),
-                v["advertiser_id"].as_str().unwrap_or_default().to_string(),
-                v["entry_type"].as_str().unwrap_or_default().to_string(),
-                v["amount"].as_i64().unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 fn sorted_lines(path: &Path) -> Vec<String> {
@@ -135,7 +107,7 @@ fn rankings(path: &Path) -> BTreeSet<(String, String, String, i64)> {
 /// their stages sorted, rankings by rank, every other file as sorted lines.
 fn same_exports(a: &Path, b: &Path) {
     assert_eq!(files(a), files(b), "the same files are exported");
-    let (la, lb) = (ledger(a), ledger(b));
+    let (la, lb) = (ledger_rows(a), ledger_rows(b));
     assert!(la.len() > 100, "the run charged clicks ({} ledger rows)", la.len());
     let only_a: Vec<_> = la.difference(&lb).take(5).collect();
     let only_b: Vec<_> = lb.difference(&la).take(5).collect();
@@ -234,8 +206,8 @@ fn a_kafka_run_killed_mid_run_and_restarted_ends_with_the_same_money() {
     let (ea, eb) = (tmp.path().join("export-reference"), tmp.path().join("export-killed"));
     export(&reference, &ea);
     export(&killed, &eb);
-    let (la, lb) = (ledger(&ea), ledger(&eb));
-    assert!(la.iter().any(|r| r.2 == "REFUND"), "duplicate clicks were refunded");
+    let (la, lb) = (ledger_rows(&ea), ledger_rows(&eb));
+    assert!(la.iter().any(|r| r.entry_type == "REFUND"), "duplicate clicks were refunded");
     assert!(!sorted_lines(&ea.join("compensations.jsonl")).is_empty(), "compensations were published");
     assert_eq!(la, lb, "the same charges and refunds, none twice, none lost");
     assert_eq!(sorted_lines(&ea.join("balances.jsonl")), sorted_lines(&eb.join("balances.jsonl")));

@@ -3,7 +3,9 @@
 //! outputs of an uninterrupted run on the same seed: no click charged twice or lost, no refund applied twice
 //! or lost, every window closed and every conversion matched.
 
-use std::collections::BTreeSet;
+mod support;
+
+use support::outputs::ledger_rows;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,23 +36,6 @@ fn run_to_completion(data: &Path) {
 fn export(data: &Path, out: &Path) {
     let st = rtb().args(["export", "--data-dir"]).arg(data).arg("--output").arg(out).status().expect("export");
     assert!(st.success());
-}
-
-/// Ledger rows without `balance_after` (which depends on processing order).
-fn ledger(dir: &Path) -> BTreeSet<(String, String, String, i64)> {
-    std::fs::read_to_string(dir.join("ledger.jsonl"))
-        .expect("ledger")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (
-                v["idempotency_key"].as_str().unwrap_or_default().to_string(),
-                v["advertiser_id"].as_str().unwrap_or_default().to_string(),
-                v["entry_type"].as_str().unwrap_or_default().to_string(),
-                v["amount"].as_i64().unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 fn name(dir: &Path) -> String {
@@ -96,9 +81,9 @@ fn same_outputs(tmp: &Path, a: &Path, b: &Path) {
     let (ea, eb) = (tmp.join(format!("export-{}", name(a))), tmp.join(format!("export-{}", name(b))));
     export(a, &ea);
     export(b, &eb);
-    let (la, lb) = (ledger(&ea), ledger(&eb));
+    let (la, lb) = (ledger_rows(&ea), ledger_rows(&eb));
     assert!(la.len() > 100, "the run charged clicks ({} ledger rows)", la.len());
-    assert!(la.iter().any(|r| r.2 == "REFUND"), "duplicate clicks were refunded");
+    assert!(la.iter().any(|r| r.entry_type == "REFUND"), "duplicate clicks were refunded");
     let only_a: Vec<_> = la.difference(&lb).take(5).collect();
     let only_b: Vec<_> = lb.difference(&la).take(5).collect();
     assert!(only_a.is_empty() && only_b.is_empty(), "ledgers differ: only uninterrupted {only_a:?}, only killed {only_b:?}");

@@ -38,11 +38,8 @@ fn the_same_loop_on_redis_and_postgres_writes_the_servers() {
 /// API publishes to the cluster's topics, the topology consumes them and writes the servers.
 #[test]
 fn the_same_loop_on_kafka_redis_and_postgres() {
-    let brokers = std::env::var("RTB_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_string());
-    assert!(
-        std::net::TcpStream::connect(&brokers).is_ok(),
-        "no Kafka broker answers at {brokers}: start one with scripts/services.sh (Tansu) or set RTB_KAFKA"
-    );
+    servers_support::require_broker();
+    let brokers = servers_support::brokers();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let prefix = format!("t-serve-{}-{nanos}-", std::process::id());
     let servers = servers_support::Servers::new();

@@ -368,24 +368,14 @@ fn a_served_run_killed_mid_stream_and_restarted_charges_each_click_once() {
     assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
 }
 
-fn kafka_brokers() -> String {
-    std::env::var("RTB_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
-}
-
 /// `rtb replay --kafka --redis --postgres` (the runtime engine: the input produced to fresh topics, the
 /// topology run on them to their end, the effects written to the servers and the outputs read back from
 /// them) writes what the in-memory replay of the same input (the merge engine) writes. Fails (never skips)
 /// without a broker.
 #[test]
 fn rtb_replay_on_kafka_redis_and_postgres_equals_the_merge_engine_in_memory() {
-    let brokers = kafka_brokers();
-    let reachable = brokers.split(',').any(|addr| {
-        std::net::ToSocketAddrs::to_socket_addrs(addr)
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok())
-    });
-    assert!(reachable, "no Kafka broker answers at {brokers}: start one with scripts/services.sh (Tansu) or set RTB_KAFKA");
+    servers_support::require_broker();
+    let brokers = servers_support::brokers();
     let servers = Servers::new();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in").display().to_string();

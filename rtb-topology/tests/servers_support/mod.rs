@@ -1,4 +1,5 @@
-//! The Redis and PostgreSQL servers of the real-service tests: `RTB_TEST_REDIS` / `RTB_TEST_POSTGRES`
+//! The Kafka broker (`RTB_KAFKA`, default the local Tansu on `127.0.0.1:9092`; see [`require_broker`]) and
+//! the Redis and PostgreSQL servers of the real-service tests: `RTB_TEST_REDIS` / `RTB_TEST_POSTGRES`
 //! (defaults `redis://127.0.0.1:6379`, `postgres://root@127.0.0.1:5432/test`). A test takes a unique key
 //! prefix and schema ([`Servers::new`]), emptied and dropped when it ends; a missing server fails the test,
 //! saying how to start it (`scripts/services.sh`).
@@ -54,3 +55,19 @@ impl Drop for Servers {
     }
 }
 
+/// The Kafka brokers of the real-service tests: `RTB_KAFKA`, default `127.0.0.1:9092`.
+pub fn brokers() -> String {
+    std::env::var("RTB_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
+}
+
+/// Fails (never skips) when no broker answers, naming it and how to start one.
+pub fn require_broker() {
+    let b = brokers();
+    let ok = b.split(',').any(|addr| {
+        std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok())
+    });
+    assert!(ok, "no Kafka broker answers at {b}: start one with scripts/services.sh (Tansu) or set RTB_KAFKA");
+}

@@ -260,6 +260,12 @@ pub fn contract_timestamp(s: &str) -> bool {
         && parse_utc(s).is_some()
 }
 
+/// The rows of `dir/ledger.jsonl` as a set: what two runs charged and refunded, whatever the order their
+/// advertisers' entries interleaved in (which `balance_after` depends on).
+pub fn ledger_rows(dir: &Path) -> std::collections::BTreeSet<LedgerRow> {
+    rows(dir, "ledger.jsonl", ledger).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).into_iter().collect()
+}
+
 fn rows<T>(dir: &Path, file: &str, f: impl Fn(&Value) -> Result<T, String>) -> Result<Vec<T>, String> {
     let text = std::fs::read_to_string(dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
     let mut out = Vec::new();
