@@ -22,8 +22,15 @@ pub(crate) struct Alignment {
     heads: Mutex<Vec<Arc<AtomicI64>>>,
     feeds: Mutex<Vec<Arc<FeedSlot>>>,
     /// A snapshot of `heads` and `feeds`, taken when the runtime is sealed (nothing is added afterwards).
-    sealed: std::sync::OnceLock<(Vec<Arc<AtomicI64>>, Vec<Arc<FeedSlot>>)>,
+    sealed: std::sync::OnceLock<Sealed>,
     closed: AtomicBool,
+}
+
+/// What [`Alignment::min`] compares once the runtime is sealed.
+#[derive(Debug)]
+struct Sealed {
+    heads: Vec<Arc<AtomicI64>>,
+    feeds: Vec<Arc<FeedSlot>>,
 }
 
 /// A feed's place in the alignment ([`Runtime::feed`](super::Runtime::feed)). Its head is the event time up
@@ -79,7 +86,7 @@ impl Alignment {
 
     /// Every job is spawned: heads can be compared.
     pub(crate) fn seal(&self) {
-        let _ = self.sealed.set((self.heads.lock().clone(), self.feeds.lock().clone()));
+        let _ = self.sealed.set(Sealed { heads: self.heads.lock().clone(), feeds: self.feeds.lock().clone() });
     }
 
     /// The runtime stops: nothing waits for alignment any more.
@@ -92,9 +99,9 @@ impl Alignment {
         if self.closed.load(Ordering::Acquire) {
             return Some(Timestamp::MAX);
         }
-        let (heads, feeds) = self.sealed.get()?;
-        let tasks = heads.iter().map(|h| h.load(Ordering::Acquire));
-        let feeds = feeds.iter().filter(|f| f.active()).map(|f| f.head.load(Ordering::Acquire));
+        let sealed = self.sealed.get()?;
+        let tasks = sealed.heads.iter().map(|h| h.load(Ordering::Acquire));
+        let feeds = sealed.feeds.iter().filter(|f| f.active()).map(|f| f.head.load(Ordering::Acquire));
         Some(tasks.chain(feeds).min().unwrap_or(Timestamp::MAX))
     }
 }
