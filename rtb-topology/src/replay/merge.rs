@@ -213,17 +213,17 @@ pub(crate) fn run(plan: &ExecutionPlan, opts: &ReplayOptions) -> Result<ReplaySu
     let [mut campaign_in, mut ad_in, mut conversion_in] = super::input_specs(plan, &topics)?.map(InputLines::new);
 
     let (v1, v2, v3) = (validator, validator, validator);
-    let (t1, t2, t3) = (topics.campaign_events.clone(), topics.ad_events.clone(), topics.conversion_events.clone());
-    let mut campaigns = DecodedFile::open(&opts.input.join("campaign-events.jsonl"), true, move |b, line| {
+    let (t1, t2, t3) = (campaign_in.spec.topic.clone(), ad_in.spec.topic.clone(), conversion_in.spec.topic.clone());
+    let mut campaigns = DecodedFile::open(&opts.input.join(campaign_in.spec.file), true, move |b, line| {
         decode(b, SourceCoord::new(t1.as_str(), 0, line), |b, c| v1.campaign_event(b, c, now))
     })
     .map_err(|e| io_err(&opts.input, e))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-    let mut ads = DecodedFile::open_with_workers(&opts.input.join("ad-events.jsonl"), false, workers, move |b, line| {
+    let mut ads = DecodedFile::open_with_workers(&opts.input.join(ad_in.spec.file), false, workers, move |b, line| {
         decode(b, SourceCoord::new(t2.as_str(), 0, line), |b, c| v2.ad_event(b, c, now))
     })
     .map_err(|e| io_err(&opts.input, e))?;
-    let mut convs = DecodedFile::open(&opts.input.join("conversion-events.jsonl"), true, move |b, line| {
+    let mut convs = DecodedFile::open(&opts.input.join(conversion_in.spec.file), true, move |b, line| {
         decode(b, SourceCoord::new(t3.as_str(), 0, line), |b, c| v3.conversion_event(b, c, now))
     })
     .map_err(|e| io_err(&opts.input, e))?;
