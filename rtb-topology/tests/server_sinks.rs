@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rtb_ops::sink::{Cache, Database};
+use rtb_topology::app::runlog::RunLog;
 use serde_json::Value;
 use servers_support::{postgres_url, redis_url, Servers};
 use support::run::rtb;
@@ -393,9 +394,43 @@ fn rtb_replay_on_kafka_redis_and_postgres_equals_the_merge_engine_in_memory() {
         "--topic-prefix", &prefix, "--redis", &servers.redis, "--postgres", &servers.postgres,
     ])
     .unwrap_or_else(|e| panic!("{e}"));
+    // The input went through the cluster, under the prefix given: every ad-event line is in its topic.
+    let cluster = rtb_topology::app::runlog::KafkaRunLog::new(
+        rtb_stream::kafka::KafkaLog::connect(rtb_stream::kafka::KafkaConfig::new(brokers.as_str()).with_prefix(prefix.as_str())).unwrap(),
+    );
+    let in_topic: u64 = (0..cluster.partitions("ad-events").unwrap()).map(|p| cluster.end_offset("ad-events", p).unwrap()).sum();
+    let in_file = std::fs::read_to_string(dir.path().join("in").join("ad-events.jsonl")).unwrap().lines().filter(|l| !l.is_empty()).count();
+    assert_eq!(in_topic, in_file as u64, "ad-events under the prefix `{prefix}`");
     // The effects are on the servers: the ledger read back from PostgreSQL is the replay's.
     let ledger = servers.db.ledger().unwrap();
     assert_eq!(ledger.len(), lines(&b.join("ledger.jsonl")).len());
     assert!(!ledger.is_empty());
     compare_outputs(&a, &b, false, &dir);
+}
+
+/// The replay's settings take effect: `--kafka-property` reaches the Kafka clients (an unknown one is
+/// refused, naming it), `--topic-prefix` and `--kafka-property` need `--kafka`, and the merge engine
+/// refuses to run on servers.
+#[test]
+fn rtb_replay_settings_take_effect() {
+    servers_support::require_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in").display().to_string();
+    rtb(&["generate", "--output", &input, "--ad-events", "200", "--hours", "1"]).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("out").display().to_string();
+    let base = ["replay", "--input", input.as_str(), "--output", out.as_str()];
+    let brokers = servers_support::brokers();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("t-replay-props-{}-{nanos}-", std::process::id());
+    for (extra, says) in [
+        (vec!["--kafka", brokers.as_str(), "--topic-prefix", prefix.as_str(), "--kafka-property", "no.such.property=1"], "no.such.property"),
+        (vec!["--topic-prefix", "p-"], "--kafka"),
+        (vec!["--kafka-property", "linger.ms=5"], "--kafka"),
+        (vec!["--engine", "merge", "--redis", "redis://127.0.0.1:6379"], "--engine runtime"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra.iter().copied());
+        let err = rtb(&args).expect_err("refused");
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
 }
