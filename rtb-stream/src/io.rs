@@ -7,6 +7,8 @@
 //! - [`PartitionReader`] — what one task reads: partition `p` of each of its input topics, by position
 //!   (a Kafka implementation assigns those partitions to a consumer, seeks, and serves reads from a
 //!   partition queue; the high watermark of its fetches is the end offset).
+//! - [`GroupMember`] — optional: a process's membership in a consumer group that assigns and revokes
+//!   partitions ([`LogIo::join_group`]; Kafka's group protocol), so that several processes share a job.
 //! - [`Producer`] — appends outputs, dead letters and late records; `flush` makes everything sent so far
 //!   durable (fsync of the embedded log; acknowledged by every in-sync replica on Kafka).
 //!
@@ -33,6 +35,44 @@ pub trait LogIo: Send + Sync + 'static {
 
     /// The producer every task appends with.
     fn producer(&self) -> Arc<dyn Producer>;
+
+    /// Joins consumer group `group` as a member that takes partitions of `topic` (a job's first input;
+    /// its other inputs are co-partitioned) as the group assigns them: `handler` is called with every
+    /// change of this member's assignment, from [`GroupMember::poll`] and [`GroupMember::leave`].
+    /// `Ok(None)` (the default): the log has no group membership; every partition belongs to this process
+    /// (the embedded log, which one process owns).
+    fn join_group(&self, group: &str, topic: &str, handler: RebalanceHandler) -> Result<Option<Box<dyn GroupMember>>> {
+        let _ = (group, topic, handler);
+        Ok(None)
+    }
+}
+
+/// A change of a group member's assignment (partition numbers of the job's inputs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// These partitions are now this member's: restore their state, then process them.
+    Assigned(Vec<u32>),
+    /// These partitions are taken away in an orderly rebalance: finish the batch, commit, stop. They are
+    /// given to another member only once the handler has returned.
+    Revoked(Vec<u32>),
+    /// These partitions were lost (the member was expelled, e.g. it missed its session timeout): another
+    /// member may own them already, so stop them **without** committing; the new owner redoes what was not
+    /// committed (effects are idempotent).
+    Lost(Vec<u32>),
+}
+
+/// Called with each [`Rebalance`] of a member, on the thread that polls it; an error stops the runtime.
+pub type RebalanceHandler = Box<dyn FnMut(&Rebalance) -> Result<()> + Send>;
+
+/// Membership of one process in a consumer group ([`LogIo::join_group`]).
+pub trait GroupMember: Send {
+    /// Keeps the membership alive (heartbeats, rebalances) for up to `timeout`, calling the handler with
+    /// every change of the assignment before returning. Call it at least every few seconds.
+    fn poll(&mut self, timeout: Duration) -> Result<()>;
+
+    /// Leaves the group in order: the handler is called with the revocation of what is still assigned,
+    /// then the partitions are handed to the other members without waiting for a session timeout.
+    fn leave(self: Box<Self>) -> Result<()>;
 }
 
 /// Reads partition `p` of each input topic of one task, by position.
@@ -92,6 +132,10 @@ impl LogIo for Arc<dyn LogIo> {
 
     fn producer(&self) -> Arc<dyn Producer> {
         (**self).producer()
+    }
+
+    fn join_group(&self, group: &str, topic: &str, handler: RebalanceHandler) -> Result<Option<Box<dyn GroupMember>>> {
+        (**self).join_group(group, topic, handler)
     }
 }
 

@@ -142,3 +142,34 @@ fn keys_outside_a_known_task_scope_are_refused_and_change_nothing() {
     assert!(backend.apply(batch).is_err());
     assert!(content(&backend).is_empty());
 }
+
+/// Two processes' backends on the same changelogs: what one commits for a task, the other sees once it
+/// refreshes that task (puts, deletes, multi-chunk batches), without touching the tasks it did not ask for;
+/// a refresh after the other's next commits reads only what is new.
+#[test]
+fn a_refresh_brings_a_task_up_to_what_another_process_committed() {
+    let log = kafka_support::connect(kafka_support::config("changelog-refresh"));
+    let a = open(&log, 200);
+    let b = open(&log, 200);
+    let big = vec![7u8; 1_000]; // several chunks of 200 bytes
+    let mut batch = WriteBatch::new();
+    batch.put(key("alpha", 1, 1), b"one".to_vec());
+    batch.put(key("alpha", 1, 2), big.clone());
+    batch.put(key("beta", 2, 1), b"beta".to_vec());
+    a.apply(batch).expect("apply");
+    assert_eq!(b.get(&key("alpha", 1, 1)).expect("get"), None, "not refreshed yet");
+
+    b.refresh_tasks(&[("alpha".to_string(), 1)]).expect("refresh");
+    assert_eq!(b.get(&key("alpha", 1, 1)).expect("get"), Some(b"one".to_vec()));
+    assert_eq!(b.get(&key("alpha", 1, 2)).expect("get"), Some(big));
+    assert_eq!(b.get(&key("beta", 2, 1)).expect("get"), None, "a task not asked for is left as it was");
+
+    let mut batch = WriteBatch::new();
+    batch.delete(key("alpha", 1, 2));
+    batch.put(key("alpha", 1, 1), b"uno".to_vec());
+    a.apply(batch).expect("apply");
+    b.refresh_tasks(&[("alpha".to_string(), 1), ("beta".to_string(), 2)]).expect("refresh");
+    assert_eq!(content(&a), content(&b), "both processes see the same state");
+    assert_eq!(b.get(&key("alpha", 1, 2)).expect("get"), None, "the delete reached the other process");
+    assert!(b.refresh_tasks(&[("gamma".to_string(), 0)]).is_err(), "a group without a changelog is refused");
+}

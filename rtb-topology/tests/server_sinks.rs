@@ -434,3 +434,177 @@ fn rtb_replay_settings_take_effect() {
         assert!(err.contains(says), "{extra:?}: {err}");
     }
 }
+
+/// One `rtb run --no-generator` process of a deployment shared through Kafka consumer groups, its log
+/// (`rtb_stream` at info: the group's assignments) in `{name}.log`.
+struct Instance {
+    /// `None` once finished.
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+    data: String,
+}
+
+impl Instance {
+    fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        Self::start_logged(dir, name, name, args)
+    }
+
+    /// On data directory `name`, logging to `{log_name}.log`.
+    fn start_logged(dir: &Path, name: &str, log_name: &str, args: &[&str]) -> Self {
+        let data = dir.join(name).display().to_string();
+        let log = dir.join(format!("{log_name}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rtb"))
+            .args(["run", "--data-dir", data.as_str(), "--no-generator"])
+            .args(args)
+            .env("RUST_LOG", "warn,rtb_stream=info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child: Some(child), log, data }
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().unwrap()
+    }
+
+    /// Assignments received so far (log lines), per consumer group.
+    fn assignments(&self) -> BTreeMap<String, usize> {
+        assignments(&self.log)
+    }
+
+    /// Waits for the process to end by itself; its stdout.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        (out.status, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn wait_for(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(timeout_s), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The assignments an instance's log at `path` records, per consumer group.
+fn assignments(path: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut per = BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("partitions assigned to this process")) {
+        let group = line.split("group=").nth(1).and_then(|g| g.split_whitespace().next()).unwrap_or("?").to_string();
+        *per.entry(group).or_default() += 1;
+    }
+    per
+}
+
+impl Drop for Instance {
+    /// A failed test leaves no process behind.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Two topology processes sharing the consumer groups on Kafka, with the generator in a third; mid-stream
+/// the second is stopped (`graceful`: SIGTERM, it commits and leaves the groups; else SIGKILL, then it is
+/// started again). The first (and the restarted one) finish the run; the export from Redis and PostgreSQL
+/// equals an uninterrupted embedded run of the same traffic: every click charged once, none lost.
+fn scale_out_and_failover(graceful: bool) {
+    servers_support::require_broker();
+    let servers = Servers::new();
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("t-failover-{graceful}-{}-{nanos}-", std::process::id());
+    let brokers = servers_support::brokers();
+    // The idle timeout must outlast a takeover (on Tansu a killed member's partitions move at the next
+    // rebalance, seconds later): a repartition partition whose upstream task is between owners is quiet,
+    // not idle, and the simulator compresses 30 h of event time into seconds, so a downstream watermark
+    // that moved on without it would make the records behind the takeover hours late.
+    let cpc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/cpc.toml")).unwrap();
+    assert!(!cpc.contains("watermark ="), "the test sets each operator's watermark itself");
+    let topology = dir.path().join("cpc-idle-120s.toml");
+    std::fs::write(&topology, cpc.replace("[[operator]]", "[[operator]]\nwatermark = { idle_timeout = \"120s\" }")).unwrap();
+    let topology = topology.display().to_string();
+    let common = ["--events", "20000", "--seed", "9", "--scale", "1", "--quiet", "--topology", topology.as_str()];
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend(["--rate", "10000000", "--kafka", brokers.as_str(), "--topic-prefix", prefix.as_str()]);
+    args.extend(["--redis", servers.redis.as_str(), "--postgres", servers.postgres.as_str()]);
+
+    let a = Instance::start(dir.path(), "a", &args);
+    let mut b = Instance::start(dir.path(), "b", &args);
+    // Every group has given both processes partitions before the traffic starts.
+    wait_for("both processes to be given partitions", 120, || {
+        let (x, y) = (a.assignments(), b.assignments());
+        x.len() >= 5 && y.len() >= 5
+    });
+    let gdata = dir.path().join("generator").display().to_string();
+    let mut gen_args = vec!["run", "--data-dir", gdata.as_str(), "--generator-only"];
+    gen_args.extend(common);
+    gen_args.extend(["--rate", "3000", "--kafka", brokers.as_str(), "--topic-prefix", prefix.as_str()]);
+    let generator = std::process::Command::new(env!("CARGO_BIN_EXE_rtb"))
+        .args(&gen_args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("clicks charged", 120, || servers.db.ledger().unwrap().len() >= 200);
+    assert!(b.child().try_wait().unwrap().is_none(), "the second process is still running mid-stream");
+    let b = if graceful {
+        let pid = b.child().id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", pid.as_str()]).status().unwrap().success());
+        let log = b.log.clone();
+        let (status, _) = b.finish();
+        assert!(status.code().is_some(), "stopped in order, not by a signal: {status}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("partitions revoked from this process"), "its tasks committed and stopped: {text}");
+        assert!(text.contains("left the consumer group"), "it left the groups: {text}");
+        None
+    } else {
+        b.child().kill().unwrap(); // SIGKILL
+        b.child().wait().unwrap();
+        drop(b);
+        // Started again on its data directory, it rejoins; the group hands the dead member's partitions on.
+        Some(Instance::start_logged(dir.path(), "b", "b-restarted", &args))
+    };
+    let g = generator.wait_with_output().unwrap();
+    assert!(g.status.success(), "generator: {}", String::from_utf8_lossy(&g.stderr));
+    let (data_a, log_a) = (a.data.clone(), a.log.clone());
+    let (status, stdout) = a.finish();
+    assert!(status.success() && stdout.contains("complete: all 20000 ad-events"), "first process: {stdout}");
+    let taken_over = assignments(&log_a);
+    if let Some(b) = b {
+        let (status, stdout) = b.finish();
+        assert!(status.success() && stdout.contains("complete: all 20000 ad-events"), "restarted process: {stdout}");
+    } else {
+        assert!(
+            taken_over.values().any(|n| *n >= 2),
+            "the first process was given the stopped one's partitions: {taken_over:?}"
+        );
+    }
+
+    let out = dir.path().join("out").display().to_string();
+    rtb(&["export", "--data-dir", data_a.as_str(), "--output", out.as_str(), "--redis", servers.redis.as_str(), "--postgres", servers.postgres.as_str()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (edata, eout) = (dir.path().join("embedded").display().to_string(), dir.path().join("embedded-out").display().to_string());
+    let mut run = vec!["run", "--data-dir", edata.as_str(), "--rate", "10000000"];
+    run.extend(common);
+    rtb(&run).unwrap_or_else(|e| panic!("{e}"));
+    rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
+    let sum = compare_outputs(Path::new(&eout), Path::new(&out), true, &dir);
+    let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
+    assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
+}
+
+#[test]
+fn two_instances_share_the_groups_and_one_stopped_in_order_hands_its_partitions_over() {
+    scale_out_and_failover(true);
+}
+
+#[test]
+fn two_instances_share_the_groups_and_one_killed_and_restarted_loses_and_doubles_nothing() {
+    scale_out_and_failover(false);
+}

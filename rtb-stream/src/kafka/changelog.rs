@@ -110,6 +110,11 @@ pub struct ChangelogBackend {
     sequence: AtomicU64,
     /// Applies are serialized (the runtime's commit rounds are already).
     apply_lock: Mutex<()>,
+    /// Where each changelog partition has been read up to (by the restore at open, then by
+    /// [`StoreBackend::refresh_tasks`]), with the chunk sequence being put together there.
+    read: Mutex<BTreeMap<(String, u32), Part>>,
+    /// Refreshes of one group's tasks run one at a time (those of different groups in parallel).
+    refreshing: BTreeMap<String, Mutex<()>>,
     stats: RestoreStats,
 }
 
@@ -138,6 +143,8 @@ impl ChangelogBackend {
             writer: writer_id(),
             sequence: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
+            read: Mutex::new(BTreeMap::new()),
+            refreshing: groups.iter().map(|(g, _)| (g.clone(), Mutex::new(()))).collect(),
             stats: RestoreStats::default(),
             options,
         };
@@ -159,15 +166,20 @@ impl ChangelogBackend {
         let started = Instant::now();
         let cfg = self.log.config().clone();
         let timeout = self.options.restore_timeout;
-        let results: Vec<Result<(Map, RestoreStats)>> = std::thread::scope(|scope| {
+        let results: Vec<Result<(Map, Vec<Part>, RestoreStats)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .groups
                 .iter()
                 .map(|(group, partitions)| {
-                    let name = cfg.topic(&self.topic(group));
                     let cfg = &cfg;
-                    let partitions = *partitions;
-                    scope.spawn(move || restore_topic(cfg, &name, partitions, started, timeout))
+                    let name = cfg.topic(&self.topic(group));
+                    let parts: Vec<Part> = (0..*partitions).map(|p| Part::start(group, &name, p)).collect();
+                    scope.spawn(move || {
+                        let mut map = Map::new();
+                        let mut stats = RestoreStats::default();
+                        let parts = read_parts(cfg, parts, &mut map, &mut stats, started, timeout)?;
+                        Ok((map, parts, stats))
+                    })
                 })
                 .collect();
             handles
@@ -177,18 +189,22 @@ impl ChangelogBackend {
         });
         let mut map = BTreeMap::new();
         let mut stats = RestoreStats::default();
+        let read = self.read.get_mut();
         for r in results {
-            let (m, st) = r?;
+            let (m, parts, st) = r?;
             map.extend(m);
+            for part in parts {
+                read.insert((part.group.clone(), part.partition), part);
+            }
             stats.records += st.records;
             stats.batches += st.batches;
             stats.bytes += st.bytes;
-            stats.incomplete += st.incomplete;
             stats.first_record = match (stats.first_record, st.first_record) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         }
+        stats.incomplete += read.values().filter(|p| p.pending.is_some()).count() as u64;
         stats.elapsed = started.elapsed();
         stats.keys = map.len();
         tracing::info!(
@@ -208,39 +224,65 @@ impl ChangelogBackend {
     }
 }
 
-/// Reads the `partitions` partitions of changelog `name` (the cluster's name) from their start to their
-/// end, applying every complete batch in order.
-fn restore_topic(
+/// One changelog partition being read: the task it belongs to, the next offset to read, and the chunk
+/// sequence being put together there.
+struct Part {
+    group: String,
+    partition: u32,
+    /// The cluster's name of the changelog topic.
+    topic: String,
+    next: i64,
+    pending: Option<Assembly>,
+}
+
+impl Part {
+    fn start(group: &str, topic: &str, partition: u32) -> Self {
+        Self { group: group.to_string(), partition, topic: topic.to_string(), next: 0, pending: None }
+    }
+}
+
+/// Reads each of `parts` (partitions of one changelog topic) from its next offset to the end the fetcher
+/// reports (`enable.partition.eof`), giving every complete batch, in offset order, to `sink`; returns the
+/// parts with their new positions.
+fn read_parts(
     cfg: &super::KafkaConfig,
-    name: &str,
-    partitions: u32,
+    mut parts: Vec<Part>,
+    sink: &mut dyn OpSink,
+    stats: &mut RestoreStats,
     started: Instant,
     timeout: Duration,
-) -> Result<(Map, RestoreStats)> {
-    let mut map = BTreeMap::new();
-    let mut stats = RestoreStats::default();
+) -> Result<Vec<Part>> {
+    if parts.is_empty() {
+        return Ok(parts);
+    }
+    let first = (parts[0].topic.clone(), parts[0].partition);
     let consumer: BaseConsumer = cfg
         .client(CONSUMER_DEFAULTS)
         .set("group.id", format!("{}rtb-restore", cfg.topic_prefix))
         .set("queued.max.messages.kbytes", "65536")
         .set("fetch.wait.max.ms", "10")
         .create_with_context(Quiet)
-        .map_err(|e| restore_err(name, 0, format!("consumer: {e}")))?;
+        .map_err(|e| restore_err(&first.0, first.1, format!("consumer: {e}")))?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        let kp = super::kafka_partition(name, p)?;
-        tpl.add_partition_offset(name, kp, Offset::Beginning).map_err(|e| restore_err(name, p, e.to_string()))?;
+    let mut index = std::collections::HashMap::new();
+    for (i, part) in parts.iter().enumerate() {
+        if part.topic != first.0 {
+            return Err(restore_err(&part.topic, part.partition, format!("read with `{}`: one topic per reader", first.0)));
+        }
+        let kp = super::kafka_partition(&part.topic, part.partition)?;
+        let offset = if part.next == 0 { Offset::Beginning } else { Offset::Offset(part.next) };
+        tpl.add_partition_offset(&part.topic, kp, offset).map_err(|e| restore_err(&part.topic, part.partition, e.to_string()))?;
+        index.insert((part.topic.clone(), kp), i);
     }
-    consumer.assign(&tpl).map_err(|e| restore_err(name, 0, format!("assign: {e}")))?;
-    let mut pending: Vec<Option<Assembly>> = (0..partitions).map(|_| None).collect();
-    let mut ended = vec![false; partitions as usize];
+    consumer.assign(&tpl).map_err(|e| restore_err(&first.0, first.1, format!("assign: {e}")))?;
+    let mut ended = vec![false; parts.len()];
     let mut last_progress = Instant::now();
     let mut last_report = Instant::now();
     while ended.iter().any(|e| !e) {
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
-            tracing::info!(topic = %name, records = stats.records, bytes = stats.bytes,
-                partitions_done = ended.iter().filter(|e| **e).count(), partitions,
+            tracing::info!(topic = %first.0, records = stats.records, bytes = stats.bytes,
+                partitions_done = ended.iter().filter(|e| **e).count(), partitions = parts.len(),
                 records_per_s = (stats.records as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64,
                 "kafka: restoring state from the changelog");
         }
@@ -248,35 +290,32 @@ fn restore_topic(
             None => {}
             Some(Ok(m)) => {
                 last_progress = Instant::now();
-                let p = usize::try_from(m.partition()).unwrap_or(0);
+                let Some(&i) = index.get(&(m.topic().to_string(), m.partition())) else { continue };
                 stats.first_record.get_or_insert_with(|| started.elapsed());
                 stats.records += 1;
                 let value = m.payload().unwrap_or_default();
                 stats.bytes += value.len() as u64;
-                if let Some(slot) = pending.get_mut(p) {
-                    let applied = accept(slot, value, &mut map, &mut stats)
-                        .map_err(|reason| restore_err(name, p as u32, format!("offset {}: {reason}", m.offset())))?;
-                    stats.batches += u64::from(applied);
-                }
-                if let Some(e) = ended.get_mut(p) {
-                    *e = false;
-                }
+                let part = &mut parts[i];
+                let applied = accept(&mut part.pending, value, sink, stats)
+                    .map_err(|reason| restore_err(&part.topic, part.partition, format!("offset {}: {reason}", m.offset())))?;
+                stats.batches += u64::from(applied);
+                part.next = m.offset() + 1;
+                ended[i] = false;
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 last_progress = Instant::now();
-                if let Some(e) = usize::try_from(p).ok().and_then(|p| ended.get_mut(p)) {
-                    *e = true;
+                if let Some(&i) = index.get(&(first.0.clone(), p)) {
+                    ended[i] = true;
                 }
             }
-            Some(Err(e)) => tracing::warn!(topic = %name, error = %e, "kafka: changelog restore: consumer error; retrying"),
+            Some(Err(e)) => tracing::warn!(topic = %first.0, error = %e, "kafka: changelog restore: consumer error; retrying"),
         }
         if last_progress.elapsed() > timeout {
-            let p = ended.iter().position(|e| !e).unwrap_or(0);
-            return Err(restore_err(name, p as u32, format!("no progress for {timeout:?}")));
+            let i = ended.iter().position(|e| !e).unwrap_or(0);
+            return Err(restore_err(&parts[i].topic, parts[i].partition, format!("no progress for {timeout:?}")));
         }
     }
-    stats.incomplete += pending.iter().filter(|a| a.is_some()).count() as u64;
-    Ok((map, stats))
+    Ok(parts)
 }
 
 impl StoreBackend for ChangelogBackend {
@@ -350,6 +389,86 @@ impl StoreBackend for ChangelogBackend {
         // Every apply returned once its records were acknowledged by every in-sync replica.
         Ok(())
     }
+
+    /// Reads each task's changelog partition from where this backend last read it to its end (one consumer
+    /// per changelog topic, topics in parallel), and applies what other processes committed there since.
+    /// Re-applying this process's own batches is harmless: batches are applied in the order they were
+    /// written, each setting or deleting whole keys, so the result is the state after the last one.
+    fn refresh_tasks(&self, tasks: &[(String, u32)]) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut groups: Vec<&str> = tasks.iter().map(|(g, _)| g.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut serial = Vec::with_capacity(groups.len());
+        for g in groups {
+            let lock = self.refreshing.get(g).ok_or_else(|| {
+                Error::Config(format!("changelog backend: group `{g}` has no changelog (not opened with it)"))
+            })?;
+            serial.push(lock.lock());
+        }
+        // The read positions are taken out while the changelogs are read (other groups refresh meanwhile).
+        let mut by_topic: BTreeMap<String, Vec<Part>> = BTreeMap::new();
+        {
+            let mut read = self.read.lock();
+            for (group, p) in tasks {
+                let topic = self.log.config().topic(&self.topic(group));
+                let part = read.remove(&(group.clone(), *p)).unwrap_or_else(|| Part::start(group, &topic, *p));
+                by_topic.entry(topic).or_default().push(part);
+            }
+        }
+        let cfg = self.log.config().clone();
+        let timeout = self.options.restore_timeout;
+        let results: Vec<Result<(WriteBatch, Vec<Part>, RestoreStats)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = by_topic
+                .into_values()
+                .map(|parts| {
+                    let cfg = &cfg;
+                    scope.spawn(move || {
+                        let mut batch = WriteBatch::new();
+                        let mut stats = RestoreStats::default();
+                        let parts = read_parts(cfg, parts, &mut batch, &mut stats, started, timeout)?;
+                        Ok((batch, parts, stats))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("changelog refresh thread panicked".into()))))
+                .collect()
+        });
+        let mut all = WriteBatch::new();
+        let mut records = 0;
+        let mut failed = None;
+        let mut read = self.read.lock();
+        for r in results {
+            match r {
+                Ok((batch, parts, stats)) => {
+                    all.extend(batch);
+                    records += stats.records;
+                    for part in parts {
+                        read.insert((part.group.clone(), part.partition), part);
+                    }
+                }
+                // The parts of a failed topic are read from the start next time.
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        drop(read);
+        {
+            let _apply = self.apply_lock.lock();
+            self.map.apply(all)?;
+        }
+        drop(serial);
+        tracing::debug!(tasks = tasks.len(), records, elapsed_ms = started.elapsed().as_millis() as u64,
+            "kafka: tasks' state refreshed from the changelogs");
+        Ok(())
+    }
 }
 
 /// A chunk sequence being put together.
@@ -365,7 +484,7 @@ struct Assembly {
 fn accept(
     slot: &mut Option<Assembly>,
     value: &[u8],
-    map: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    map: &mut dyn OpSink,
     stats: &mut RestoreStats,
 ) -> std::result::Result<bool, String> {
     if value.len() < HEADER || &value[..6] != MAGIC {
@@ -414,7 +533,33 @@ fn encode_ops(ops: &[&Op]) -> Vec<u8> {
     out
 }
 
-fn decode_ops(mut b: &[u8], map: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> std::result::Result<(), String> {
+/// Where decoded operations go: the map a restore builds, or a batch that brings a live map up to date.
+trait OpSink {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    fn delete(&mut self, key: Vec<u8>);
+}
+
+impl OpSink for Map {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.insert(key, value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.remove(&key);
+    }
+}
+
+impl OpSink for WriteBatch {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        WriteBatch::put(self, key, value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        WriteBatch::delete(self, key);
+    }
+}
+
+fn decode_ops(mut b: &[u8], map: &mut dyn OpSink) -> std::result::Result<(), String> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
         if b.len() < n {
             return Err("truncated batch".into());
@@ -448,12 +593,8 @@ fn decode_ops(mut b: &[u8], map: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> std::result
     }
     for (k, v) in ops {
         match v {
-            Some(v) => {
-                map.insert(k, v);
-            }
-            None => {
-                map.remove(&k);
-            }
+            Some(v) => map.put(k, v),
+            None => map.delete(k),
         }
     }
     Ok(())

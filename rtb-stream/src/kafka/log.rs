@@ -10,7 +10,7 @@ use super::producer::KafkaProducer;
 use super::reader::{probe_end, BaseConsumer, KafkaReader, Quiet, CONSUMER_DEFAULTS};
 use super::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::io::{LogIo, PartitionReader, Producer};
+use crate::io::{GroupMember, LogIo, PartitionReader, Producer, RebalanceHandler};
 
 /// Metadata: the client that asks for it and the partition counts learnt.
 struct Meta {
@@ -149,5 +149,10 @@ impl LogIo for KafkaLog {
 
     fn producer(&self) -> Arc<dyn Producer> {
         Arc::clone(&self.inner.producer) as Arc<dyn Producer>
+    }
+
+    fn join_group(&self, group: &str, topic: &str, handler: RebalanceHandler) -> Result<Option<Box<dyn GroupMember>>> {
+        self.partitions(topic)?;
+        Ok(Some(Box::new(super::member::KafkaMember::join(&self.inner.cfg, group, topic, handler)?)))
     }
 }

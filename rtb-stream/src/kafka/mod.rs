@@ -13,6 +13,9 @@
 //!     exactly as the embedded log does (explicit partition, else Kafka's murmur2 of the key, else
 //!     round-robin); `send` returns once every record is acknowledged. A record's origin travels in the
 //!     header [`ORIGIN_HEADER`].
+//! - Group membership (`LogIo::join_group`): one consumer per job and process subscribes to the job's
+//!   first input in the job's group, so that the broker assigns partitions among the processes running the
+//!   job (cooperative-sticky); the runtime starts and stops tasks as they come and go (see `member`).
 //! - [`ChangelogBackend`] — a [`StoreBackend`](crate::state::StoreBackend): the map in memory, each task's
 //!   part of a committed batch written as one record (chunked above a size) to the task's partition of
 //!   its group's changelog topic before it is applied; restored at open by reading the changelog
@@ -26,6 +29,7 @@
 mod admin;
 mod changelog;
 mod log;
+mod member;
 mod producer;
 mod reader;
 
@@ -58,6 +62,15 @@ pub struct KafkaConfig {
     /// Attempts for a transient failure of such a request, with exponential backoff from 100 ms up to 5 s
     /// between them (default 8).
     pub attempts: u32,
+    /// Static group membership (`group.instance.id`, KIP-345) of this process's group members
+    /// ([`crate::io::LogIo::join_group`]): an id that stays the same when the process restarts and that no
+    /// other live process uses. A member restarted with its id takes its partitions back at once, with no
+    /// rebalance; without one, a killed member holds its partitions until the broker expires it (after
+    /// `session.timeout.ms` on Apache Kafka; Tansu expires it only at the next rebalance, which a lone
+    /// restarted member never gets). The price: a static member that stops in order is not removed from
+    /// the group either (librdkafka sends no LeaveGroup for it), so its partitions move after the session
+    /// timeout (or Tansu's next rebalance, seconds later) rather than at once. Default `None`.
+    pub instance_id: Option<String>,
 }
 
 impl KafkaConfig {
@@ -69,7 +82,14 @@ impl KafkaConfig {
             properties: BTreeMap::new(),
             request_timeout: Duration::from_secs(10),
             attempts: 8,
+            instance_id: None,
         }
+    }
+
+    /// The same configuration with static group membership under `id` (see [`KafkaConfig::instance_id`]).
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
     }
 
     /// The same configuration with topic prefix `prefix`.

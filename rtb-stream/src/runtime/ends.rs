@@ -19,6 +19,8 @@ pub(crate) struct Producers {
     running: Mutex<FxHashMap<String, usize>>,
     /// Topics a job of the runtime produces to (feeds aside).
     by_jobs: Mutex<rustc_hash::FxHashSet<String>>,
+    /// Topics whose producers, in every process, have processed all their input (group-member drains).
+    complete: Mutex<rustc_hash::FxHashSet<String>>,
 }
 
 impl Producers {
@@ -43,6 +45,23 @@ impl Producers {
     /// A feed of each of `topics` has finished.
     pub(crate) fn feed_finished(&self, topics: &[String]) {
         self.finished(topics);
+    }
+
+    /// Declares that a group-member job produces to `topics` (its records there are not clients'). Its
+    /// tasks come and go with the group's assignment and a batch never waits for them: nothing is counted.
+    pub(crate) fn add_member(&self, topics: &[String]) {
+        self.by_jobs.lock().extend(topics.iter().cloned());
+    }
+
+    /// Declares that every producer of `topic`, in every process, has processed all its input (see
+    /// [`crate::runtime::Runtime::upstream_complete`]).
+    pub(crate) fn mark_complete(&self, topic: &str) {
+        self.complete.lock().insert(topic.to_string());
+    }
+
+    /// Whether [`Producers::mark_complete`] was called for `topic`.
+    pub(crate) fn is_complete(&self, topic: &str) -> bool {
+        self.complete.lock().contains(topic)
     }
 
     /// Whether a job spawned so far produces to `topic` (its records are not clients').

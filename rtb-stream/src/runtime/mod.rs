@@ -37,6 +37,7 @@
 mod align;
 mod commit;
 mod ends;
+mod member;
 mod metrics;
 mod repartition;
 mod runner;

@@ -1,6 +1,6 @@
 //! [`Runtime`]: spawns partition tasks, collects their results.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -10,12 +10,52 @@ use super::align::{Alignment, Heads};
 use super::commit::{CommitBarrier, Committer};
 use super::ends::Producers;
 use super::metrics::{GroupMetrics, RuntimeMetrics, RuntimeReport};
+use super::member::{Assignment, StartTask, TaskStops};
 use super::task::{Task, TaskEnd, TaskSetup};
 use super::{AbortHandle, Decoder, JobConfig, Output, ShutdownToken, TaskInfo};
 use crate::error::{Error, Result};
 use crate::io::{LogIo, Producer};
 use crate::operator::Operator;
 use crate::state::{StateScope, StoreBackend};
+
+/// Builds the task of one partition (`Some`: of a group-member job, with how it is stopped).
+type TaskBuilder<O, D> = Arc<dyn Fn(u32, Option<TaskStops>) -> Result<Task<O, D>> + Send + Sync>;
+
+/// Starts task threads whose failure stops the runtime.
+struct Threads {
+    first_failure: Arc<Mutex<Option<usize>>>,
+    shutdown: ShutdownToken,
+    alignment: Arc<Alignment>,
+}
+
+impl Threads {
+    fn start(
+        &self,
+        name: String,
+        index: usize,
+        run: impl FnOnce() -> Result<TaskEnd> + Send + 'static,
+    ) -> Result<JoinHandle<Result<TaskEnd>>> {
+        let first_failure = Arc::clone(&self.first_failure);
+        let shutdown = self.shutdown.clone();
+        let alignment = Arc::clone(&self.alignment);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let result = run();
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "task failed; stopping the runtime");
+                    first_failure.lock().get_or_insert(index);
+                    alignment.close();
+                    shutdown.trigger();
+                }
+                result
+            })
+            .map_err(|e| {
+                self.shutdown.trigger();
+                Error::from(e)
+            })
+    }
+}
 
 /// Source of processing time in ms since the epoch (wall clock by default; virtual in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -91,6 +131,10 @@ pub struct Runtime {
     clock: Clock,
     groups: BTreeSet<String>,
     tasks: Vec<Spawned>,
+    /// Whether jobs not in batch mode take their partitions from the log's consumer groups.
+    membership: bool,
+    /// The assignments of group-member jobs.
+    members: Vec<Arc<Mutex<Assignment>>>,
     /// Index into `tasks` of the first task that failed.
     first_failure: Arc<Mutex<Option<usize>>>,
 }
@@ -123,6 +167,8 @@ impl Runtime {
             clock: Arc::new(crate::time::wall_clock_ms),
             groups: BTreeSet::new(),
             tasks: Vec::new(),
+            membership: false,
+            members: Vec::new(),
             first_failure: Arc::new(Mutex::new(None)),
         }
     }
@@ -131,6 +177,20 @@ impl Runtime {
     /// Affects tasks spawned afterwards.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// With `true`, every job not in batch mode ([`JobConfig::stop_at_end`], [`JobConfig::align`]) runs
+    /// as a member of its consumer group ([`crate::io::LogIo::join_group`]): this process runs only the
+    /// partitions the group assigns it, starting a task (its state brought up to date from the backend,
+    /// see [`StoreBackend::refresh_tasks`]) on each partition assigned and stopping it (commit) on each
+    /// partition revoked, so that several processes running the same jobs share the partitions and take
+    /// over from each other. A drain ([`Runtime::drain_token`]) then makes caught-up inputs idle but
+    /// stops nothing: the process stops on [`Runtime::shutdown_token`], leaving its groups. Needs a log with
+    /// consumer groups (Kafka): spawning on the embedded log is refused. Default `false`: every partition
+    /// runs here.
+    pub fn with_group_membership(mut self, on: bool) -> Self {
+        self.membership = on;
         self
     }
 
@@ -206,60 +266,22 @@ impl Runtime {
             return Err(Error::Config(format!("group `{}`: the runtime is sealed; no job can be added", cfg.group)));
         }
         let partitions = self.validate(&cfg)?;
-        let committer = Arc::clone(&self.committer);
         let metrics = Arc::new(GroupMetrics::default());
         let inputs: Vec<Arc<str>> = cfg.inputs.iter().map(|t| Arc::from(t.as_str())).collect();
-        let decoder = Arc::new(decoder);
+        let build = self.task_builder(&cfg, &inputs, &metrics, Arc::new(decoder), Arc::new(factory));
+        if self.membership && !cfg.stop_at_end && cfg.align.is_none() {
+            return self.spawn_member(cfg, partitions, metrics, build);
+        }
         let mut tasks = Vec::with_capacity(partitions as usize);
         for partition in 0..partitions {
-            let info = TaskInfo { group: cfg.group.clone(), partition };
-            let scope = task_scope(&self.state, &cfg.group, partition);
-            let op = factory(&info, &scope).map_err(|e| Error::Task {
-                group: cfg.group.clone(),
-                topic: cfg.inputs[0].clone(),
-                partition,
-                source: Box::new(e),
-            })?;
-            let setup = TaskSetup {
-                group: cfg.group.clone(),
-                partition,
-                inputs: inputs.clone(),
-                cfg: cfg.clone(),
-                reader: self.io.reader(&cfg.group, &inputs, partition)?,
-                producer: Arc::clone(&self.producer),
-                committer: Arc::clone(&committer),
-                producers: Arc::clone(&self.producers),
-                scope,
-                shutdown: self.shutdown.clone(),
-                drain: self.drain.clone(),
-                abort: self.abort.clone(),
-                metrics: Arc::clone(&metrics),
-                clock: Arc::clone(&self.clock),
-                heads: cfg.align.map(|drift| Heads::new(&self.alignment, &inputs, drift)),
-            };
-            tasks.push(Task::new(setup, Arc::clone(&decoder), op)?);
+            tasks.push(build(partition, None)?);
         }
         self.groups.insert(cfg.group.clone());
         self.producers.add(&cfg.outputs, partitions as usize);
         self.metrics.insert(&cfg.group, Arc::clone(&metrics));
         for (partition, task) in (0..partitions).zip(tasks) {
             let index = self.tasks.len();
-            let first_failure = Arc::clone(&self.first_failure);
-            let shutdown = self.shutdown.clone();
-            let alignment = Arc::clone(&self.alignment);
-            let handle = std::thread::Builder::new()
-                .name(format!("rtb-{}-{partition}", cfg.group))
-                .spawn(move || {
-                    let result = task.run();
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "task failed; stopping the runtime");
-                        first_failure.lock().get_or_insert(index);
-                        alignment.close();
-                        shutdown.trigger();
-                    }
-                    result
-                })
-                .inspect_err(|_| self.shutdown.trigger())?;
+            let handle = self.start_thread(format!("rtb-{}-{partition}", cfg.group), index, move || task.run())?;
             GroupMetrics::add(&metrics.tasks, 1);
             self.tasks.push(Spawned {
                 group: cfg.group.clone(),
@@ -269,6 +291,153 @@ impl Runtime {
             });
         }
         Ok(())
+    }
+
+    /// What builds the task of one partition of job `cfg` (its operator built by `factory` from the task's
+    /// restored scope); `member`: the task runs a partition a consumer group assigned.
+    fn task_builder<O, K, V, D, F>(
+        &self,
+        cfg: &JobConfig,
+        inputs: &[Arc<str>],
+        metrics: &Arc<GroupMetrics>,
+        decoder: Arc<D>,
+        factory: Arc<F>,
+    ) -> TaskBuilder<O, D>
+    where
+        O: Operator<Key = K, In = V, Out = Output> + 'static,
+        D: Decoder<K, V>,
+        F: Fn(&TaskInfo, &StateScope) -> Result<O> + Send + Sync + 'static,
+    {
+        let cfg = cfg.clone();
+        let inputs = inputs.to_vec();
+        let metrics = Arc::clone(metrics);
+        let (io, state, producer, committer) =
+            (Arc::clone(&self.io), Arc::clone(&self.state), Arc::clone(&self.producer), Arc::clone(&self.committer));
+        let (producers, alignment, clock) = (Arc::clone(&self.producers), Arc::clone(&self.alignment), Arc::clone(&self.clock));
+        let (shutdown, drain, abort) = (self.shutdown.clone(), self.drain.clone(), self.abort.clone());
+        Arc::new(move |partition, member| {
+            let info = TaskInfo { group: cfg.group.clone(), partition };
+            let scope = task_scope(&state, &cfg.group, partition);
+            let task_err = |e: Error| Error::Task {
+                group: cfg.group.clone(),
+                topic: cfg.inputs[0].clone(),
+                partition,
+                source: Box::new(e),
+            };
+            let op = factory(&info, &scope).map_err(task_err)?;
+            let setup = TaskSetup {
+                group: cfg.group.clone(),
+                partition,
+                inputs: inputs.clone(),
+                cfg: cfg.clone(),
+                reader: io.reader(&cfg.group, &inputs, partition)?,
+                producer: Arc::clone(&producer),
+                committer: Arc::clone(&committer),
+                producers: Arc::clone(&producers),
+                scope,
+                shutdown: shutdown.clone(),
+                drain: drain.clone(),
+                abort: abort.clone(),
+                metrics: Arc::clone(&metrics),
+                clock: Arc::clone(&clock),
+                heads: cfg.align.map(|drift| Heads::new(&alignment, &inputs, drift)),
+                member,
+            };
+            Task::new(setup, Arc::clone(&decoder), op)
+        })
+    }
+
+    /// Starts `run` on a thread named `name`; a failure stops the runtime (task `index` failed first).
+    fn start_thread(
+        &self,
+        name: String,
+        index: usize,
+        run: impl FnOnce() -> Result<TaskEnd> + Send + 'static,
+    ) -> Result<JoinHandle<Result<TaskEnd>>> {
+        self.threads().start(name, index, run)
+    }
+
+    fn threads(&self) -> Threads {
+        Threads {
+            first_failure: Arc::clone(&self.first_failure),
+            shutdown: self.shutdown.clone(),
+            alignment: Arc::clone(&self.alignment),
+        }
+    }
+
+    /// Starts a job whose partitions the log's consumer group assigns (see `member`): joins the group and
+    /// starts the coordinator thread; tasks start as partitions are assigned.
+    fn spawn_member<O, K, V, D>(
+        &mut self,
+        cfg: JobConfig,
+        partitions: u32,
+        metrics: Arc<GroupMetrics>,
+        build: TaskBuilder<O, D>,
+    ) -> Result<()>
+    where
+        O: Operator<Key = K, In = V, Out = Output> + 'static,
+        D: Decoder<K, V>,
+    {
+        let index = self.tasks.len();
+        let group = cfg.group.clone();
+        let threads = self.threads();
+        let name = group.clone();
+        let start: StartTask = Box::new(move |partition, stops| {
+            let task = build(partition, Some(stops))?;
+            threads.start(format!("rtb-{name}-{partition}"), index, move || task.run())
+        });
+        let assignment =
+            Arc::new(Mutex::new(Assignment::new(group.clone(), partitions, Arc::clone(&self.state), start, Arc::clone(&metrics))));
+        let Some(member) = self.io.join_group(&group, &cfg.inputs[0], super::member::handler(&assignment))? else {
+            return Err(Error::Config(format!(
+                "group `{group}`: the log has no consumer groups to assign partitions (group membership needs a log \
+                 such as Kafka; the embedded log belongs to one process)"
+            )));
+        };
+        self.groups.insert(group.clone());
+        self.producers.add_member(&cfg.outputs);
+        self.metrics.insert(&group, metrics);
+        self.members.push(Arc::clone(&assignment));
+        let (shutdown, abort) = (self.shutdown.clone(), self.abort.clone());
+        let handle = self.start_thread(format!("rtb-{group}-member"), index, move || {
+            super::member::coordinate(member, &assignment, &shutdown, &abort)
+        })?;
+        self.tasks.push(Spawned { group, topic: cfg.inputs[0].clone(), partition: 0, handle });
+        Ok(())
+    }
+
+    /// Re-reads, from the state backend's durable form, the committed state of every task that another
+    /// process runs (the partitions of group-member jobs not assigned here; see
+    /// [`StoreBackend::refresh_tasks`]), so that [`task_scope`] shows their progress too (e.g. to tell when
+    /// the whole job, on every process, has processed everything). Nothing to do without membership.
+    pub fn refresh_remote_tasks(&self) -> Result<()> {
+        for a in &self.members {
+            let a = a.lock();
+            let tasks: Vec<(String, u32)> = a.elsewhere().into_iter().map(|p| (a.group().to_string(), p)).collect();
+            self.state.refresh_tasks(&tasks)?;
+        }
+        Ok(())
+    }
+
+    /// Declares, during a drain of group-member jobs ([`Runtime::with_group_membership`],
+    /// [`Runtime::drain_token`]), that every job producing to `topic` has processed all its input, in
+    /// every process: the member tasks reading `topic` may then count it idle once read to its end. Until
+    /// then a drain makes only clients' inputs idle, since a repartition or output topic whose producing
+    /// task is between two owners (or behind in another process) is quiet, not finished. The caller tells
+    /// from the committed progress of every process ([`Runtime::refresh_remote_tasks`]).
+    pub fn upstream_complete(&self, topic: &str) {
+        self.producers.mark_complete(topic);
+    }
+
+    /// The partitions of each group-member job that run in this process now (empty without membership).
+    pub fn assigned_partitions(&self) -> BTreeMap<String, Vec<u32>> {
+        self.members
+            .iter()
+            .map(|a| {
+                let a = a.lock();
+                (a.group().to_string(), a.here())
+            })
+            .collect()
     }
 
     /// Checks a job's configuration; returns its partition count.

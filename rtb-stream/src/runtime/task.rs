@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 use super::align::Heads;
 use super::commit::Committer;
 use super::ends::Producers;
+use super::member::TaskStops;
 use super::metrics::GroupMetrics;
 use super::{AbortHandle, Clock, Decoder, JobConfig, Output, ShutdownToken};
 use crate::error::{Error, Result};
@@ -43,6 +44,10 @@ pub(crate) struct TaskSetup {
     pub clock: Clock,
     /// Event-time alignment with the runtime's other aligned tasks ([`JobConfig::align`]).
     pub heads: Option<Heads>,
+    /// The task runs a partition a consumer group assigned to this process (see `member`): it stops when
+    /// its partition is revoked (commit) or lost (no commit), and a drain makes its caught-up inputs idle
+    /// instead of stopping it (other processes may still produce to its inputs).
+    pub member: Option<TaskStops>,
 }
 
 /// How a task ended without error.
@@ -263,7 +268,9 @@ where
             }
         };
         self.s.committer.leave();
-        self.s.producers.finished(&self.s.cfg.outputs);
+        if self.s.member.is_none() {
+            self.s.producers.finished(&self.s.cfg.outputs);
+        }
         self.publish_counters();
         result.map_err(|e| Error::Task {
             group: self.s.group.clone(),
@@ -275,19 +282,21 @@ where
 
     fn run_loop(&mut self) -> Result<TaskEnd> {
         loop {
-            if self.s.abort.is_aborted() {
+            if self.aborted() {
                 return Ok(TaskEnd::Aborted);
             }
-            if self.s.shutdown.is_triggered() {
+            if self.s.shutdown.is_triggered() || self.s.member.as_ref().is_some_and(|m| m.revoked.is_triggered()) {
                 self.route()?;
                 self.commit()?;
                 return Ok(TaskEnd::Finished);
             }
-            if self.stop_at.is_none() && self.s.drain.is_triggered() {
-                // The inputs end where they are now (inputs produced in the runtime: when their producers
-                // have drained).
-                self.stop_at = Some(end_offsets(&mut *self.s.reader, self.s.inputs.len())?);
+            if self.stop_at.is_none() && !self.draining && self.s.drain.is_triggered() {
                 self.draining = true;
+                if self.s.member.is_none() {
+                    // The inputs end where they are now (inputs produced in the runtime: when their producers
+                    // have drained).
+                    self.stop_at = Some(end_offsets(&mut *self.s.reader, self.s.inputs.len())?);
+                }
             }
             let now = (self.s.clock)();
             self.held = false;
@@ -307,6 +316,15 @@ where
             }
             if let Some(wm) = self.tracker.tick(now) {
                 self.fire_watermark(wm, now)?;
+            }
+            if self.draining && self.s.member.is_some() && self.caught_up.iter().all(|c| *c) && self.inputs_complete() {
+                // A member task is not stopped by a drain (other processes may still produce to its
+                // inputs): once it has read to the end of inputs that nothing will add to, they count as
+                // idle at once, as after the idle timeout.
+                if let Some(wm) = self.tracker.idle_all() {
+                    self.fire_watermark(wm, now)?;
+                    self.dirty = true;
+                }
             }
             self.with_context(self.tracker.current(), now, |op, ctx| op.on_processing_time(now, ctx))?;
             self.route()?;
@@ -337,6 +355,19 @@ where
                 self.idle_wait();
             }
         }
+    }
+
+    /// A drain of group-member jobs: whether every input is complete — a clients' input (the drain says the
+    /// clients have stopped), or one whose producers have processed all their input in every process
+    /// ([`super::Runtime::upstream_complete`]). Before that, an input whose producer runs elsewhere is
+    /// quiet, not finished: its records may still come (e.g. from a task between two owners).
+    fn inputs_complete(&self) -> bool {
+        self.s.inputs.iter().all(|t| !self.s.producers.produced_by_jobs(t) || self.s.producers.is_complete(t))
+    }
+
+    /// Stopped as a crash would (no commit): the runtime was aborted, or the task's partition was lost.
+    fn aborted(&self) -> bool {
+        self.s.abort.is_aborted() || self.s.member.as_ref().is_some_and(|m| m.lost.is_triggered())
     }
 
     /// The offset input `input` is read up to in batch mode (`u64::MAX`: no fixed end).
@@ -423,7 +454,7 @@ where
             }
             decoded_next = self.handle(input, &recs, i, decoded, now)?;
             handled += 1;
-            if self.s.abort.is_aborted() {
+            if self.aborted() {
                 return Ok(None);
             }
         }
@@ -776,7 +807,7 @@ fn letter(rec: &LogRecord, stage: &str, reason: String) -> DeadLetter {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {

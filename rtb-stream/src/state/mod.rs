@@ -104,6 +104,16 @@ pub trait StoreBackend: Send + Sync + std::fmt::Debug {
     fn apply(&self, batch: WriteBatch) -> Result<()>;
     /// Makes everything applied so far durable (no-op for memory).
     fn flush(&self) -> Result<()>;
+
+    /// Brings the committed state of each task `(group, partition)` (its scope, see
+    /// [`crate::runtime::task_scope`]) up to date with what other processes committed for it since this
+    /// backend read it: called before a task starts on a partition that a consumer group moved to this
+    /// process, and to watch tasks that other processes run. A backend that one process owns (memory, the
+    /// journal, sled) has nothing to re-read: the default does nothing.
+    fn refresh_tasks(&self, tasks: &[(String, u32)]) -> Result<()> {
+        let _ = tasks;
+        Ok(())
+    }
 }
 
 /// Committed read positions: `(topic, partition) → next offset to read`.

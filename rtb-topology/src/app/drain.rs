@@ -1,7 +1,7 @@
 //! The drain of `rtb run`: once the generator has finished, waits until every stage has committed every
 //! input record and its committed watermark has reached the end of the data it read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +19,19 @@ use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use crate::replay::outputs::is_late_reason;
 
+/// How often the drain re-reads the committed state of the tasks other processes run (`refresh`).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
 /// Waits until the pipeline has processed everything to the end; `Some(why)` when it stopped short.
+/// With group membership (`rt`'s jobs share their consumer groups with other processes), the drain re-reads
+/// the other processes' committed progress, and tells the runtime which produced topics are complete, so
+/// that their readers call them idle only once nothing more can reach them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn drain(
     plan: &ExecutionPlan,
     log: &dyn RunLog,
     state: &Arc<dyn StoreBackend>,
+    rt: &rtb_stream::runtime::Runtime,
     metrics: &rtb_stream::runtime::RuntimeMetrics,
     letters: &mut LetterTally,
     token: &rtb_stream::runtime::ShutdownToken,
@@ -39,6 +46,7 @@ pub(crate) fn drain(
     let stall = Duration::from_millis(idle + 4 * commit + 3_000);
     let mut ends = EndOfData::default();
     let mut last_progress: Option<(Vec<Behind>, Instant)> = None;
+    let mut refreshed: Option<Instant> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(Some(Incomplete::Interrupted));
@@ -47,7 +55,16 @@ pub(crate) fn drain(
             // A task failed: `Runtime::join` reports it.
             return Ok(None);
         }
-        let lag = total_lag(plan, log, state)?;
+        if refreshed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+            // Tasks of other processes sharing the consumer groups: their committed progress.
+            rt.refresh_remote_tasks()?;
+            refreshed = Some(Instant::now());
+        }
+        let lags = stage_lags(plan, log, state)?;
+        for topic in complete_topics(plan, &lags) {
+            rt.upstream_complete(&topic);
+        }
+        let lag: u64 = lags.iter().sum();
         tracing::debug!(lag, "drain: records not yet committed");
         if lag > 0 {
             last_progress = None;
@@ -269,6 +286,11 @@ impl EndOfData {
 
 /// Records not yet committed by the stages, summed over every input partition.
 pub fn total_lag(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBackend>) -> Result<u64> {
+    Ok(stage_lags(plan, log, state)?.iter().sum())
+}
+
+/// Records not yet committed by each stage (in the plan's order), over its input partitions.
+fn stage_lags(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBackend>) -> Result<Vec<u64>> {
     // One end offset per partition, asked all at once (several stages read the same topic; on Kafka each is
     // a round trip).
     let mut wanted: Vec<(&str, u32)> =
@@ -276,8 +298,9 @@ pub fn total_lag(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBa
     wanted.sort_unstable();
     wanted.dedup();
     let ends: HashMap<(&str, u32), u64> = wanted.iter().copied().zip(log.end_offsets(&wanted)?).collect();
-    let mut lag = 0u64;
+    let mut lags = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
+        let mut lag = 0u64;
         for p in 0..stage.partitions {
             let committed = task_scope(state, stage.runtime_group(), p).read_offsets()?;
             for topic in &stage.inputs {
@@ -286,6 +309,62 @@ pub fn total_lag(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBa
                 lag += end.saturating_sub(done);
             }
         }
+        lags.push(lag);
     }
-    Ok(lag)
+    Ok(lags)
+}
+
+/// The topics the stages produce to that are complete, given each stage's lag (the clients have stopped):
+/// every stage producing to the topic has committed all its input, and each of its inputs is a clients'
+/// topic or complete itself (so nothing more reaches it). Found in the plan's dependency order.
+fn complete_topics(plan: &ExecutionPlan, lags: &[u64]) -> BTreeSet<String> {
+    let produced: BTreeSet<&str> = plan.stages.iter().flat_map(|s| s.outputs.iter().map(String::as_str)).collect();
+    let mut complete = BTreeSet::new();
+    loop {
+        let before = complete.len();
+        for topic in &produced {
+            if complete.contains(*topic) {
+                continue;
+            }
+            let done = plan.stages.iter().zip(lags).filter(|(s, _)| s.outputs.iter().any(|o| o == topic)).all(|(s, lag)| {
+                *lag == 0 && s.inputs.iter().all(|i| !produced.contains(i.as_str()) || complete.contains(i.as_str()))
+            });
+            if done {
+                complete.insert((*topic).to_string());
+            }
+        }
+        if complete.len() == before {
+            return complete;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Topology;
+
+    #[test]
+    fn a_produced_topic_is_complete_once_its_producers_and_their_inputs_are() {
+        let plan = Topology::from_toml_str(include_str!("../../../topologies/cpc.toml")).and_then(|t| t.plan()).expect("plan");
+        let index = |name: &str| plan.stages.iter().position(|s| s.name == name).unwrap_or_else(|| panic!("stage {name}"));
+        let all_done = vec![0u64; plan.stages.len()];
+        let produced: BTreeSet<String> = plan.stages.iter().flat_map(|s| s.outputs.iter().cloned()).collect();
+        assert!(produced.contains("compensation-events") && produced.len() >= 3, "{produced:?}");
+        assert_eq!(complete_topics(&plan, &all_done), produced, "nothing left anywhere: every produced topic");
+
+        // The duplicate detector (producing compensation-events) still has records to commit.
+        let mut lags = all_done.clone();
+        lags[index("duplicate-detection")] = 5;
+        let complete = complete_topics(&plan, &lags);
+        assert!(!complete.contains("compensation-events"), "{complete:?}");
+        assert!(complete.len() == produced.len() - 1, "the others are complete: {complete:?}");
+
+        // A repartition stage behind: its topic is not complete (its reader's watermark must wait for it).
+        let repartition = plan.stages.iter().position(|s| s.repartition.is_some()).expect("a repartition stage");
+        let mut lags = all_done;
+        lags[repartition] = 1;
+        let complete = complete_topics(&plan, &lags);
+        assert!(!complete.contains(&plan.stages[repartition].outputs[0]), "{complete:?}");
+    }
 }

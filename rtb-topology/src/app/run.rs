@@ -174,12 +174,42 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
         stores::unseal(&opts.data_dir)?;
         Some(Sinks::open(plan, &opts.data_dir)?)
     };
-    let (log, state) = open_kafka(plan, kafka.clone(), sinks.is_some())?;
+    // The process that runs the generator too is the deployment's primary: static membership, so that a
+    // restart (after a crash too) takes its partitions straight back. Extra `--no-generator` instances are
+    // elastic: dynamic members, whose partitions move on at once when they stop (see `KafkaConfig::instance_id`).
+    let kafka = match opts.mode {
+        RunMode::Both => kafka.clone().with_instance_id(instance_id(&opts.data_dir)?),
+        RunMode::TopologyOnly | RunMode::GeneratorOnly => kafka.clone(),
+    };
+    let (log, state) = open_kafka(plan, kafka, sinks.is_some())?;
     let outcome = run_open(plan, opts, &ident, &stop, started, &log, state, sinks)?;
     if opts.mode != RunMode::GeneratorOnly {
         stores::seal(&opts.data_dir, &stores)?;
     }
     Ok(outcome)
+}
+
+/// The id of the process that runs on `data_dir` in its consumer groups (static membership, see
+/// [`KafkaConfig::instance_id`]): made once and kept in the directory (`instance-id`), so that a process
+/// restarted on the same directory — after a crash too — is the same member and takes its partitions back
+/// at once. The directory's lock keeps two live processes from sharing it.
+pub fn instance_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path, e)),
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    let id = format!("rtb-{:016x}", h.finish());
+    let tmp = data_dir.join("instance-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n")).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    Ok(id)
 }
 
 /// Connects to the Kafka cluster of `cfg`, creates the plan's topics (and the dead-letter and late topics)
@@ -263,7 +293,9 @@ fn run_open(
                     })
                     .map_err(|e| Error::Run(format!("database: {e}")))?;
             }
-            let mut rt = Runtime::new(log.io(), Arc::clone(&state));
+            // On Kafka every stage is a member of its consumer group: more `rtb run --no-generator`
+            // processes on the same cluster and prefix share the partitions and take over from each other.
+            let mut rt = Runtime::new(log.io(), Arc::clone(&state)).with_group_membership(opts.kafka.is_some());
             wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
             Some(rt)
         }
@@ -357,7 +389,7 @@ fn run_open(
                  data closes, commits and stops"
             );
             rt.drain_token().trigger();
-            if let Some(why) = drain(plan, log, &state, &metrics, &mut letters, &token, stop, &bar, &mut committed_all)? {
+            if let Some(why) = drain(plan, log, &state, &rt, &metrics, &mut letters, &token, stop, &bar, &mut committed_all)? {
                 incomplete.get_or_insert(why);
             }
         }
