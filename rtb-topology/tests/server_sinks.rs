@@ -269,15 +269,7 @@ fn redis_emptied_mid_stream_stops_the_run_and_the_restart_rebuilds_the_cache() {
     assert_eq!(rebuilds["generation"], 1);
     rtb(&export).unwrap_or_else(|e| panic!("{e}"));
 
-    // The same traffic, uninterrupted, on the embedded sinks.
-    let (edata, eout) = (dir.path().join("embedded").display().to_string(), dir.path().join("embedded-out").display().to_string());
-    let mut run = vec!["run", "--data-dir", edata.as_str(), "--rate", "10000000"];
-    run.extend(common);
-    rtb(&run).unwrap_or_else(|e| panic!("{e}"));
-    rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
-    let sum = compare_outputs(Path::new(&eout), Path::new(&served_out), true, &dir);
-    let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
-    assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
+    equals_embedded(&servers, &served_out, &common, true, &dir);
 }
 
 /// Both servers unreachable for two seconds mid-stream (every connection cut, new ones refused — what a
@@ -319,14 +311,7 @@ fn servers_down_mid_stream_pause_the_run_which_resumes_and_loses_nothing() {
     assert!(err.contains("unreachable: pausing") && err.contains("reachable again: resuming"), "logged: {err}");
     rtb(&["export", "--data-dir", data.as_str(), "--output", out.as_str(), "--redis", redis.as_str(), "--postgres", postgres.as_str()])
         .unwrap_or_else(|e| panic!("{e}"));
-    let (edata, eout) = (dir.path().join("embedded").display().to_string(), dir.path().join("embedded-out").display().to_string());
-    let mut run = vec!["run", "--data-dir", edata.as_str(), "--rate", "10000000"];
-    run.extend(common);
-    rtb(&run).unwrap_or_else(|e| panic!("{e}"));
-    rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
-    let sum = compare_outputs(Path::new(&eout), Path::new(&out), false, &dir);
-    let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
-    assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
+    equals_embedded(&servers, &out, &common, false, &dir);
 }
 
 /// `rtb run` on the servers SIGKILLed mid-stream and restarted on the same data directory: every sink write
@@ -357,14 +342,26 @@ fn a_served_run_killed_mid_stream_and_restarted_charges_each_click_once() {
     child.wait().unwrap();
     args[4] = "10000000";
     rtb(&args).unwrap_or_else(|e| panic!("{e}"));
-    rtb(&["export", "--data-dir", data.as_str(), "--output", out.as_str(), "--redis", servers.redis.as_str(), "--postgres", servers.postgres.as_str()])
+    served_equals_embedded(&servers, &data, &out, &common, &dir);
+}
+
+/// Exports what a run on the servers left (data directory `data`) into `out`, then [`equals_embedded`].
+fn served_equals_embedded(servers: &Servers, data: &str, out: &str, common: &[&str], dir: &tempfile::TempDir) {
+    rtb(&["export", "--data-dir", data, "--output", out, "--redis", servers.redis.as_str(), "--postgres", servers.postgres.as_str()])
         .unwrap_or_else(|e| panic!("{e}"));
+    equals_embedded(servers, out, common, true, dir);
+}
+
+/// Runs the same traffic (`common`) uninterrupted on the embedded default and checks that its export
+/// equals `served_out` (what the run on the servers exported; `interrupted`: that run was stopped and
+/// restarted), money included, and that the ledger in PostgreSQL adds up to the same.
+fn equals_embedded(servers: &Servers, served_out: &str, common: &[&str], interrupted: bool, dir: &tempfile::TempDir) {
     let (edata, eout) = (dir.path().join("embedded").display().to_string(), dir.path().join("embedded-out").display().to_string());
     let mut run = vec!["run", "--data-dir", edata.as_str(), "--rate", "10000000"];
     run.extend(common);
     rtb(&run).unwrap_or_else(|e| panic!("{e}"));
     rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
-    let sum = compare_outputs(Path::new(&eout), Path::new(&out), true, &dir);
+    let sum = compare_outputs(Path::new(&eout), Path::new(served_out), interrupted, dir);
     let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
     assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
 }
@@ -587,16 +584,7 @@ fn scale_out_and_failover(graceful: bool) {
     }
 
     let out = dir.path().join("out").display().to_string();
-    rtb(&["export", "--data-dir", data_a.as_str(), "--output", out.as_str(), "--redis", servers.redis.as_str(), "--postgres", servers.postgres.as_str()])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (edata, eout) = (dir.path().join("embedded").display().to_string(), dir.path().join("embedded-out").display().to_string());
-    let mut run = vec!["run", "--data-dir", edata.as_str(), "--rate", "10000000"];
-    run.extend(common);
-    rtb(&run).unwrap_or_else(|e| panic!("{e}"));
-    rtb(&["export", "--data-dir", edata.as_str(), "--output", eout.as_str()]).unwrap_or_else(|e| panic!("{e}"));
-    let sum = compare_outputs(Path::new(&eout), Path::new(&out), true, &dir);
-    let pg_sum: i64 = servers.db.ledger().unwrap().iter().map(|r| r.entry.amount).sum();
-    assert_eq!(pg_sum, sum, "the ledger in PostgreSQL");
+    served_equals_embedded(&servers, &data_a, &out, &common, &dir);
 }
 
 #[test]

@@ -166,27 +166,15 @@ impl ChangelogBackend {
         let started = Instant::now();
         let cfg = self.log.config().clone();
         let timeout = self.options.restore_timeout;
-        let results: Vec<Result<(Map, Vec<Part>, RestoreStats)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .groups
-                .iter()
-                .map(|(group, partitions)| {
-                    let cfg = &cfg;
-                    let name = cfg.topic(&self.topic(group));
-                    let parts: Vec<Part> = (0..*partitions).map(|p| Part::start(group, &name, p)).collect();
-                    scope.spawn(move || {
-                        let mut map = Map::new();
-                        let mut stats = RestoreStats::default();
-                        let parts = read_parts(cfg, parts, &mut map, &mut stats, started, timeout)?;
-                        Ok((map, parts, stats))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("changelog restore thread panicked".into()))))
-                .collect()
-        });
+        let topics: Vec<Vec<Part>> = self
+            .groups
+            .iter()
+            .map(|(group, partitions)| {
+                let name = cfg.topic(&self.topic(group));
+                (0..*partitions).map(|p| Part::start(group, &name, p)).collect()
+            })
+            .collect();
+        let results: Vec<Result<(Map, Vec<Part>, RestoreStats)>> = read_topics(&cfg, topics, started, timeout);
         let mut map = BTreeMap::new();
         let mut stats = RestoreStats::default();
         let read = self.read.get_mut();
@@ -239,6 +227,33 @@ impl Part {
     fn start(group: &str, topic: &str, partition: u32) -> Self {
         Self { group: group.to_string(), partition, topic: topic.to_string(), next: 0, pending: None }
     }
+}
+
+/// [`read_parts`] for each changelog topic's parts, one thread a topic (their keys are disjoint), into a
+/// fresh sink each.
+fn read_topics<S: OpSink + Default + Send>(
+    cfg: &super::KafkaConfig,
+    topics: Vec<Vec<Part>>,
+    started: Instant,
+    timeout: Duration,
+) -> Vec<Result<(S, Vec<Part>, RestoreStats)>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = topics
+            .into_iter()
+            .map(|parts| {
+                scope.spawn(move || {
+                    let mut sink = S::default();
+                    let mut stats = RestoreStats::default();
+                    let parts = read_parts(cfg, parts, &mut sink, &mut stats, started, timeout)?;
+                    Ok((sink, parts, stats))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("changelog reader thread panicked".into()))))
+            .collect()
+    })
 }
 
 /// Reads each of `parts` (partitions of one changelog topic) from its next offset to the end the fetcher
@@ -421,24 +436,8 @@ impl StoreBackend for ChangelogBackend {
         }
         let cfg = self.log.config().clone();
         let timeout = self.options.restore_timeout;
-        let results: Vec<Result<(WriteBatch, Vec<Part>, RestoreStats)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = by_topic
-                .into_values()
-                .map(|parts| {
-                    let cfg = &cfg;
-                    scope.spawn(move || {
-                        let mut batch = WriteBatch::new();
-                        let mut stats = RestoreStats::default();
-                        let parts = read_parts(cfg, parts, &mut batch, &mut stats, started, timeout)?;
-                        Ok((batch, parts, stats))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("changelog refresh thread panicked".into()))))
-                .collect()
-        });
+        let results: Vec<Result<(WriteBatch, Vec<Part>, RestoreStats)>> =
+            read_topics(&cfg, by_topic.into_values().collect(), started, timeout);
         let mut all = WriteBatch::new();
         let mut records = 0;
         let mut failed = None;

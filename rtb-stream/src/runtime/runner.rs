@@ -29,6 +29,7 @@ struct Threads {
 }
 
 impl Threads {
+    /// Starts `run` on a thread named `name`; a failure stops the runtime (task `index` failed first).
     fn start(
         &self,
         name: String,
@@ -281,7 +282,7 @@ impl Runtime {
         self.metrics.insert(&cfg.group, Arc::clone(&metrics));
         for (partition, task) in (0..partitions).zip(tasks) {
             let index = self.tasks.len();
-            let handle = self.start_thread(format!("rtb-{}-{partition}", cfg.group), index, move || task.run())?;
+            let handle = self.threads().start(format!("rtb-{}-{partition}", cfg.group), index, move || task.run())?;
             GroupMetrics::add(&metrics.tasks, 1);
             self.tasks.push(Spawned {
                 group: cfg.group.clone(),
@@ -347,16 +348,7 @@ impl Runtime {
         })
     }
 
-    /// Starts `run` on a thread named `name`; a failure stops the runtime (task `index` failed first).
-    fn start_thread(
-        &self,
-        name: String,
-        index: usize,
-        run: impl FnOnce() -> Result<TaskEnd> + Send + 'static,
-    ) -> Result<JoinHandle<Result<TaskEnd>>> {
-        self.threads().start(name, index, run)
-    }
-
+    /// Starts task threads whose failure stops this runtime.
     fn threads(&self) -> Threads {
         Threads {
             first_failure: Arc::clone(&self.first_failure),
@@ -399,7 +391,7 @@ impl Runtime {
         self.metrics.insert(&group, metrics);
         self.members.push(Arc::clone(&assignment));
         let (shutdown, abort) = (self.shutdown.clone(), self.abort.clone());
-        let handle = self.start_thread(format!("rtb-{group}-member"), index, move || {
+        let handle = self.threads().start(format!("rtb-{group}-member"), index, move || {
             super::member::coordinate(member, &assignment, &shutdown, &abort)
         })?;
         self.tasks.push(Spawned { group, topic: cfg.inputs[0].clone(), partition: 0, handle });
