@@ -54,6 +54,8 @@ fn start(log: &KafkaLog) -> (Runtime, Arc<dyn StoreBackend>) {
     let mut rt = Runtime::new(log.clone(), Arc::clone(&state)).with_group_membership(true);
     let cfg = JobConfig { commit_interval: Duration::from_millis(100), ..JobConfig::new(GROUP, ["in"]) };
     rt.spawn(cfg, decode, |_task, scope: &StateScope| Ok(Count { counts: KeyedStore::open(scope, "counts")? })).expect("spawn");
+    // Every job spawned: member tasks start once each job has partitions.
+    rt.seal();
     (rt, state)
 }
 

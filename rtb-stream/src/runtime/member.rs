@@ -9,6 +9,12 @@
 //!   give the partitions to another member) only once every one of them has committed.
 //! - **Lost:** each task stops without committing (another member may own the partition already; what
 //!   was not committed is redone there).
+//! - **Start:** the tasks of a process start only once the runtime is sealed and every member job of it
+//!   has been given its first partitions (or [`START_WAIT`] has passed since the first was spawned, for a
+//!   process some group gives nothing, or a runtime never sealed), as a runtime
+//!   without groups starts every task at once: a downstream task started long before the upstream job it
+//!   reads through a repartition topic would call that job's quiet partitions idle and move its watermark
+//!   on without them.
 //! - **Shutdown:** every task commits and stops, then the process leaves the group, handing its partitions
 //!   to the other members at once. An abort (a simulated crash) stops the tasks without committing.
 
@@ -25,6 +31,51 @@ use super::{AbortHandle, ShutdownToken};
 use crate::error::{Error, Result};
 use crate::io::{GroupMember, Rebalance};
 use crate::state::StoreBackend;
+
+/// How long a process's member jobs wait for each other's first assignment before starting anyway.
+pub(crate) const START_WAIT: Duration = Duration::from_secs(30);
+
+/// Holds the tasks of a runtime's member jobs until every member job has been given partitions (see the
+/// module docs).
+#[derive(Default)]
+pub(crate) struct StartGate {
+    /// Member jobs spawned, and those given partitions at least once.
+    jobs: Mutex<(usize, std::collections::BTreeSet<String>)>,
+    /// When the first member job was spawned.
+    since: Mutex<Option<std::time::Instant>>,
+    /// The runtime is sealed (no more jobs).
+    sealed: std::sync::atomic::AtomicBool,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl StartGate {
+    pub(crate) fn add_job(&self) {
+        self.since.lock().get_or_insert_with(std::time::Instant::now);
+        self.jobs.lock().0 += 1;
+    }
+
+    pub(crate) fn seal(&self) {
+        self.sealed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn assigned(&self, group: &str) {
+        self.jobs.lock().1.insert(group.to_string());
+    }
+
+    fn is_open(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        let waited = self.since.lock().is_some_and(|t| t.elapsed() >= START_WAIT);
+        let (jobs, assigned) = &*self.jobs.lock();
+        let open = waited || (self.sealed.load(Ordering::Acquire) && assigned.len() >= *jobs);
+        if open {
+            self.open.store(true, Ordering::Release);
+        }
+        open
+    }
+}
 
 /// How a task of a member job is told to stop.
 #[derive(Clone, Default)]
@@ -50,12 +101,22 @@ pub(crate) struct Assignment {
     state: Arc<dyn StoreBackend>,
     start: StartTask,
     metrics: Arc<GroupMetrics>,
+    gate: Arc<StartGate>,
     running: BTreeMap<u32, Running>,
+    /// Assigned (state restored) but waiting for the gate.
+    waiting: Vec<u32>,
 }
 
 impl Assignment {
-    pub(crate) fn new(group: String, partitions: u32, state: Arc<dyn StoreBackend>, start: StartTask, metrics: Arc<GroupMetrics>) -> Self {
-        Self { group, partitions, state, start, metrics, running: BTreeMap::new() }
+    pub(crate) fn new(
+        group: String,
+        partitions: u32,
+        state: Arc<dyn StoreBackend>,
+        start: StartTask,
+        metrics: Arc<GroupMetrics>,
+        gate: Arc<StartGate>,
+    ) -> Self {
+        Self { group, partitions, state, start, metrics, gate, running: BTreeMap::new(), waiting: Vec::new() }
     }
 
     /// The job's group.
@@ -63,14 +124,30 @@ impl Assignment {
         &self.group
     }
 
-    /// The partitions of the job that no task of this process runs now.
+    /// The partitions of the job not assigned to this process now.
     pub(crate) fn elsewhere(&self) -> Vec<u32> {
-        (0..self.partitions).filter(|p| !self.running.contains_key(p)).collect()
+        (0..self.partitions).filter(|p| !self.running.contains_key(p) && !self.waiting.contains(p)).collect()
     }
 
-    /// The partitions running here.
+    /// The partitions assigned here (running, or waiting to start).
     pub(crate) fn here(&self) -> Vec<u32> {
-        self.running.keys().copied().collect()
+        let mut ps: Vec<u32> = self.running.keys().chain(&self.waiting).copied().collect();
+        ps.sort_unstable();
+        ps
+    }
+
+    /// Starts the tasks waiting for the start gate, once it is open.
+    pub(crate) fn start_waiting(&mut self) -> Result<()> {
+        if self.waiting.is_empty() || !self.gate.is_open() {
+            return Ok(());
+        }
+        for p in std::mem::take(&mut self.waiting) {
+            let stops = TaskStops::default();
+            let handle = (self.start)(p, stops.clone())?;
+            GroupMetrics::add(&self.metrics.tasks, 1);
+            self.running.insert(p, Running { stops, handle });
+        }
+        Ok(())
     }
 
     fn handle(&mut self, change: &Rebalance) -> Result<()> {
@@ -82,7 +159,11 @@ impl Assignment {
     }
 
     fn assign(&mut self, ps: &[u32]) -> Result<()> {
-        let new: Vec<u32> = ps.iter().copied().filter(|p| !self.running.contains_key(p) && *p < self.partitions).collect();
+        let new: Vec<u32> = ps
+            .iter()
+            .copied()
+            .filter(|p| !self.running.contains_key(p) && !self.waiting.contains(p) && *p < self.partitions)
+            .collect();
         if new.is_empty() {
             return Ok(());
         }
@@ -91,17 +172,14 @@ impl Assignment {
         self.state.refresh_tasks(&tasks)?;
         tracing::info!(group = %self.group, partitions = ?new, restore_ms = started.elapsed().as_millis() as u64,
             "partitions assigned to this process: state restored, tasks starting");
-        for p in new {
-            let stops = TaskStops::default();
-            let handle = (self.start)(p, stops.clone())?;
-            GroupMetrics::add(&self.metrics.tasks, 1);
-            self.running.insert(p, Running { stops, handle });
-        }
-        Ok(())
+        self.gate.assigned(&self.group);
+        self.waiting.extend(new);
+        self.start_waiting()
     }
 
     /// Stops the tasks of `ps` (`lost`: without committing) and waits for them; the first error.
     fn stop(&mut self, ps: &[u32], lost: bool) -> Result<()> {
+        self.waiting.retain(|p| !ps.contains(p));
         let mut stopping = Vec::new();
         for p in ps {
             if let Some(r) = self.running.remove(p) {
@@ -132,6 +210,7 @@ impl Assignment {
     }
 
     fn stop_all(&mut self, lost: bool) -> Result<()> {
+        self.waiting.clear();
         let ps: Vec<u32> = self.running.keys().copied().collect();
         self.stop(&ps, lost)
     }
@@ -165,7 +244,7 @@ pub(crate) fn coordinate(
     let mut member = member;
     let mut result = Ok(());
     while !shutdown.is_triggered() && !abort.is_aborted() {
-        if let Err(e) = member.poll(Duration::from_millis(100)) {
+        if let Err(e) = member.poll(Duration::from_millis(100)).and_then(|()| assignment.lock().start_waiting()) {
             result = Err(e);
             break;
         }

@@ -10,7 +10,7 @@ use super::align::{Alignment, Heads};
 use super::commit::{CommitBarrier, Committer};
 use super::ends::Producers;
 use super::metrics::{GroupMetrics, RuntimeMetrics, RuntimeReport};
-use super::member::{Assignment, StartTask, TaskStops};
+use super::member::{Assignment, StartGate, StartTask, TaskStops};
 use super::task::{Task, TaskEnd, TaskSetup};
 use super::{AbortHandle, Decoder, JobConfig, Output, ShutdownToken, TaskInfo};
 use crate::error::{Error, Result};
@@ -136,6 +136,8 @@ pub struct Runtime {
     membership: bool,
     /// The assignments of group-member jobs.
     members: Vec<Arc<Mutex<Assignment>>>,
+    /// Holds member tasks until every member job has partitions.
+    gate: Arc<StartGate>,
     /// Index into `tasks` of the first task that failed.
     first_failure: Arc<Mutex<Option<usize>>>,
 }
@@ -170,6 +172,7 @@ impl Runtime {
             tasks: Vec::new(),
             membership: false,
             members: Vec::new(),
+            gate: Arc::new(StartGate::default()),
             first_failure: Arc::new(Mutex::new(None)),
         }
     }
@@ -378,8 +381,14 @@ impl Runtime {
             let task = build(partition, Some(stops))?;
             threads.start(format!("rtb-{name}-{partition}"), index, move || task.run())
         });
-        let assignment =
-            Arc::new(Mutex::new(Assignment::new(group.clone(), partitions, Arc::clone(&self.state), start, Arc::clone(&metrics))));
+        let assignment = Arc::new(Mutex::new(Assignment::new(
+            group.clone(),
+            partitions,
+            Arc::clone(&self.state),
+            start,
+            Arc::clone(&metrics),
+            Arc::clone(&self.gate),
+        )));
         let Some(member) = self.io.join_group(&group, &cfg.inputs[0], super::member::handler(&assignment))? else {
             return Err(Error::Config(format!(
                 "group `{group}`: the log has no consumer groups to assign partitions (group membership needs a log \
@@ -387,6 +396,7 @@ impl Runtime {
             )));
         };
         self.groups.insert(group.clone());
+        self.gate.add_job();
         self.producers.add_member(&cfg.outputs);
         self.metrics.insert(&group, metrics);
         self.members.push(Arc::clone(&assignment));
@@ -490,9 +500,13 @@ impl Runtime {
 
     /// Declares that every job of this runtime has been spawned (also done by [`Runtime::join`]): from now on
     /// batch-mode inputs that jobs of this runtime produce to can end. Spawning after sealing is refused.
+    /// Group-member jobs ([`Runtime::with_group_membership`]) start processing only once the runtime is
+    /// sealed and each of them has been given partitions (or 30 s have passed since the first was
+    /// spawned), so seal right after spawning them.
     pub fn seal(&self) {
         self.producers.seal();
         self.alignment.seal();
+        self.gate.seal();
     }
 
     /// Waits for every task. Returns the first task error (the others were stopped because of it and are

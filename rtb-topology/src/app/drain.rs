@@ -61,7 +61,12 @@ pub(crate) fn drain(
             refreshed = Some(Instant::now());
         }
         let lags = stage_lags(plan, log, state)?;
-        for topic in complete_topics(plan, &lags) {
+        let behind = ends.behind(plan, log, state)?;
+        // A stage has finished once it has committed every input record and its watermark has reached the
+        // end of its data (what it emits when its windows and timers close is out then too).
+        let finished: Vec<bool> =
+            plan.stages.iter().zip(&lags).map(|(s, lag)| *lag == 0 && !behind.iter().any(|b| b.stage == s.name)).collect();
+        for topic in complete_topics(plan, &finished) {
             rt.upstream_complete(&topic);
         }
         let lag: u64 = lags.iter().sum();
@@ -72,7 +77,6 @@ pub(crate) fn drain(
             bar.set_message(format!("draining: {lag} records not yet committed; {}", pipeline_message(metrics, letters)));
         } else {
             committed_all.get_or_insert_with(Instant::now);
-            let behind = ends.behind(plan, log, state)?;
             tracing::debug!(behind = behind.len(), "drain: tasks whose watermark is short of the end of the data");
             if behind.is_empty() {
                 return Ok(None);
@@ -314,10 +318,11 @@ fn stage_lags(plan: &ExecutionPlan, log: &dyn RunLog, state: &Arc<dyn StoreBacke
     Ok(lags)
 }
 
-/// The topics the stages produce to that are complete, given each stage's lag (the clients have stopped):
-/// every stage producing to the topic has committed all its input, and each of its inputs is a clients'
-/// topic or complete itself (so nothing more reaches it). Found in the plan's dependency order.
-fn complete_topics(plan: &ExecutionPlan, lags: &[u64]) -> BTreeSet<String> {
+/// The topics the stages produce to that are complete, given which stages have finished (committed all
+/// their input, watermark at the end of their data; the clients have stopped): every stage producing to the
+/// topic has finished, and each of its inputs is a clients' topic or complete itself (so nothing more
+/// reaches it). Found in the plan's dependency order.
+fn complete_topics(plan: &ExecutionPlan, finished: &[bool]) -> BTreeSet<String> {
     let produced: BTreeSet<&str> = plan.stages.iter().flat_map(|s| s.outputs.iter().map(String::as_str)).collect();
     let mut complete = BTreeSet::new();
     loop {
@@ -326,8 +331,8 @@ fn complete_topics(plan: &ExecutionPlan, lags: &[u64]) -> BTreeSet<String> {
             if complete.contains(*topic) {
                 continue;
             }
-            let done = plan.stages.iter().zip(lags).filter(|(s, _)| s.outputs.iter().any(|o| o == topic)).all(|(s, lag)| {
-                *lag == 0 && s.inputs.iter().all(|i| !produced.contains(i.as_str()) || complete.contains(i.as_str()))
+            let done = plan.stages.iter().zip(finished).filter(|(s, _)| s.outputs.iter().any(|o| o == topic)).all(|(s, fin)| {
+                *fin && s.inputs.iter().all(|i| !produced.contains(i.as_str()) || complete.contains(i.as_str()))
             });
             if done {
                 complete.insert((*topic).to_string());
@@ -348,23 +353,23 @@ mod tests {
     fn a_produced_topic_is_complete_once_its_producers_and_their_inputs_are() {
         let plan = Topology::from_toml_str(include_str!("../../../topologies/cpc.toml")).and_then(|t| t.plan()).expect("plan");
         let index = |name: &str| plan.stages.iter().position(|s| s.name == name).unwrap_or_else(|| panic!("stage {name}"));
-        let all_done = vec![0u64; plan.stages.len()];
+        let all_done = vec![true; plan.stages.len()];
         let produced: BTreeSet<String> = plan.stages.iter().flat_map(|s| s.outputs.iter().cloned()).collect();
         assert!(produced.contains("compensation-events") && produced.len() >= 3, "{produced:?}");
         assert_eq!(complete_topics(&plan, &all_done), produced, "nothing left anywhere: every produced topic");
 
-        // The duplicate detector (producing compensation-events) still has records to commit.
-        let mut lags = all_done.clone();
-        lags[index("duplicate-detection")] = 5;
-        let complete = complete_topics(&plan, &lags);
+        // The duplicate detector (producing compensation-events) has not finished.
+        let mut finished = all_done.clone();
+        finished[index("duplicate-detection")] = false;
+        let complete = complete_topics(&plan, &finished);
         assert!(!complete.contains("compensation-events"), "{complete:?}");
         assert!(complete.len() == produced.len() - 1, "the others are complete: {complete:?}");
 
         // A repartition stage behind: its topic is not complete (its reader's watermark must wait for it).
         let repartition = plan.stages.iter().position(|s| s.repartition.is_some()).expect("a repartition stage");
-        let mut lags = all_done;
-        lags[repartition] = 1;
-        let complete = complete_topics(&plan, &lags);
+        let mut finished = all_done;
+        finished[repartition] = false;
+        let complete = complete_topics(&plan, &finished);
         assert!(!complete.contains(&plan.stages[repartition].outputs[0]), "{complete:?}");
     }
 }
