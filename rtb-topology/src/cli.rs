@@ -202,6 +202,12 @@ pub struct RunArgs {
     /// Run only the traffic generator (no operators, no sinks). Needs --kafka.
     #[arg(long)]
     pub generator_only: bool,
+    /// Share the stages' consumer groups with other `rtb run --group-membership` processes on the same
+    /// cluster and prefix: this process runs only the partitions the groups assign it and takes over those
+    /// of an instance that stops or dies (every instance of a deployment must pass it). Needs --kafka and
+    /// the sinks on servers (--redis, --postgres).
+    #[arg(long, conflicts_with = "generator_only")]
+    pub group_membership: bool,
 }
 
 /// Parses `KEY=VALUE`.
@@ -375,6 +381,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<Finished> {
         scale: args.scale,
         progress: !args.quiet,
         kafka: kafka_config(&args.kafka, &args.topic_prefix, &args.kafka_properties, &plan)?,
+        group_membership: args.group_membership,
         mode: match (args.no_generator, args.generator_only) {
             (true, _) => crate::app::run::RunMode::TopologyOnly,
             (_, true) => crate::app::run::RunMode::GeneratorOnly,

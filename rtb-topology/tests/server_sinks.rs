@@ -451,7 +451,7 @@ impl Instance {
         let data = dir.join(name).display().to_string();
         let log = dir.join(format!("{log_name}.log"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_rtb"))
-            .args(["run", "--data-dir", data.as_str(), "--no-generator"])
+            .args(["run", "--data-dir", data.as_str(), "--no-generator", "--group-membership"])
             .args(args)
             .env("RUST_LOG", "warn,rtb_stream=info")
             .stdout(std::process::Stdio::piped())

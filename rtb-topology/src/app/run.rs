@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub kafka: Option<KafkaConfig>,
     /// What this process runs: the topology and the generator, or one of them (only with `kafka`).
     pub mode: RunMode,
+    /// Every stage runs as a member of its consumer group (only with `kafka`): several processes share the
+    /// partitions and take over from each other (see `Runtime::with_group_membership`). Without it this
+    /// process runs every partition: one topology process per cluster and prefix.
+    pub group_membership: bool,
 }
 
 /// What one `rtb run` process runs.
@@ -148,6 +152,9 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
             "--no-generator and --generator-only need --kafka: the embedded log belongs to one process".into(),
         ));
     }
+    if opts.kafka.is_none() && opts.group_membership {
+        return Err(Error::Run("--group-membership needs --kafka: the embedded log belongs to one process".into()));
+    }
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| io(&opts.data_dir, e))?;
     let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let ident = check_identity(&opts.data_dir, opts)?;
@@ -178,8 +185,8 @@ pub fn run(plan: &ExecutionPlan, opts: &RunOptions, stop: Arc<AtomicBool>) -> Re
     // restart (after a crash too) takes its partitions straight back. Extra `--no-generator` instances are
     // elastic: dynamic members, whose partitions move on at once when they stop (see `KafkaConfig::instance_id`).
     let kafka = match opts.mode {
-        RunMode::Both => kafka.clone().with_instance_id(instance_id(&opts.data_dir)?),
-        RunMode::TopologyOnly | RunMode::GeneratorOnly => kafka.clone(),
+        RunMode::Both if opts.group_membership => kafka.clone().with_instance_id(instance_id(&opts.data_dir)?),
+        _ => kafka.clone(),
     };
     let (log, state) = open_kafka(plan, kafka, sinks.is_some())?;
     let outcome = run_open(plan, opts, &ident, &stop, started, &log, state, sinks)?;
@@ -293,9 +300,9 @@ fn run_open(
                     })
                     .map_err(|e| Error::Run(format!("database: {e}")))?;
             }
-            // On Kafka every stage is a member of its consumer group: more `rtb run --no-generator`
-            // processes on the same cluster and prefix share the partitions and take over from each other.
-            let mut rt = Runtime::new(log.io(), Arc::clone(&state)).with_group_membership(opts.kafka.is_some());
+            // With --group-membership every stage is a member of its consumer group: the processes on the
+            // same cluster and prefix share the partitions and take over from each other.
+            let mut rt = Runtime::new(log.io(), Arc::clone(&state)).with_group_membership(opts.group_membership);
             wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
             Some(rt)
         }

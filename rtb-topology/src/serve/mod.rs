@@ -130,9 +130,7 @@ fn serve_open(
     };
     let ops = crate::app::run::ops_config(plan)?;
 
-    // On Kafka every stage is a member of its consumer group: several `rtb serve` (or `rtb run
-    // --no-generator`) processes on the same cluster and prefix share the partitions.
-    let mut rt = Runtime::new(log.io(), Arc::clone(&state_store)).with_group_membership(opts.kafka.is_some());
+    let mut rt = Runtime::new(log.io(), Arc::clone(&state_store));
     wiring::spawn_all(&mut rt, plan, crate::registry::default_registry()?, &sinks.all, false)?;
     let token = rt.shutdown_token();
 
