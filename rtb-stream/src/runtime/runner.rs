@@ -431,6 +431,11 @@ impl Runtime {
         self.producers.mark_complete(topic);
     }
 
+    /// Whether any job of this runtime is a group member ([`Runtime::with_group_membership`]).
+    pub fn has_group_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+
     /// The partitions of each group-member job that run in this process now (empty without membership).
     pub fn assigned_partitions(&self) -> BTreeMap<String, Vec<u32>> {
         self.members

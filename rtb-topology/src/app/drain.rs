@@ -61,15 +61,20 @@ pub(crate) fn drain(
             refreshed = Some(Instant::now());
         }
         let lags = stage_lags(plan, log, state)?;
-        let behind = ends.behind(plan, log, state)?;
-        // A stage has finished once it has committed every input record and its watermark has reached the
-        // end of its data (what it emits when its windows and timers close is out then too).
-        let finished: Vec<bool> =
-            plan.stages.iter().zip(&lags).map(|(s, lag)| *lag == 0 && !behind.iter().any(|b| b.stage == s.name)).collect();
-        for topic in complete_topics(plan, &finished) {
-            rt.upstream_complete(&topic);
-        }
         let lag: u64 = lags.iter().sum();
+        // Where the watermarks stand is needed once every record is committed, and before that only by
+        // group-member tasks, which wait for the topics they read to be complete.
+        let members = rt.has_group_members();
+        let behind = if lag == 0 || members { ends.behind(plan, log, state)? } else { Vec::new() };
+        if members {
+            // A stage has finished once it has committed every input record and its watermark has reached
+            // the end of its data (what it emits when its windows and timers close is out then too).
+            let finished: Vec<bool> =
+                plan.stages.iter().zip(&lags).map(|(s, lag)| *lag == 0 && !behind.iter().any(|b| b.stage == s.name)).collect();
+            for topic in complete_topics(plan, &finished) {
+                rt.upstream_complete(&topic);
+            }
+        }
         tracing::debug!(lag, "drain: records not yet committed");
         if lag > 0 {
             last_progress = None;
