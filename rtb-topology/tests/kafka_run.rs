@@ -259,6 +259,7 @@ fn kafka_settings_without_a_cluster_are_refused() {
         (&["--generator-only"][..], "need --kafka"),
         (&["--topic-prefix", "p-"][..], "need a Kafka cluster"),
         (&["--kafka-property", "linger.ms=5"][..], "need a Kafka cluster"),
+        (&["--group-membership"][..], "--group-membership needs --kafka"),
     ] {
         let o = rtb()
             .args(["run", "--data-dir"])
